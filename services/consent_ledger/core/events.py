@@ -1,0 +1,190 @@
+"""The events of CONTRACT §1: CloudEvents 1.0 envelopes and their ``data`` by type.
+
+Models are frozen and keep unknown extra fields (``extra="allow"``), because
+events are facts from other systems and the ledger never throws away what it was
+told. Validation is strict: a number is not a string, a string is not a list.
+The JSON Schemas in ``schemas/`` are generated from these models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from consent_ledger.core.timestamps import parse_datetime
+
+EVENT_TYPES = (
+    "ConsentGiven",
+    "ConsentWithdrawn",
+    "DataShared",
+    "VisitorRegistered",
+    "ErasureRequested",
+)
+SUBJECT_ROLES = ("customer_contact", "user", "jobseeker", "visitor")
+
+SubjectRole: TypeAlias = Literal["customer_contact", "user", "jobseeker", "visitor"]
+EventType: TypeAlias = Literal[
+    "ConsentGiven", "ConsentWithdrawn", "DataShared", "VisitorRegistered", "ErasureRequested"
+]
+
+
+def _non_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or only white space")
+    return text
+
+
+def _rfc3339(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("must carry a zone offset")
+        return value
+    return parse_datetime(value)
+
+
+NonBlank = Annotated[str, AfterValidator(_non_blank)]
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339),
+    Field(description="RFC 3339 date-time with seconds and a zone offset"),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow", strict=True)
+
+
+class Notice(_Model):
+    """The privacy notice the subject was shown when consenting."""
+
+    id: str
+    version: str
+    content_sha256: str
+
+
+class Recipient(_Model):
+    """Who received the data: its kind decides which policy rule applies."""
+
+    kind: NonBlank
+    id: NonBlank
+    name: str | None = None
+
+
+class LegalBasis(_Model):
+    """What allowed a disclosure outside the group, e.g. a court order."""
+
+    kind: NonBlank
+    reference: str | None = None
+
+
+class ConsentGivenData(_Model):
+    purpose: str
+    subject_role: SubjectRole
+    controller: str
+    expires_at: Timestamp | None = None
+    channel: str | None = None
+    policy_version: str | None = None
+    notice: Notice | None = None
+    evidence: dict[str, Any] | None = None
+
+
+class ConsentWithdrawnData(_Model):
+    purpose: str
+    controller: str
+    channel: str | None = None
+    reason: str | None = None
+
+
+class DataSharedData(_Model):
+    purpose: str
+    subject_role: SubjectRole
+    controller: str
+    recipient: Recipient
+    data_categories: Annotated[list[NonBlank], Field(min_length=1)]
+    legal_basis: LegalBasis | None = None
+
+
+class VisitorRegisteredData(_Model):
+    site: str
+    rights_notice: str | None = None
+    host: str | None = None
+
+
+class ErasureRequestedData(_Model):
+    reason: str | None = None
+    requested_via: str | None = None
+
+
+DATA_MODELS: dict[str, type[_Model]] = {
+    "ConsentGiven": ConsentGivenData,
+    "ConsentWithdrawn": ConsentWithdrawnData,
+    "DataShared": DataSharedData,
+    "VisitorRegistered": VisitorRegisteredData,
+    "ErasureRequested": ErasureRequestedData,
+}
+
+
+class Envelope(_Model):
+    """The CloudEvents 1.0 attributes every event carries (structured mode)."""
+
+    specversion: Literal["1.0"]
+    id: NonBlank
+    source: NonBlank
+    type: str
+    subject: NonBlank
+    time: Timestamp
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+
+
+class _Event(Envelope):
+    type: EventType
+
+
+class ConsentGiven(_Event):
+    """The subject agreed to processing for one purpose."""
+
+    type: Literal["ConsentGiven"] = "ConsentGiven"
+    data: ConsentGivenData
+
+
+class ConsentWithdrawn(_Event):
+    """The subject took back a consent for one purpose."""
+
+    type: Literal["ConsentWithdrawn"] = "ConsentWithdrawn"
+    data: ConsentWithdrawnData
+
+
+class DataShared(_Event):
+    """Personal data of the subject was disclosed to a recipient."""
+
+    type: Literal["DataShared"] = "DataShared"
+    data: DataSharedData
+
+
+class VisitorRegistered(_Event):
+    """A visitor registered at one of the premises."""
+
+    type: Literal["VisitorRegistered"] = "VisitorRegistered"
+    data: VisitorRegisteredData
+
+
+class ErasureRequested(_Event):
+    """The subject asked to be forgotten (GDPR Art. 17)."""
+
+    type: Literal["ErasureRequested"] = "ErasureRequested"
+    data: ErasureRequestedData
+
+
+Event: TypeAlias = (
+    ConsentGiven | ConsentWithdrawn | DataShared | VisitorRegistered | ErasureRequested
+)
+EVENT_MODELS: dict[str, type[_Event]] = {
+    "ConsentGiven": ConsentGiven,
+    "ConsentWithdrawn": ConsentWithdrawn,
+    "DataShared": DataShared,
+    "VisitorRegistered": VisitorRegistered,
+    "ErasureRequested": ErasureRequested,
+}

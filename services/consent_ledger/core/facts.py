@@ -1,0 +1,112 @@
+"""The facts verdicts depend on, distilled from accepted events.
+
+A fact holds only what CONTRACT §4 looks at, in compact, comparable form
+(instants in microseconds), so a subject's whole history is cheap to keep,
+load and re-judge. ``seq`` is the ingest order: it breaks ties in event time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from consent_ledger.core.intake import ValidEvent
+from consent_ledger.core.timestamps import parse_instant
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentChange:
+    """A ``ConsentGiven`` (granted) or ``ConsentWithdrawn`` for one purpose."""
+
+    event_id: str
+    subject: str
+    instant: int
+    seq: int
+    purpose: str
+    granted: bool
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    """A ``DataShared``: who got which data of the subject, why, on what basis."""
+
+    event_id: str
+    subject: str
+    instant: int
+    seq: int
+    purpose: str
+    role: str
+    recipient_kind: str
+    recipient_id: str
+    data_categories: tuple[str, ...]
+    legal_basis_kind: str | None = None
+    legal_basis_reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorRegistration:
+    """A ``VisitorRegistered``, with the rights notice shown, if any."""
+
+    event_id: str
+    subject: str
+    instant: int
+    seq: int
+    rights_notice: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """An ``ErasureRequested``: from ``instant`` on, the subject is forgotten."""
+
+    event_id: str
+    subject: str
+    instant: int
+    seq: int
+
+
+Fact: TypeAlias = ConsentChange | Disclosure | VisitorRegistration | Erasure
+
+
+def fact_of(event: ValidEvent, seq: int) -> Fact:
+    """Distil a valid event into the fact its verdicts depend on."""
+    data: dict[str, Any] = event.body["data"]
+    kind = event.type
+    if kind == "DataShared":
+        recipient = data["recipient"]
+        basis = data.get("legal_basis") or {}
+        return Disclosure(
+            event.id,
+            event.subject,
+            event.instant,
+            seq,
+            purpose=data["purpose"],
+            role=data["subject_role"],
+            recipient_kind=recipient["kind"],
+            recipient_id=recipient["id"],
+            data_categories=tuple(data["data_categories"]),
+            legal_basis_kind=basis.get("kind"),
+            legal_basis_reference=basis.get("reference"),
+        )
+    if kind == "ConsentGiven":
+        expires_at = data.get("expires_at")
+        return ConsentChange(
+            event.id,
+            event.subject,
+            event.instant,
+            seq,
+            data["purpose"],
+            granted=True,
+            expires_at=parse_instant(expires_at) if expires_at is not None else None,
+        )
+    if kind == "ConsentWithdrawn":
+        return ConsentChange(
+            event.id, event.subject, event.instant, seq, data["purpose"], granted=False
+        )
+    if kind == "VisitorRegistered":
+        return VisitorRegistration(
+            event.id, event.subject, event.instant, seq, data.get("rights_notice")
+        )
+    if kind == "ErasureRequested":
+        return Erasure(event.id, event.subject, event.instant, seq)
+    raise ValueError(f"not a valid event type: {kind!r}")  # validate() lets none through

@@ -1,0 +1,257 @@
+"""The policy file of CONTRACT §3: which purposes exist, on what basis, for whom,
+and to which recipients data may go.
+
+:func:`load_policy` refuses a file that does not parse or breaks the shape, with
+an error naming the file, the key path and the problem, e.g.
+``policy.yaml: purposes.marketing.basis: 'consnet' is not one of consent, ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from consent_ledger.core.events import SUBJECT_ROLES
+
+BASES = ("consent", "contract", "legitimate_interest", "legal_obligation")
+REFERENCE_POLICY = "reference.yaml"
+
+# Which rule key has an effect for which recipient kind (CONTRACT §4, step 5);
+# ``purposes`` and ``clause`` apply to every kind.
+_KIND_KEYS: dict[str, str] = {
+    "group_company": "allowed",
+    "partner": "certified",
+    "public_authority": "requires_legal_basis",
+    "acquirer": "requires_legal_basis",
+    "public_forum": "data_categories",
+}
+_RULE_KEYS = (
+    "allowed",
+    "certified",
+    "requires_legal_basis",
+    "data_categories",
+    "purposes",
+    "clause",
+)
+
+
+class PolicyError(ValueError):
+    """The policy file cannot be used; the message names file, key and problem."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    """Why data is processed, the legal basis, and the roles it may be used for."""
+
+    id: str
+    clause: str
+    basis: str
+    roles: frozenset[str]
+
+    @property
+    def needs_consent(self) -> bool:
+        return self.basis == "consent"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRule:
+    """What a disclosure to one kind of recipient requires."""
+
+    kind: str
+    clause: str
+    allowed: frozenset[str] | None = None
+    certified: frozenset[str] | None = None
+    requires_legal_basis: frozenset[str] | None = None
+    data_categories: frozenset[str] | None = None
+    purposes: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A loaded policy: the privacy statement's promises, in checkable form."""
+
+    name: str
+    version: str
+    purposes: Mapping[str, Purpose]
+    recipients: Mapping[str, RecipientRule]
+    require_rights_notice: bool = True
+    visitors_clause: str = "visitors"
+    roles: frozenset[str] = field(default_factory=lambda: frozenset(SUBJECT_ROLES))
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and check a policy file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
+    return parse_policy(text, source)
+
+
+def load_reference_policy() -> Policy:
+    """The policy shipped with the package, written from the two privacy statements."""
+    text = resources.files("consent_ledger.policies").joinpath(REFERENCE_POLICY).read_text("utf-8")
+    return parse_policy(text, f"<package>/policies/{REFERENCE_POLICY}")
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Parse policy YAML; ``source`` names the file in error messages."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(source, "", f"not valid YAML: {where}{problem}") from None
+    return _Reader(source).policy(document)
+
+
+class _Reader:
+    """Walks the YAML document, raising PolicyError with the key path on the first problem."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> PolicyError:
+        return PolicyError(self.source, key, problem)
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a mapping, got {_yaml_kind(value)}")
+        for name in value:
+            if not isinstance(name, str) or not name.strip():
+                raise self.fail(key, f"keys must be non-empty strings, got {name!r}")
+        return value
+
+    def text(self, value: Any, key: str) -> str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # `clause: 1` or `version: 2` mean the obvious thing
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"must be a non-empty string, got {_yaml_kind(value)}")
+        return value
+
+    def names(self, value: Any, key: str) -> frozenset[str]:
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be a list of strings, got {_yaml_kind(value)}")
+        for index, item in enumerate(value):
+            self.text(item, f"{key}[{index}]")
+        return frozenset(value)
+
+    def unknown_keys(self, mapping: Mapping[str, Any], allowed: tuple[str, ...], key: str) -> None:
+        for name in mapping:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                raise self.fail(where, f"unknown key; expected one of {', '.join(allowed)}")
+
+    def policy(self, document: Any) -> Policy:
+        if document is None:
+            raise self.fail("", "the file is empty")
+        top = self.mapping(document, "(top level)")
+        self.unknown_keys(
+            top, ("policy", "version", "roles", "purposes", "recipients", "visitors"), ""
+        )
+        roles = frozenset(SUBJECT_ROLES)
+        if "roles" in top:
+            roles = self.names(top["roles"], "roles")
+            for index, role in enumerate(top["roles"]):
+                if role not in SUBJECT_ROLES:
+                    raise self.fail(
+                        f"roles[{index}]", f"{role!r} is none of {', '.join(SUBJECT_ROLES)}"
+                    )
+        if "purposes" not in top:
+            raise self.fail("purposes", "missing; the policy must list its purposes")
+        purposes = {
+            name: self.purpose(name, spec, roles)
+            for name, spec in self.mapping(top["purposes"], "purposes").items()
+        }
+        recipients = {
+            kind: self.recipient(kind, spec, purposes)
+            for kind, spec in self.mapping(top.get("recipients", {}), "recipients").items()
+        }
+        visitors = self.mapping(top.get("visitors", {}) or {}, "visitors")
+        self.unknown_keys(visitors, ("require_rights_notice", "clause"), "visitors")
+        require_notice = visitors.get("require_rights_notice", True)
+        if not isinstance(require_notice, bool):
+            raise self.fail(
+                "visitors.require_rights_notice", f"must be true or false, got {require_notice!r}"
+            )
+        return Policy(
+            name=self.text(top.get("policy", "unnamed"), "policy"),
+            version=self.text(top.get("version", "1"), "version"),
+            purposes=purposes,
+            recipients=recipients,
+            require_rights_notice=require_notice,
+            visitors_clause=self.text(visitors.get("clause", "visitors"), "visitors.clause"),
+            roles=roles,
+        )
+
+    def purpose(self, name: str, spec: Any, roles: frozenset[str]) -> Purpose:
+        key = f"purposes.{name}"
+        spec = self.mapping(spec, key)
+        self.unknown_keys(spec, ("clause", "basis", "roles"), key)
+        for required in ("clause", "basis", "roles"):
+            if required not in spec:
+                raise self.fail(f"{key}.{required}", "missing")
+        basis = spec["basis"]
+        if basis not in BASES:
+            raise self.fail(f"{key}.basis", f"{basis!r} is not one of {', '.join(BASES)}")
+        purpose_roles = self.names(spec["roles"], f"{key}.roles")
+        for index, role in enumerate(spec["roles"]):
+            if role not in roles:
+                raise self.fail(
+                    f"{key}.roles[{index}]",
+                    f"{role!r} is not a known role ({', '.join(sorted(roles))})",
+                )
+        return Purpose(name, self.text(spec["clause"], f"{key}.clause"), basis, purpose_roles)
+
+    def recipient(self, kind: str, spec: Any, purposes: Mapping[str, Purpose]) -> RecipientRule:
+        key = f"recipients.{kind}"
+        spec = self.mapping(spec if spec is not None else {}, key)
+        self.unknown_keys(spec, _RULE_KEYS, key)
+        for name in ("allowed", "certified", "requires_legal_basis", "data_categories"):
+            if name in spec and _KIND_KEYS.get(kind) != name:
+                used_by = sorted(k for k, v in _KIND_KEYS.items() if v == name)
+                raise self.fail(
+                    f"{key}.{name}", f"has no effect here; it applies to {' and '.join(used_by)}"
+                )
+        needed = _KIND_KEYS.get(kind)
+        if needed is not None and needed not in spec:
+            raise self.fail(f"{key}.{needed}", f"missing; a {kind} rule must list it")
+        lists = {
+            name: self.names(spec[name], f"{key}.{name}")
+            for name in (
+                "allowed",
+                "certified",
+                "requires_legal_basis",
+                "data_categories",
+                "purposes",
+            )
+            if name in spec
+        }
+        for index, purpose in enumerate(spec.get("purposes", [])):
+            if purpose not in purposes:
+                raise self.fail(
+                    f"{key}.purposes[{index}]", f"{purpose!r} is not a purpose of this policy"
+                )
+        clause = self.text(spec.get("clause", key), f"{key}.clause")
+        return RecipientRule(kind=kind, clause=clause, **lists)
+
+
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), repr(value)
+    )

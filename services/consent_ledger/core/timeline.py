@@ -1,0 +1,141 @@
+"""A subject's file: its consent timeline, disclosures, erasure and open violations.
+
+:meth:`SubjectFile.record` takes one accepted fact at a time, in arrival order,
+and returns the violation changes it causes: the fact's own verdicts, and those
+of every earlier-arrived disclosure whose verdict it changes (a late consent
+event re-judges the disclosures of its purpose dated at or after it). The
+offline ``check`` keeps one file per subject in memory; the stream worker loads
+the files of a batch's subjects from PostgreSQL, records the batch, and stores
+the changes. Both get the same answers because both run this code.
+
+Erasure (CONTRACT §4): once recorded, the subject's consent timeline is
+forgotten, verdicts already reached stay, disclosures dated after the erasure
+are ``shared-after-erasure`` and nothing else, and later facts dated before it
+are judged on what remains.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from consent_ledger.core.facts import (
+    ConsentChange,
+    Disclosure,
+    Erasure,
+    Fact,
+    VisitorRegistration,
+)
+from consent_ledger.core.policy import Policy
+from consent_ledger.core.verdicts import Breach, Rule, Severity, judge_disclosure, judge_visitor
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    RETRACTED = "retracted"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A rule broken by one event, identified by (event_id, rule)."""
+
+    event_id: str
+    rule: Rule
+    subject: str
+    severity: Severity
+    clause: str
+    explanation: str
+    occurred_at: int  # the event's time, microseconds since the epoch
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.event_id, self.rule.value)
+
+
+@dataclass(frozen=True, slots=True)
+class ViolationChange:
+    """A violation opened, or retracted because a late event cleared it."""
+
+    status: Status
+    violation: Violation
+
+
+def _order(change: ConsentChange) -> tuple[int, int]:
+    return (change.instant, change.seq)
+
+
+@dataclass(slots=True)
+class SubjectFile:
+    """Everything the verdicts about one subject depend on."""
+
+    subject: str
+    consents: dict[str, list[ConsentChange]] = field(default_factory=dict)
+    disclosures: dict[str, Disclosure] = field(default_factory=dict)
+    erased_at: int | None = None
+    open: dict[str, dict[Rule, Violation]] = field(default_factory=dict)
+
+    def record(self, fact: Fact, policy: Policy) -> list[ViolationChange]:
+        """Take in one accepted fact; return the violations it opens and retracts."""
+        if isinstance(fact, Disclosure):
+            self.disclosures[fact.event_id] = fact
+            return self._rejudge([fact], policy)
+        if isinstance(fact, ConsentChange):
+            if self.erased_at is not None:
+                return []  # nothing remains to change: verdicts reached before stay
+            insort(self.consents.setdefault(fact.purpose, []), fact, key=_order)
+            affected = [
+                shared
+                for shared in self.disclosures.values()
+                if shared.purpose == fact.purpose and shared.instant >= fact.instant
+            ]
+            return self._rejudge(affected, policy)
+        if isinstance(fact, VisitorRegistration):
+            return self._settle(fact.event_id, fact.instant, judge_visitor(policy, fact))
+        return self._erase(fact, policy)
+
+    def _erase(self, erasure: Erasure, policy: Policy) -> list[ViolationChange]:
+        if self.erased_at is not None and self.erased_at <= erasure.instant:
+            return []
+        self.erased_at = erasure.instant
+        self.consents.clear()
+        after = [shared for shared in self.disclosures.values() if shared.instant > erasure.instant]
+        return self._rejudge(after, policy)
+
+    def _rejudge(self, disclosures: list[Disclosure], policy: Policy) -> list[ViolationChange]:
+        changes: list[ViolationChange] = []
+        for shared in disclosures:
+            consent = self.consents.get(shared.purpose, [])
+            breaches = judge_disclosure(policy, shared, consent, self.erased_at)
+            changes.extend(self._settle(shared.event_id, shared.instant, breaches))
+        return changes
+
+    def _settle(self, event_id: str, instant: int, breaches: list[Breach]) -> list[ViolationChange]:
+        """Make the event's open violations exactly ``breaches``; return what changed."""
+        was_open = self.open.get(event_id, {})
+        now_open: dict[Rule, Violation] = {}
+        changes: list[ViolationChange] = []
+        for breach in breaches:
+            violation = was_open.get(breach.rule)
+            if violation is None:
+                violation = Violation(
+                    event_id,
+                    breach.rule,
+                    self.subject,
+                    breach.severity,
+                    breach.clause,
+                    breach.explanation,
+                    instant,
+                )
+                changes.append(ViolationChange(Status.OPEN, violation))
+            now_open[breach.rule] = violation
+        changes.extend(
+            ViolationChange(Status.RETRACTED, violation)
+            for rule, violation in was_open.items()
+            if rule not in now_open
+        )
+        if now_open:
+            self.open[event_id] = now_open
+        else:
+            self.open.pop(event_id, None)
+        return changes
