@@ -1,0 +1,164 @@
+"""Crypto-shredding: personal payloads sealed under a per-subject key that erasure destroys.
+
+Every stored payload is AES-256-GCM ciphertext under its subject's 32-byte data
+key. The ledger's leaf hashes cover the sealed bytes (``payload_sha256`` in
+:mod:`.entry`), so deleting the key makes the payload unreadable while every
+hash, proof and checkpoint still verifies.
+
+Sealed payload, version 1::
+
+    0x01 || nonce (12 random bytes) || AES-256-GCM ciphertext || tag (16 bytes)
+
+The associated data binds the ciphertext to its place, so a sealed payload
+copied to another entry or subject fails to open::
+
+    b"consent-ledger/payload" || 0x01 ||
+    u32 BE len(subject) || subject UTF-8 || u32 BE len(event_id) || event_id UTF-8
+
+Subject keys may be stored wrapped by a key-encryption key (KEK, 32 bytes,
+from configuration): ``0x01 || nonce (12) || AES-256-GCM(subject key) || tag``
+with associated data ``b"consent-ledger/subject-key" || 0x01 || u32 BE
+len(subject) || subject``, so a wrapped key only unwraps for its own subject.
+
+Random 96-bit nonces are safe here: a subject key seals that subject's events
+only, far below the 2**32 messages per key NIST SP 800-38D allows.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "KEY_SIZE",
+    "KeyUnwrapError",
+    "PayloadUnreadable",
+    "new_subject_key",
+    "open_sealed",
+    "seal",
+    "unwrap_key",
+    "wrap_key",
+]
+
+KEY_SIZE: Final = 32
+"""Bytes in a subject key and in a key-encryption key (AES-256)."""
+
+_VERSION: Final = 1
+_NONCE_SIZE: Final = 12
+_TAG_SIZE: Final = 16
+_PAYLOAD_CONTEXT: Final = b"consent-ledger/payload"
+_KEY_CONTEXT: Final = b"consent-ledger/subject-key"
+_U32 = struct.Struct(">I")
+
+
+class PayloadUnreadable(Exception):
+    """A sealed payload cannot be opened.
+
+    The key is wrong or was shredded, the payload belongs to another subject or
+    event, or its bytes were altered; AES-GCM does not say which.
+    """
+
+
+class KeyUnwrapError(Exception):
+    """A wrapped subject key cannot be unwrapped: wrong KEK, wrong subject, or altered."""
+
+
+def _length_prefixed(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return _U32.pack(len(raw)) + raw
+
+
+def _payload_aad(subject: str, event_id: str) -> bytes:
+    return (
+        _PAYLOAD_CONTEXT
+        + bytes((_VERSION,))
+        + _length_prefixed(subject)
+        + _length_prefixed(event_id)
+    )
+
+
+def _key_aad(subject: str) -> bytes:
+    return _KEY_CONTEXT + bytes((_VERSION,)) + _length_prefixed(subject)
+
+
+def _check_key(key: bytes, what: str) -> None:
+    if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+        raise ValueError(f"{what} must be {KEY_SIZE} bytes")
+
+
+def _seal(key: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    nonce = os.urandom(_NONCE_SIZE)
+    return bytes((_VERSION,)) + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def _open(key: bytes, aad: bytes, sealed: bytes) -> bytes | None:
+    """The plaintext, or None when the bytes do not authenticate."""
+    if len(sealed) < 1 + _NONCE_SIZE + _TAG_SIZE or sealed[0] != _VERSION:
+        return None
+    nonce = sealed[1 : 1 + _NONCE_SIZE]
+    try:
+        return AESGCM(key).decrypt(nonce, sealed[1 + _NONCE_SIZE :], aad)
+    except InvalidTag:
+        return None
+
+
+def new_subject_key() -> bytes:
+    """A fresh random 32-byte AES-256 data key for one subject."""
+    return AESGCM.generate_key(bit_length=256)
+
+
+def seal(key: bytes, subject: str, event_id: str, plaintext: bytes) -> bytes:
+    """Encrypt one event's payload for ``subject`` (format in the module docstring).
+
+    Raises ValueError when ``key`` is not 32 bytes.
+    """
+    _check_key(key, "a subject key")
+    return _seal(key, _payload_aad(subject, event_id), plaintext)
+
+
+def open_sealed(key: bytes, subject: str, event_id: str, sealed: bytes) -> bytes:
+    """Decrypt a payload sealed by :func:`seal` for this subject and event.
+
+    Raises:
+        PayloadUnreadable: wrong key, wrong subject or event id, unknown
+            version, truncated or altered bytes.
+        ValueError: ``key`` is not 32 bytes (a programming error, not a shredded key).
+    """
+    _check_key(key, "a subject key")
+    plaintext = _open(key, _payload_aad(subject, event_id), sealed)
+    if plaintext is None:
+        raise PayloadUnreadable(
+            f"payload of event {event_id!r} cannot be opened with this key "
+            "(wrong or shredded key, wrong subject or event, or altered bytes)"
+        )
+    return plaintext
+
+
+def wrap_key(kek: bytes, subject: str, subject_key: bytes) -> bytes:
+    """Encrypt a subject key under the key-encryption key, bound to ``subject``.
+
+    Raises ValueError when either key is not 32 bytes.
+    """
+    _check_key(kek, "the key-encryption key")
+    _check_key(subject_key, "a subject key")
+    return _seal(kek, _key_aad(subject), subject_key)
+
+
+def unwrap_key(kek: bytes, subject: str, wrapped: bytes) -> bytes:
+    """Recover a subject key wrapped by :func:`wrap_key` for the same subject.
+
+    Raises:
+        KeyUnwrapError: wrong KEK, another subject's key, or altered bytes.
+        ValueError: ``kek`` is not 32 bytes.
+    """
+    _check_key(kek, "the key-encryption key")
+    key = _open(kek, _key_aad(subject), wrapped)
+    if key is None or len(key) != KEY_SIZE:
+        raise KeyUnwrapError(
+            "the wrapped subject key cannot be unwrapped with this KEK for this subject"
+        )
+    return key
