@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from consent_ledger.core.timestamps import parse_datetime
+from consent_ledger.core.timestamps import RFC3339_PATTERN, parse_datetime
 
 EVENT_TYPES = (
     "ConsentGiven",
@@ -44,11 +44,14 @@ def _rfc3339(value: Any) -> datetime:
     return parse_datetime(value)
 
 
-NonBlank = Annotated[str, AfterValidator(_non_blank)]
+NonBlank = Annotated[str, Field(pattern=r"\S"), AfterValidator(_non_blank)]
 Timestamp = Annotated[
     datetime,
     BeforeValidator(_rfc3339),
-    Field(description="RFC 3339 date-time with seconds and a zone offset"),
+    Field(
+        description="RFC 3339 date-time with seconds and a zone offset",
+        json_schema_extra={"pattern": RFC3339_PATTERN},
+    ),
 ]
 
 

@@ -2,20 +2,19 @@
 
 A fact holds only what CONTRACT §4 looks at, in compact, comparable form
 (instants in microseconds), so a subject's whole history is cheap to keep,
-load and re-judge. ``seq`` is the ingest order: it breaks ties in event time.
+load and re-judge. Facts are named tuples: immutable, and several times
+cheaper to build than frozen dataclasses on the hot path. ``seq`` is the ingest order: it breaks ties in event time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from consent_ledger.core.intake import ValidEvent
 from consent_ledger.core.timestamps import parse_instant
 
 
-@dataclass(frozen=True, slots=True)
-class ConsentChange:
+class ConsentChange(NamedTuple):
     """A ``ConsentGiven`` (granted) or ``ConsentWithdrawn`` for one purpose."""
 
     event_id: str
@@ -27,8 +26,7 @@ class ConsentChange:
     expires_at: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Disclosure:
+class Disclosure(NamedTuple):
     """A ``DataShared``: who got which data of the subject, why, on what basis."""
 
     event_id: str
@@ -44,8 +42,7 @@ class Disclosure:
     legal_basis_reference: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class VisitorRegistration:
+class VisitorRegistration(NamedTuple):
     """A ``VisitorRegistered``, with the rights notice shown, if any."""
 
     event_id: str
@@ -55,8 +52,7 @@ class VisitorRegistration:
     rights_notice: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Erasure:
+class Erasure(NamedTuple):
     """An ``ErasureRequested``: from ``instant`` on, the subject is forgotten."""
 
     event_id: str

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, cast
 
 import orjson
 
@@ -45,8 +45,7 @@ class Rejection:
     event_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ValidEvent:
+class ValidEvent(NamedTuple):
     """A well-formed event: its parsed body, event time and content digest."""
 
     id: str
@@ -132,8 +131,18 @@ def validate_object(body: dict[str, Any]) -> ValidEvent:
         raise _Invalid(
             Reason.INVALID_ENVELOPE, f"'specversion' must be \"1.0\", got {body['specversion']!r}"
         )
-    for name in ("id", "source", "type", "subject"):
-        _require_text(body, name, Reason.INVALID_ENVELOPE, "")
+    get = body.get
+    event_id, source, event_type, subject = get("id"), get("source"), get("type"), get("subject")
+    if not (
+        type(event_id) is str and _has_text(event_id)
+        and type(source) is str and _has_text(source)
+        and type(event_type) is str and _has_text(event_type)
+        and type(subject) is str and _has_text(subject)
+    ):  # fmt: skip
+        for name in ("id", "source", "type", "subject"):
+            _require_text(body, name, Reason.INVALID_ENVELOPE, "")
+    texts = cast("tuple[str, str, str, str]", (event_id, source, event_type, subject))
+    event_id, source, event_type, subject = texts
     if "time" not in body:
         raise _Invalid(Reason.INVALID_ENVELOPE, "missing attribute 'time'")
     try:
@@ -143,7 +152,6 @@ def validate_object(body: dict[str, Any]) -> ValidEvent:
     for name in ("datacontenttype", "dataschema"):
         if name in body and not isinstance(body[name], str):
             raise _Invalid(Reason.INVALID_ENVELOPE, f"'{name}' must be a string")
-    event_type = body["type"]
     data_rules = _DATA_RULES.get(event_type)
     if data_rules is None:
         raise _Invalid(
@@ -155,14 +163,7 @@ def validate_object(body: dict[str, Any]) -> ValidEvent:
         problem = "missing" if "data" not in body else f"{_json_kind(data)}, not an object"
         raise _Invalid(Reason.INVALID_DATA, f"'data' is {problem}")
     data_rules(data)
-    return ValidEvent(
-        id=body["id"],
-        type=event_type,
-        subject=body["subject"],
-        instant=instant,
-        body=body,
-        digest=content_digest(body),
-    )
+    return ValidEvent(event_id, event_type, subject, instant, body, content_digest(body))
 
 
 def admit(event: ValidEvent, accepted_digest: bytes | None) -> Admission | Rejection:
@@ -183,6 +184,10 @@ def admit(event: ValidEvent, accepted_digest: bytes | None) -> Admission | Rejec
 _MISSING: Final = object()
 
 
+def _has_text(value: str) -> bool:
+    return bool(value) and not value.isspace()
+
+
 def _require_text(obj: Mapping[str, Any], name: str, reason: Reason, where: str) -> None:
     value = obj.get(name, _MISSING)
     if value is _MISSING:
@@ -190,7 +195,7 @@ def _require_text(obj: Mapping[str, Any], name: str, reason: Reason, where: str)
         raise _Invalid(reason, f"missing {noun} '{where}{name}'")
     if not isinstance(value, str):
         raise _Invalid(reason, f"'{where}{name}' must be a string, got {_json_kind(value)}")
-    if not value.strip():
+    if not _has_text(value):
         raise _Invalid(reason, f"'{where}{name}' must not be empty")
 
 

@@ -71,14 +71,14 @@ class SubjectFile:
 
     subject: str
     consents: dict[str, list[ConsentChange]] = field(default_factory=dict)
-    disclosures: dict[str, Disclosure] = field(default_factory=dict)
+    disclosures: dict[str, list[Disclosure]] = field(default_factory=dict)  # by purpose
     erased_at: int | None = None
     open: dict[str, dict[Rule, Violation]] = field(default_factory=dict)
 
     def record(self, fact: Fact, policy: Policy) -> list[ViolationChange]:
         """Take in one accepted fact; return the violations it opens and retracts."""
         if isinstance(fact, Disclosure):
-            self.disclosures[fact.event_id] = fact
+            self.disclosures.setdefault(fact.purpose, []).append(fact)
             return self._rejudge([fact], policy)
         if isinstance(fact, ConsentChange):
             if self.erased_at is not None:
@@ -86,8 +86,8 @@ class SubjectFile:
             insort(self.consents.setdefault(fact.purpose, []), fact, key=_order)
             affected = [
                 shared
-                for shared in self.disclosures.values()
-                if shared.purpose == fact.purpose and shared.instant >= fact.instant
+                for shared in self.disclosures.get(fact.purpose, ())
+                if shared.instant >= fact.instant
             ]
             return self._rejudge(affected, policy)
         if isinstance(fact, VisitorRegistration):
@@ -99,7 +99,12 @@ class SubjectFile:
             return []
         self.erased_at = erasure.instant
         self.consents.clear()
-        after = [shared for shared in self.disclosures.values() if shared.instant > erasure.instant]
+        after = [
+            shared
+            for same_purpose in self.disclosures.values()
+            for shared in same_purpose
+            if shared.instant > erasure.instant
+        ]
         return self._rejudge(after, policy)
 
     def _rejudge(self, disclosures: list[Disclosure], policy: Policy) -> list[ViolationChange]:
@@ -112,7 +117,11 @@ class SubjectFile:
 
     def _settle(self, event_id: str, instant: int, breaches: list[Breach]) -> list[ViolationChange]:
         """Make the event's open violations exactly ``breaches``; return what changed."""
-        was_open = self.open.get(event_id, {})
+        was_open = self.open.get(event_id)
+        if was_open is None:
+            if not breaches:
+                return []
+            was_open = {}
         now_open: dict[Rule, Violation] = {}
         changes: list[ViolationChange] = []
         for breach in breaches:

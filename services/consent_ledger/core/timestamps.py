@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
-)
+RFC3339_PATTERN = r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+_RFC3339 = re.compile(RFC3339_PATTERN.replace("$", r"\Z"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ZONES: dict[int, timezone] = {}
 
@@ -22,9 +21,70 @@ class InvalidTimestamp(ValueError):
     """The text is not an RFC 3339 date-time with a zone offset."""
 
 
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+_MINUTES: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> minutes since the epoch
+
+
 def parse_instant(text: str) -> int:
-    """Return the instant ``text`` names, in microseconds since the epoch (UTC)."""
-    return to_micros(parse_datetime(text))
+    """Return the instant ``text`` names, in microseconds since the epoch (UTC).
+
+    The hot path of intake: integer arithmetic and a cache of the minutes seen,
+    no datetime objects; anything unusual goes the slow, precise way.
+    """
+    match = _RFC3339.match(text) if isinstance(text, str) else None
+    if match is None:
+        return to_micros(parse_datetime(text))  # raises with the precise problem
+    minute_key = text[:16]
+    minutes = _MINUTES.get(minute_key)
+    if minutes is None:
+        minutes = _minutes_since_epoch(text)
+        if minutes is None:
+            return to_micros(parse_datetime(text))  # raises with the precise problem
+        if len(_MINUTES) > 100_000:
+            _MINUTES.clear()
+        _MINUTES[minute_key] = minutes
+    _, _, _, _, _, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    if second == "60" or (not zulu and (off_h > "23" or off_m > "59")):
+        return to_micros(parse_datetime(text))
+    if not zulu:
+        offset = int(off_h) * 60 + int(off_m)
+        minutes -= offset if sign == "+" else -offset
+    micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    return (minutes * 60 + int(second)) * 1_000_000 + micros
+
+
+def _minutes_since_epoch(text: str) -> int | None:
+    """Minutes since the epoch of the wall-clock ``YYYY-MM-DDTHH:MM`` prefix, or
+    None when it is no real date and time."""
+    y, mo, d, h, mi = (
+        int(text[:4]),
+        int(text[5:7]),
+        int(text[8:10]),
+        int(text[11:13]),
+        int(text[14:16]),
+    )
+    leap_year = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    if (
+        y == 0
+        or not 1 <= mo <= 12
+        or not 1 <= d <= (29 if mo == 2 and leap_year else _DAYS_IN_MONTH[mo])
+        or h > 23
+        or mi > 59
+    ):
+        return None
+    return (_days_from_civil(y, mo, d) * 24 + h) * 60 + mi
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
 
 
 def parse_datetime(text: str) -> datetime:

@@ -6,8 +6,10 @@ order of the checks, and where checking stops, is the contract's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from consent_ledger.core.facts import ConsentChange, Disclosure, VisitorRegistration
 from consent_ledger.core.policy import Policy, RecipientRule
@@ -49,13 +51,20 @@ SEVERITY: dict[Rule, Severity] = dict.fromkeys(Rule, Severity.HIGH) | {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Breach:
-    """One rule an event breaks: the clause it breaks and why, in a sentence."""
+class Breach(NamedTuple):
+    """One rule an event breaks: the clause it breaks and why, in a sentence.
+
+    The sentence is written only when asked for: re-judging mostly finds what
+    was open already, and formatting times is the costliest part of a verdict.
+    """
 
     rule: Rule
     clause: str
-    explanation: str
+    explain: Callable[[], str]
+
+    @property
+    def explanation(self) -> str:
+        return self.explain()
 
     @property
     def severity(self) -> Severity:
@@ -91,14 +100,15 @@ def judge_disclosure(
 ) -> list[Breach]:
     """The rules a ``DataShared`` breaks, given its subject's consent history
     for its purpose and the time the subject was erased, if it was."""
-    when = format_micros(shared.instant)
     if erased_at is not None and shared.instant > erased_at:
         return [
             Breach(
                 Rule.SHARED_AFTER_ERASURE,
                 "GDPR Art. 17",
-                f"Data was shared with {shared.recipient_kind} {shared.recipient_id!r} at {when}, "
-                f"after the subject asked to be erased at {format_micros(erased_at)}.",
+                lambda: (
+                    f"Data was shared with {shared.recipient_kind} {shared.recipient_id!r} at {format_micros(shared.instant)}, "
+                    f"after the subject asked to be erased at {format_micros(erased_at)}."
+                ),
             )
         ]
     purpose = policy.purposes.get(shared.purpose)
@@ -107,7 +117,9 @@ def judge_disclosure(
             Breach(
                 Rule.UNKNOWN_PURPOSE,
                 "purposes",
-                f"Data was shared for {shared.purpose!r}, a purpose the privacy statement does not name.",
+                lambda: (
+                    f"Data was shared for {shared.purpose!r}, a purpose the privacy statement does not name."
+                ),
             )
         ]
     breaches: list[Breach] = []
@@ -116,15 +128,21 @@ def judge_disclosure(
             Breach(
                 Rule.PURPOSE_NOT_PERMITTED_FOR_ROLE,
                 purpose.clause,
-                f"Data of a {shared.role} was used for {purpose.id!r}, which clause {purpose.clause} "
-                f"allows only for {', '.join(sorted(purpose.roles))}.",
+                lambda: (
+                    f"Data of a {shared.role} was used for {purpose.id!r}, which clause {purpose.clause} "
+                    f"allows only for {', '.join(sorted(purpose.roles))}."
+                ),
             )
         )
     elif purpose.needs_consent:
         status = consent_status_at(consent, shared.instant)
         if status.rule is not None:
             breaches.append(
-                Breach(status.rule, purpose.clause, _consent_sentence(status, purpose.id, when))
+                Breach(
+                    status.rule,
+                    purpose.clause,
+                    lambda: _consent_sentence(status, purpose.id, shared.instant),
+                )
             )
     rule = policy.recipients.get(shared.recipient_kind)
     if rule is None:
@@ -132,8 +150,10 @@ def judge_disclosure(
             Breach(
                 Rule.RECIPIENT_NOT_PERMITTED,
                 "recipients",
-                f"Data was shared with a {shared.recipient_kind!r} ({shared.recipient_id!r}), a kind of "
-                "recipient the privacy statement does not allow.",
+                lambda: (
+                    f"Data was shared with a {shared.recipient_kind!r} ({shared.recipient_id!r}), a kind of "
+                    "recipient the privacy statement does not allow."
+                ),
             )
         )
         return breaches
@@ -142,8 +162,10 @@ def judge_disclosure(
             Breach(
                 Rule.RECIPIENT_PURPOSE_MISMATCH,
                 rule.clause,
-                f"Data was shared with a {rule.kind} for {shared.purpose!r}, but {rule.clause} allows "
-                f"sharing with a {rule.kind} only for {', '.join(sorted(rule.purposes))}.",
+                lambda: (
+                    f"Data was shared with a {rule.kind} for {shared.purpose!r}, but {rule.clause} allows "
+                    f"sharing with a {rule.kind} only for {', '.join(sorted(rule.purposes or ()))}."
+                ),
             )
         )
     recipient_breach = _recipient_breach(rule, shared)
@@ -159,13 +181,15 @@ def _recipient_breach(rule: RecipientRule, shared: Disclosure) -> Breach | None:
         return Breach(
             Rule.RECIPIENT_NOT_PERMITTED,
             clause,
-            f"Data was shared with {recipient!r}, which is not a listed group company.",
+            lambda: f"Data was shared with {recipient!r}, which is not a listed group company.",
         )
     if kind == "partner" and recipient not in (rule.certified or ()):
         return Breach(
             Rule.PARTNER_NOT_CERTIFIED,
             clause,
-            f"Data was shared with partner {recipient!r}, which is not a certified partner.",
+            lambda: (
+                f"Data was shared with partner {recipient!r}, which is not a certified partner."
+            ),
         )
     if kind in ("public_authority", "acquirer") and not _has_legal_basis(
         shared, rule.requires_legal_basis
@@ -175,14 +199,18 @@ def _recipient_breach(rule: RecipientRule, shared: Disclosure) -> Breach | None:
             return Breach(
                 Rule.AUTHORITY_WITHOUT_COURT_ORDER,
                 clause,
-                f"Data was handed to authority {recipient!r} without a referenced legal basis "
-                f"of kind {needed} (a court order or similar).",
+                lambda: (
+                    f"Data was handed to authority {recipient!r} without a referenced legal basis "
+                    f"of kind {needed} (a court order or similar)."
+                ),
             )
         return Breach(
             Rule.ACQUIRER_WITHOUT_NDA,
             clause,
-            f"Data was given to acquirer {recipient!r} without a referenced legal basis of kind "
-            f"{needed} (a signed non-disclosure agreement).",
+            lambda: (
+                f"Data was given to acquirer {recipient!r} without a referenced legal basis of kind "
+                f"{needed} (a signed non-disclosure agreement)."
+            ),
         )
     if kind == "public_forum":
         outside = sorted(set(shared.data_categories) - (rule.data_categories or frozenset()))
@@ -190,8 +218,10 @@ def _recipient_breach(rule: RecipientRule, shared: Disclosure) -> Breach | None:
             return Breach(
                 Rule.FORUM_NON_PUBLIC_DATA,
                 clause,
-                f"Data categories {', '.join(outside)} were published on forum {recipient!r}, "
-                f"where only {', '.join(sorted(rule.data_categories or ()))} may appear.",
+                lambda: (
+                    f"Data categories {', '.join(outside)} were published on forum {recipient!r}, "
+                    f"where only {', '.join(sorted(rule.data_categories or ()))} may appear."
+                ),
             )
     return None
 
@@ -204,7 +234,8 @@ def _has_legal_basis(shared: Disclosure, accepted_kinds: frozenset[str] | None) 
     )
 
 
-def _consent_sentence(status: ConsentStatus, purpose: str, when: str) -> str:
+def _consent_sentence(status: ConsentStatus, purpose: str, instant: int) -> str:
+    when = format_micros(instant)
     decided = status.decided_by
     if status.rule is Rule.CONSENT_MISSING or decided is None:
         return (
@@ -229,7 +260,7 @@ def judge_visitor(policy: Policy, visit: VisitorRegistration) -> list[Breach]:
             Breach(
                 Rule.VISITOR_NOT_INFORMED,
                 policy.visitors_clause,
-                "The visitor registered without being shown a rights notice.",
+                lambda: "The visitor registered without being shown a rights notice.",
             )
         ]
     return []
