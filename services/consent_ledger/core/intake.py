@@ -113,13 +113,22 @@ def _json_kind(value: Any) -> str:
 
 def validate(raw: bytes | str) -> ValidEvent | Rejection:
     """Check one record against CONTRACT §1-§2, all but ``id-conflict``."""
-    event_id: str | None = None
     try:
         body = parse_json_object(raw)
-        maybe_id = body.get("id")
-        event_id = maybe_id if isinstance(maybe_id, str) and maybe_id.strip() else None
+    except _Invalid as invalid:
+        return Rejection(invalid.reason, invalid.detail)
+    return validate_parsed(body)
+
+
+def validate_parsed(body: Any) -> ValidEvent | Rejection:
+    """Like :func:`validate`, for an object already parsed (binary-mode records)."""
+    if not isinstance(body, dict):
+        return Rejection(Reason.INVALID_JSON, f"expected a JSON object, got {_json_kind(body)}")
+    try:
         return validate_object(body)
     except _Invalid as invalid:
+        maybe_id = body.get("id")
+        event_id = maybe_id if isinstance(maybe_id, str) and _has_text(maybe_id) else None
         return Rejection(invalid.reason, invalid.detail, event_id)
 
 

@@ -8,10 +8,13 @@ offline ``check`` keeps one file per subject in memory; the stream worker loads
 the files of a batch's subjects from PostgreSQL, records the batch, and stores
 the changes. Both get the same answers because both run this code.
 
-Erasure (CONTRACT §4): once recorded, the subject's consent timeline is
-forgotten, verdicts already reached stay, disclosures dated after the erasure
-are ``shared-after-erasure`` and nothing else, and later facts dated before it
-are judged on what remains.
+Erasure (CONTRACT §4): disclosures dated after the erasure become
+``shared-after-erasure`` and nothing else; then the subject's consent timeline
+and disclosures are forgotten (they are personal data), verdicts already
+reached stay, and facts that arrive later are judged on what remains: a
+disclosure dated after the erasure is ``shared-after-erasure``, one dated
+before it is judged against an empty consent timeline, and consent events
+change nothing.
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ class SubjectFile:
     def record(self, fact: Fact, policy: Policy) -> list[ViolationChange]:
         """Take in one accepted fact; return the violations it opens and retracts."""
         if isinstance(fact, Disclosure):
-            self.disclosures.setdefault(fact.purpose, []).append(fact)
+            if self.erased_at is None:
+                self.disclosures.setdefault(fact.purpose, []).append(fact)
             return self._rejudge([fact], policy)
         if isinstance(fact, ConsentChange):
             if self.erased_at is not None:
@@ -105,7 +109,9 @@ class SubjectFile:
             for shared in same_purpose
             if shared.instant > erasure.instant
         ]
-        return self._rejudge(after, policy)
+        changes = self._rejudge(after, policy)
+        self.disclosures.clear()
+        return changes
 
     def _rejudge(self, disclosures: list[Disclosure], policy: Policy) -> list[ViolationChange]:
         changes: list[ViolationChange] = []

