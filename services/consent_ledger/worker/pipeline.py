@@ -1,0 +1,426 @@
+"""One batch of ``ledger.events`` records into PostgreSQL, in one transaction.
+
+Per batch: check every record (pure), then in one transaction lock the
+batch's partition positions, skip records a previous run already committed,
+load what the ledger knows of the batch's ids and subjects, settle the batch
+with the core, and write everything it decided: ledger entries (sealed
+payloads, Merkle leaves), facts, the current-consent projection, erasures,
+violations, outbox messages (alerts, rejected copies), rejected records, and
+the new positions and counts. The caller commits Kafka offsets only after this
+returns, so a crash anywhere loses nothing, and a replayed batch is skipped by
+the positions stored with the rows it produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from consent_ledger.core.batch import (
+    Accepted,
+    BatchOutcome,
+    Checked,
+    Record,
+    check_records,
+    settle_batch,
+    subjects_and_ids,
+)
+from consent_ledger.core.facts import ConsentChange, Disclosure
+from consent_ledger.core.policy import Policy
+from consent_ledger.core.timeline import Status, ViolationChange
+from consent_ledger.core.timestamps import format_micros, to_micros
+from consent_ledger.ledger.entry import encode_entry
+from consent_ledger.ledger.keyring import KeyRing
+from consent_ledger.ledger.merkle import MerkleFrontier, leaf_hash
+from consent_ledger.ledger.shredding import new_subject_key
+from consent_ledger.ledger.subject_files import load_subject_files
+from consent_ledger.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+LOCK_POSITIONS = """
+INSERT INTO consumer_positions (topic, kafka_partition, next_offset)
+SELECT $1, p, 0 FROM unnest($2::int[]) AS p
+ON CONFLICT (topic, kafka_partition) DO NOTHING
+"""
+SELECT_POSITIONS = """
+SELECT kafka_partition, next_offset FROM consumer_positions
+WHERE topic = $1 AND kafka_partition = ANY($2::int[]) ORDER BY kafka_partition FOR UPDATE
+"""
+ACCEPTED_DIGESTS = "SELECT event_id, digest FROM ledger_entries WHERE event_id = ANY($1::text[])"
+RESERVE_SEQ = "SELECT nextval('ledger_seq') FROM generate_series(1, $1)"
+SUBJECT_KEYS = "SELECT subject, wrapped_key FROM subject_keys WHERE subject = ANY($1::text[])"
+ERASED_SUBJECTS = "SELECT subject FROM erasures WHERE subject = ANY($1::text[])"
+INSERT_KEYS = "INSERT INTO subject_keys (subject, wrapped_key) VALUES ($1, $2)"
+LOCK_LOGS = """
+SELECT kafka_partition, frontier FROM merkle_logs
+WHERE kafka_partition = ANY($1::int[]) FOR UPDATE
+"""
+UPSERT_LOG = """
+INSERT INTO merkle_logs (kafka_partition, size, frontier) VALUES ($1, $2, $3)
+ON CONFLICT (kafka_partition) DO UPDATE SET size = EXCLUDED.size, frontier = EXCLUDED.frontier
+"""
+UPSERT_CURRENT_CONSENT = """
+INSERT INTO current_consents (subject, purpose, event_id, occurred_us, seq, granted, expires_us)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (subject, purpose) DO UPDATE SET
+    event_id = EXCLUDED.event_id, occurred_us = EXCLUDED.occurred_us, seq = EXCLUDED.seq,
+    granted = EXCLUDED.granted, expires_us = EXCLUDED.expires_us
+WHERE (current_consents.occurred_us, current_consents.seq) < (EXCLUDED.occurred_us, EXCLUDED.seq)
+"""
+UPSERT_ERASURE = """
+INSERT INTO erasures (subject, event_id, erased_us, recorded_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (subject) DO UPDATE SET event_id = EXCLUDED.event_id, erased_us = EXCLUDED.erased_us
+WHERE EXCLUDED.erased_us < erasures.erased_us
+"""
+FORGET_SUBJECTS = (
+    "DELETE FROM subject_keys WHERE subject = ANY($1::text[])",
+    "DELETE FROM consent_changes WHERE subject = ANY($1::text[])",
+    "DELETE FROM current_consents WHERE subject = ANY($1::text[])",
+    "DELETE FROM disclosures WHERE subject = ANY($1::text[])",
+    "UPDATE violations SET explanation = 'Details erased at the request of the subject (GDPR Art. 17).'"
+    " WHERE subject = ANY($1::text[])",
+    "UPDATE rejected_events SET raw = '', detail = 'erased' WHERE subject = ANY($1::text[])",
+)
+UPSERT_VIOLATION = """
+INSERT INTO violations (event_id, rule, subject, severity, clause, explanation, status,
+                        occurred_us, detected_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+ON CONFLICT (event_id, rule) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
+"""
+ADVANCE_POSITION = """
+UPDATE consumer_positions SET next_offset = $3, accepted = accepted + $4,
+    duplicates = duplicates + $5, rejected = rejected + $6, updated_at = now()
+WHERE topic = $1 AND kafka_partition = $2
+"""
+LEDGER_COLUMNS = (
+    "seq", "event_id", "subject", "type", "occurred_us", "recorded_at", "recorded_us",
+    "kafka_partition", "kafka_offset", "digest", "payload", "payload_sha256", "leaf_index", "leaf_hash",
+)  # fmt: skip
+CONSENT_COLUMNS = (
+    "event_id", "subject", "purpose", "occurred_us", "seq", "granted", "expires_us",
+    "controller", "channel",
+)  # fmt: skip
+DISCLOSURE_COLUMNS = (
+    "event_id", "subject", "purpose", "occurred_us", "seq", "subject_role", "controller",
+    "recipient_kind", "recipient_id", "data_categories", "legal_basis_kind", "legal_basis_reference",
+)  # fmt: skip
+REJECTED_COLUMNS = (
+    "kafka_partition", "kafka_offset", "reason", "detail", "event_id", "subject", "raw", "recorded_at",
+)  # fmt: skip
+OUTBOX_COLUMNS = ("topic", "key", "value", "headers")
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What one batch did, for logs and metrics."""
+
+    records: int = 0
+    skipped: int = 0  # already committed by an earlier run
+    accepted_by_type: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    opened_by_rule: Counter[str] = field(default_factory=Counter)
+    retracted_by_rule: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+class BatchPipeline:
+    """Turns batches of records into committed ledger rows; one per worker process."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, keyring: KeyRing, policy: Policy, settings: Settings
+    ) -> None:
+        self._pool = pool
+        self._keyring = keyring
+        self._policy = policy
+        self._settings = settings
+
+    async def process(self, records: Sequence[Record]) -> BatchReport:
+        """Check, settle and persist ``records`` (one or more partitions, offset order
+        within each) in one transaction."""
+        started = time.perf_counter()
+        report = BatchReport(records=len(records))
+        checked = check_records(records)  # pure and the costliest step: outside the transaction
+        topic = self._settings.events_topic
+        partitions = sorted({record.partition for record in records})
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(LOCK_POSITIONS, topic, partitions)
+            positions = {
+                row["kafka_partition"]: row["next_offset"]
+                for row in await connection.fetch(SELECT_POSITIONS, topic, partitions)
+            }
+            fresh = [
+                item for item in checked if item.record.offset >= positions[item.record.partition]
+            ]
+            report.skipped = len(checked) - len(fresh)
+            if fresh:
+                await self._persist(connection, fresh, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    async def _persist(
+        self, connection: asyncpg.Connection, checked: list[Checked], report: BatchReport
+    ) -> None:
+        subjects, ids = subjects_and_ids(checked)
+        digests = {
+            row["event_id"]: row["digest"] for row in await connection.fetch(ACCEPTED_DIGESTS, ids)
+        }
+        files = await load_subject_files(connection, subjects)
+        sequence = iter([row[0] for row in await connection.fetch(RESERVE_SEQ, len(ids))])
+        outcome = settle_batch(checked, digests, files, self._policy, sequence)
+        now = datetime.now(UTC)
+        erased_before = {
+            row["subject"] for row in await connection.fetch(ERASED_SUBJECTS, subjects)
+        }
+        forgotten = erased_before | set(outcome.erased)
+        await self._write_entries(connection, outcome.accepted, forgotten, now)
+        await self._write_facts(connection, outcome, forgotten)
+        await self._write_violations(connection, outcome.changes, now)
+        await self._write_rejected(connection, outcome, now)
+        await self._advance_positions(connection, checked, outcome)
+        for accepted in outcome.accepted:
+            report.accepted_by_type[accepted.event.type] += 1
+        report.duplicates = len(outcome.duplicates)
+        for _, rejection in outcome.rejected:
+            report.rejected_by_reason[rejection.reason.value] += 1
+        for change in outcome.changes:
+            by_rule = (
+                report.opened_by_rule if change.status is Status.OPEN else report.retracted_by_rule
+            )
+            by_rule[change.violation.rule.value] += 1
+
+    async def _subject_keys(
+        self, connection: asyncpg.Connection, accepted: list[Accepted], forgotten: set[str]
+    ) -> dict[str, bytes]:
+        """Data keys of the batch's subjects, creating keys for new subjects.
+
+        Subjects erased before this batch get a throwaway key that is never
+        stored: what arrives for them is unreadable from the start.
+        """
+        subjects = list({item.event.subject for item in accepted})
+        keys: dict[str, bytes] = {}
+        for row in await connection.fetch(SUBJECT_KEYS, subjects):
+            keys[row["subject"]] = self._keyring.unwrap(row["subject"], row["wrapped_key"])
+        new_rows = []
+        for subject in subjects:
+            if subject in keys:
+                continue
+            if subject in forgotten:
+                keys[subject] = new_subject_key()  # never stored
+                continue
+            key, wrapped = self._keyring.new_key(subject)
+            keys[subject] = key
+            new_rows.append((subject, wrapped))
+        if new_rows:
+            await connection.executemany(INSERT_KEYS, new_rows)
+        return keys
+
+    async def _write_entries(
+        self,
+        connection: asyncpg.Connection,
+        accepted: list[Accepted],
+        forgotten: set[str],
+        now: datetime,
+    ) -> None:
+        if not accepted:
+            return
+        keys = await self._subject_keys(connection, accepted, forgotten)
+        partitions = sorted({item.record.partition for item in accepted})
+        frontiers = {
+            row["kafka_partition"]: MerkleFrontier.from_bytes(row["frontier"])
+            for row in await connection.fetch(LOCK_LOGS, partitions)
+        }
+        recorded_us = to_micros(now)
+        rows = []
+        for record, event, fact in accepted:
+            payload = KeyRing.seal(
+                keys[event.subject], event.subject, event.id, orjson.dumps(event.body)
+            )
+            payload_sha256 = _sha256(payload)
+            frontier = frontiers.setdefault(record.partition, MerkleFrontier())
+            leaf = leaf_hash(
+                encode_entry(event.id, record.partition, record.offset, now, payload_sha256)
+            )
+            index = frontier.append(leaf)
+            rows.append((
+                fact.seq, event.id, event.subject, event.type, event.instant, now, recorded_us,
+                record.partition, record.offset, event.digest, payload, payload_sha256, index, leaf,
+            ))  # fmt: skip
+        await connection.copy_records_to_table(
+            "ledger_entries", records=rows, columns=LEDGER_COLUMNS
+        )
+        await connection.executemany(
+            UPSERT_LOG,
+            [
+                (partition, frontier.size, frontier.to_bytes())
+                for partition, frontier in frontiers.items()
+            ],
+        )
+
+    async def _write_facts(
+        self, connection: asyncpg.Connection, outcome: BatchOutcome, forgotten: set[str]
+    ) -> None:
+        consents: list[tuple[Any, ...]] = []
+        disclosures: list[tuple[Any, ...]] = []
+        latest: dict[tuple[str, str], ConsentChange] = {}
+        for _, event, fact in outcome.accepted:
+            if fact.subject in forgotten:
+                continue
+            data = event.body["data"]
+            if isinstance(fact, ConsentChange):
+                consents.append((
+                    fact.event_id, fact.subject, fact.purpose, fact.instant, fact.seq, fact.granted,
+                    fact.expires_at, data["controller"], data.get("channel"),
+                ))  # fmt: skip
+                key = (fact.subject, fact.purpose)
+                current = latest.get(key)
+                if current is None or (current.instant, current.seq) < (fact.instant, fact.seq):
+                    latest[key] = fact
+            elif isinstance(fact, Disclosure):
+                disclosures.append((
+                    fact.event_id, fact.subject, fact.purpose, fact.instant, fact.seq, fact.role,
+                    data["controller"], fact.recipient_kind, fact.recipient_id, list(fact.data_categories),
+                    fact.legal_basis_kind, fact.legal_basis_reference,
+                ))  # fmt: skip
+        if consents:
+            await connection.copy_records_to_table(
+                "consent_changes", records=consents, columns=CONSENT_COLUMNS
+            )
+            await connection.executemany(
+                UPSERT_CURRENT_CONSENT,
+                [
+                    (c.subject, c.purpose, c.event_id, c.instant, c.seq, c.granted, c.expires_at)
+                    for c in latest.values()
+                ],
+            )
+        if disclosures:
+            await connection.copy_records_to_table(
+                "disclosures", records=disclosures, columns=DISCLOSURE_COLUMNS
+            )
+        if outcome.erased:
+            now = datetime.now(UTC)
+            await connection.executemany(
+                UPSERT_ERASURE,
+                [
+                    (subject, fact.event_id, fact.instant, now)
+                    for subject, fact in outcome.erased.items()
+                ],
+            )
+            erased = list(outcome.erased)
+            for statement in FORGET_SUBJECTS:
+                await connection.execute(statement, erased)
+
+    async def _write_violations(
+        self, connection: asyncpg.Connection, changes: list[ViolationChange], now: datetime
+    ) -> None:
+        if not changes:
+            return
+        await connection.executemany(
+            UPSERT_VIOLATION,
+            [
+                (v.event_id, v.rule.value, v.subject, v.severity.value, v.clause, v.explanation,
+                 change.status.value, v.occurred_at, now)
+                for change in changes
+                for v in (change.violation,)
+            ],
+        )  # fmt: skip
+        topic = self._settings.violations_topic
+        alerts = [
+            (topic, change.violation.event_id.encode(), alert_message(change, now), "[]")
+            for change in changes
+        ]
+        await connection.copy_records_to_table("outbox", records=alerts, columns=OUTBOX_COLUMNS)
+
+    async def _write_rejected(
+        self, connection: asyncpg.Connection, outcome: BatchOutcome, now: datetime
+    ) -> None:
+        if not outcome.rejected:
+            return
+        rows = []
+        copies = []
+        for record, rejection in outcome.rejected:
+            subject = _subject_of(record.value)
+            rows.append((
+                record.partition, record.offset, rejection.reason.value, rejection.detail,
+                rejection.event_id, subject, record.value, now,
+            ))  # fmt: skip
+            headers = [
+                ["reason", rejection.reason.value],
+                ["detail", rejection.detail],
+                ["source_partition", str(record.partition)],
+                ["source_offset", str(record.offset)],
+            ]
+            copies.append((
+                self._settings.rejected_topic, subject.encode() if subject else None, record.value,
+                orjson.dumps(headers).decode(),
+            ))  # fmt: skip
+        await connection.copy_records_to_table(
+            "rejected_events", records=rows, columns=REJECTED_COLUMNS
+        )
+        await connection.copy_records_to_table("outbox", records=copies, columns=OUTBOX_COLUMNS)
+
+    async def _advance_positions(
+        self, connection: asyncpg.Connection, checked: list[Checked], outcome: BatchOutcome
+    ) -> None:
+        next_offset: dict[int, int] = {}
+        for item in checked:
+            partition = item.record.partition
+            next_offset[partition] = max(next_offset.get(partition, 0), item.record.offset + 1)
+        counts: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for accepted in outcome.accepted:
+            counts[accepted.record.partition][0] += 1
+        for record in outcome.duplicates:
+            counts[record.partition][1] += 1
+        for record, _ in outcome.rejected:
+            counts[record.partition][2] += 1
+        await connection.executemany(
+            ADVANCE_POSITION,
+            [
+                (self._settings.events_topic, partition, offset, *counts[partition])
+                for partition, offset in next_offset.items()
+            ],
+        )
+
+
+def alert_message(change: ViolationChange, at: datetime) -> bytes:
+    """The JSON message alerting hears on ``ledger.violations``."""
+    violation = change.violation
+    kind = "ViolationOpened" if change.status is Status.OPEN else "ViolationRetracted"
+    return orjson.dumps({
+        "type": kind,
+        "id": f"{violation.event_id}/{violation.rule.value}/{change.status.value}/{to_micros(at)}",
+        "time": at.isoformat().replace("+00:00", "Z"),
+        "violation": {
+            "event_id": violation.event_id,
+            "rule": violation.rule.value,
+            "subject": violation.subject,
+            "severity": violation.severity.value,
+            "clause": violation.clause,
+            "explanation": violation.explanation,
+            "occurred_at": format_micros(violation.occurred_at),
+            "status": change.status.value,
+        },
+    })  # fmt: skip
+
+
+def _subject_of(raw: bytes) -> str | None:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    subject = body.get("subject") if isinstance(body, dict) else None
+    return subject if isinstance(subject, str) else None
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
