@@ -59,7 +59,6 @@ WHERE topic = $1 AND kafka_partition = ANY($2::int[]) ORDER BY kafka_partition F
 ACCEPTED_DIGESTS = "SELECT event_id, digest FROM ledger_entries WHERE event_id = ANY($1::text[])"
 RESERVE_SEQ = "SELECT nextval('ledger_seq') FROM generate_series(1, $1)"
 SUBJECT_KEYS = "SELECT subject, wrapped_key FROM subject_keys WHERE subject = ANY($1::text[])"
-ERASED_SUBJECTS = "SELECT subject FROM erasures WHERE subject = ANY($1::text[])"
 INSERT_KEYS = "INSERT INTO subject_keys (subject, wrapped_key) VALUES ($1, $2)"
 LOCK_LOGS = """
 SELECT kafka_partition, frontier FROM merkle_logs
@@ -99,7 +98,8 @@ ON CONFLICT (event_id, rule) DO UPDATE SET status = EXCLUDED.status, updated_at 
 """
 ADVANCE_POSITION = """
 UPDATE consumer_positions SET next_offset = $3, accepted = accepted + $4,
-    duplicates = duplicates + $5, rejected = rejected + $6, updated_at = now()
+    duplicates = duplicates + $5, rejected = rejected + $6,
+    batches = batches + 1, batch_seconds = batch_seconds + $7, updated_at = now()
 WHERE topic = $1 AND kafka_partition = $2
 """
 LEDGER_COLUMNS = (
@@ -164,30 +164,32 @@ class BatchPipeline:
             ]
             report.skipped = len(checked) - len(fresh)
             if fresh:
-                await self._persist(connection, fresh, report)
+                await self._persist(connection, fresh, report, started)
         report.seconds = time.perf_counter() - started
         return report
 
     async def _persist(
-        self, connection: asyncpg.Connection, checked: list[Checked], report: BatchReport
+        self,
+        connection: asyncpg.Connection,
+        checked: list[Checked],
+        report: BatchReport,
+        started: float,
     ) -> None:
         subjects, ids = subjects_and_ids(checked)
         digests = {
             row["event_id"]: row["digest"] for row in await connection.fetch(ACCEPTED_DIGESTS, ids)
         }
         files = await load_subject_files(connection, subjects)
+        erased_before = {subject for subject, file in files.items() if file.erased_at is not None}
         sequence = iter([row[0] for row in await connection.fetch(RESERVE_SEQ, len(ids))])
         outcome = settle_batch(checked, digests, files, self._policy, sequence)
         now = datetime.now(UTC)
-        erased_before = {
-            row["subject"] for row in await connection.fetch(ERASED_SUBJECTS, subjects)
-        }
         forgotten = erased_before | set(outcome.erased)
         await self._write_entries(connection, outcome.accepted, forgotten, now)
         await self._write_facts(connection, outcome, forgotten)
         await self._write_violations(connection, outcome.changes, now)
         await self._write_rejected(connection, outcome, now)
-        await self._advance_positions(connection, checked, outcome)
+        await self._advance_positions(connection, checked, outcome, time.perf_counter() - started)
         for accepted in outcome.accepted:
             report.accepted_by_type[accepted.event.type] += 1
         report.duplicates = len(outcome.duplicates)
@@ -370,7 +372,11 @@ class BatchPipeline:
         await connection.copy_records_to_table("outbox", records=copies, columns=OUTBOX_COLUMNS)
 
     async def _advance_positions(
-        self, connection: asyncpg.Connection, checked: list[Checked], outcome: BatchOutcome
+        self,
+        connection: asyncpg.Connection,
+        checked: list[Checked],
+        outcome: BatchOutcome,
+        elapsed: float,
     ) -> None:
         next_offset: dict[int, int] = {}
         for item in checked:
@@ -386,7 +392,7 @@ class BatchPipeline:
         await connection.executemany(
             ADVANCE_POSITION,
             [
-                (self._settings.events_topic, partition, offset, *counts[partition])
+                (self._settings.events_topic, partition, offset, *counts[partition], elapsed)
                 for partition, offset in next_offset.items()
             ],
         )

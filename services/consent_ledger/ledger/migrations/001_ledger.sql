@@ -149,6 +149,8 @@ CREATE TABLE consumer_positions (
     accepted        bigint  NOT NULL DEFAULT 0,
     duplicates      bigint  NOT NULL DEFAULT 0,
     rejected        bigint  NOT NULL DEFAULT 0,
+    batches         bigint  NOT NULL DEFAULT 0,         -- batches that touched this partition
+    batch_seconds   double precision NOT NULL DEFAULT 0, -- their summed processing time
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (topic, kafka_partition)
 );

@@ -1,0 +1,61 @@
+"""Issue signed checkpoints from the Merkle logs in PostgreSQL.
+
+A checkpoint commits to every partition's tree size and root at one moment;
+it is signed with the ledger's Ed25519 key and stored in ``checkpoints``. A
+new one is issued only when some tree grew since the last, and a transaction
+advisory lock keeps two workers from issuing the same one twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from consent_ledger.ledger.checkpoints import (
+    Checkpoint,
+    SignedCheckpoint,
+    TreeHead,
+    sign_checkpoint,
+)
+from consent_ledger.ledger.merkle import MerkleFrontier
+
+_LOCK_ID = 0x6C65646765720002
+TREE_HEADS = "SELECT kafka_partition, frontier FROM merkle_logs ORDER BY kafka_partition"
+LATEST = "SELECT document FROM checkpoints ORDER BY id DESC LIMIT 1"
+INSERT = "INSERT INTO checkpoints (issued_at, document) VALUES ($1, $2) RETURNING id"
+
+
+async def current_tree_heads(connection: asyncpg.Connection) -> tuple[TreeHead, ...]:
+    heads = []
+    for row in await connection.fetch(TREE_HEADS):
+        frontier = MerkleFrontier.from_bytes(row["frontier"])
+        heads.append(TreeHead(row["kafka_partition"], frontier.size, frontier.root()))
+    return tuple(heads)
+
+
+async def latest_checkpoint(connection: asyncpg.Connection) -> SignedCheckpoint | None:
+    document = await connection.fetchval(LATEST)
+    return SignedCheckpoint.from_json(document) if document is not None else None
+
+
+async def issue_checkpoint(
+    pool: asyncpg.Pool, signing_key: Ed25519PrivateKey, log_id: str, *, force: bool = False
+) -> SignedCheckpoint | None:
+    """Sign and store a checkpoint of every tree head, unless nothing grew
+    since the last one (``force`` issues one anyway). Returns the new checkpoint."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+        heads = await current_tree_heads(connection)
+        latest = await latest_checkpoint(connection)
+        if not force and latest is not None and latest.checkpoint.tree_heads == heads:
+            return None
+        if not force and latest is None and not heads:
+            return None
+        signed = sign_checkpoint(Checkpoint(log_id, datetime.now(UTC), heads), signing_key)
+        await connection.execute(
+            INSERT, signed.checkpoint.issued_at, orjson.dumps(signed.to_json_dict()).decode()
+        )
+        return signed

@@ -1,0 +1,190 @@
+"""The stream worker: a faust-streaming application over ``ledger.events``.
+
+The agent is thin: it takes batches of raw records (``take_events``), turns
+them into :class:`~consent_ledger.core.batch.Record` s with their partition,
+offset and headers, and hands them to the :class:`BatchPipeline`. faust acks a
+batch's events only when the agent asks for the next batch, that is after the
+batch's PostgreSQL transaction committed, and commits acked offsets to Kafka
+every ``broker_commit_interval``. PostgreSQL keeps its own positions in the same
+transaction as the rows, so records that Kafka redelivers after a crash or a
+rebalance are recognised and skipped.
+
+Values are consumed raw (``value_serializer="raw"``): a faust topic with a
+decoding serializer drops records it cannot decode, and the ledger must keep
+and report every malformed record instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import faust
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from consent_ledger.core.batch import Record
+from consent_ledger.core.policy import Policy
+from consent_ledger.kafka import make_producer
+from consent_ledger.ledger.checkpointing import issue_checkpoint
+from consent_ledger.ledger.checkpoints import load_signing_key
+from consent_ledger.ledger.keyring import KeyRing, load_master_key
+from consent_ledger.ledger.migrate import migrate
+from consent_ledger.settings import Settings
+from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
+from consent_ledger.worker.relay import OutboxRelay
+
+log = structlog.get_logger(__name__)
+
+RETRYABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.DeadlockDetectedError, asyncpg.SerializationError)  # fmt: skip
+
+
+class WorkerRuntime:
+    """The connections a worker process holds, opened once when it first needs them."""
+
+    def __init__(self, settings: Settings, policy: Policy, *, embedded: bool = False) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.embedded = embedded
+        self._opened = asyncio.Lock()
+        self.pool: asyncpg.Pool | None = None
+        self.pipeline: BatchPipeline | None = None
+        self.relay: OutboxRelay | None = None
+        self.signing_key: Ed25519PrivateKey | None = None
+        self.batches = 0
+
+    async def open(self) -> None:
+        async with self._opened:
+            if self.pool is not None:
+                return
+            settings = self.settings
+            pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=4)
+            assert pool is not None
+            async with pool.acquire() as connection:
+                await migrate(connection)
+            keyring = KeyRing(load_master_key(settings.master_key_file, settings.master_key))
+            producer = make_producer(
+                settings, embedded=self.embedded, client_id="consent-ledger-relay"
+            )
+            await producer.start()
+            if settings.signing_key_file is not None:
+                self.signing_key = load_signing_key(Path(settings.signing_key_file))
+            self.pipeline = BatchPipeline(pool, keyring, self.policy, settings)
+            self.relay = OutboxRelay(pool, producer)
+            self.pool = pool
+
+    async def process(self, records: Sequence[Record]) -> BatchReport:
+        """Persist one batch, retrying connection-class failures until it commits."""
+        assert self.pipeline is not None and self.relay is not None
+        delay = 0.1
+        while True:
+            try:
+                report = await self.pipeline.process(records)
+                break
+            except RETRYABLE as exc:
+                log.warning("batch failed, retrying", error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.batches += 1
+        self.relay.notify()
+        _log_batch(records, report)
+        return report
+
+
+def _log_batch(records: Sequence[Record], report: BatchReport) -> None:
+    first, last = records[0], records[-1]
+    log.info(
+        "batch committed",
+        records=report.records,
+        skipped=report.skipped,
+        accepted=sum(report.accepted_by_type.values()),
+        duplicates=report.duplicates,
+        rejected=sum(report.rejected_by_reason.values()),
+        opened=sum(report.opened_by_rule.values()),
+        retracted=sum(report.retracted_by_rule.values()),
+        first=f"{first.partition}@{first.offset}",
+        last=f"{last.partition}@{last.offset}",
+        ms=round(report.seconds * 1000, 1),
+    )
+
+
+def _record(event: Any) -> Record:
+    message = event.message
+    headers = message.headers or []
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return Record(message.partition, message.offset, message.value or b"", tuple(headers))
+
+
+def create_app(
+    settings: Settings, policy: Policy, *, embedded: bool = False
+) -> tuple[faust.App, WorkerRuntime]:
+    """The faust app of one worker process, and the runtime its agents share."""
+    if not settings.kafka_bootstrap or not settings.database_url:
+        raise ValueError("the worker needs LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
+    app = faust.App(
+        settings.consumer_group,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
+        broker_rebalance_timeout=settings.session_timeout_s,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        producer_acks=-1,
+    )
+    runtime = WorkerRuntime(settings, policy, embedded=embedded)
+    events = app.topic(
+        settings.events_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+    @app.agent(events, name="ledger-intake")
+    async def intake(stream: Any) -> AsyncIterator[None]:  # faust.StreamT lacks take_events
+        await runtime.open()
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
+            await runtime.process([_record(event) for event in batch])
+            yield None
+
+    @app.task
+    async def relay() -> None:
+        await runtime.open()
+        assert runtime.relay is not None
+        await runtime.relay.run()
+
+    @app.timer(settings.checkpoint_interval_s)
+    async def checkpoint() -> None:
+        await runtime.open()
+        if runtime.signing_key is None or runtime.pool is None:
+            return
+        try:
+            signed = await issue_checkpoint(runtime.pool, runtime.signing_key, settings.log_id)
+        except RETRYABLE as exc:
+            log.warning("checkpoint failed, will retry at the next interval", error=repr(exc))
+            return
+        if signed is not None:
+            log.info("checkpoint signed", heads=len(signed.checkpoint.tree_heads))
+
+    return app, runtime
+
+
+def run_worker(
+    settings: Settings, policy: Policy, *, embedded: bool = False, loglevel: str = "warning"
+) -> None:
+    """Run a worker until it is stopped (SIGINT/SIGTERM): ``consent-ledger worker``."""
+    app, _ = create_app(settings, policy, embedded=embedded)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
