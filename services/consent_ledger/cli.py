@@ -1,7 +1,9 @@
 """The ``consent-ledger`` command: a thin shell over the core and the adapters.
 
 Exit status: 0 when all is well (``check``: nothing open), 1 when ``check``
-finds open violations, 2 on a usage, file or policy error.
+finds open violations or ``publish`` refused lines, 2 on a usage, file or
+policy error. Heavy imports (faust, the web framework) happen inside the
+command that needs them, so ``check`` starts fast.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from consent_ledger.core.offline import OfflineLedger
 from consent_ledger.core.policy import Policy, PolicyError, load_policy, load_reference_policy
 from consent_ledger.core.timeline import Violation
 from consent_ledger.core.timestamps import format_micros
+from consent_ledger.log import configure_logging
+from consent_ledger.settings import Settings, SettingsError, settings_from_env
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_USAGE = 0, 1, 2
 
@@ -53,7 +57,95 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--policy", type=Path, help="policy YAML (default: the reference policy)")
     check.add_argument("--json", action="store_true", help="print one JSON document")
     check.set_defaults(run=_check)
+
+    dev = commands.add_parser(
+        "dev", help="the whole service on this machine (embedded broker and PostgreSQL by default)"
+    )
+    dev.add_argument("--demo", action="store_true", help="also publish a slowly paced demo stream")
+    dev.add_argument(
+        "--data-dir", type=Path, help="where to keep the database and keys (default .ledger-data)"
+    )
+    dev.add_argument("--workers", type=int, default=1, help="stream workers to run (default 1)")
+    dev.add_argument("--partitions", type=int, help="partitions of ledger.events (default 4)")
+    dev.set_defaults(run=_dev)
+
+    worker = commands.add_parser("worker", help="run a stream worker (one of a consumer group)")
+    worker.set_defaults(run=_worker)
+
+    api = commands.add_parser("api", help="run the HTTP API")
+    api.set_defaults(run=_api)
+
+    publish = commands.add_parser(
+        "publish", help="send a JSON Lines file's events to ledger.events"
+    )
+    publish.add_argument("events", type=Path, help="JSON Lines file, one CloudEvent per line")
+    publish.add_argument("--raw", action="store_true", help="send every non-blank line as it is")
+    publish.set_defaults(run=_publish)
     return parser
+
+
+def _settings() -> Settings:
+    try:
+        return settings_from_env()
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from consent_ledger.dev import DevStack
+
+    configure_logging()
+    settings = _settings()
+    if args.data_dir is not None:
+        settings = settings.with_(data_dir=args.data_dir)
+    if args.partitions is not None:
+        settings = settings.with_(partitions=args.partitions)
+    resolve_policy(settings.policy_path)  # refuse a bad policy before starting anything
+    return DevStack(settings, demo=args.demo, workers=args.workers).run()
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from consent_ledger.worker.app import run_worker
+
+    configure_logging()
+    settings = _settings()
+    if not settings.kafka_bootstrap or not settings.database_url:
+        raise UsageError("set LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
+    run_worker(settings, resolve_policy(settings.policy_path))
+    return EXIT_OK
+
+
+def _api(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consent_ledger.api.app import serve
+
+    configure_logging()
+    settings = _settings()
+    if not settings.database_url:
+        raise UsageError("set LEDGER_DATABASE_URL")
+    asyncio.run(serve(settings))
+    return EXIT_OK
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consent_ledger.publishing import publish_file
+
+    settings = _settings()
+    if not settings.kafka_bootstrap:
+        raise UsageError("set LEDGER_KAFKA_BOOTSTRAP to the broker's address")
+    if not args.events.is_file():
+        raise UsageError(f"cannot read {args.events}: no such file")
+    report = asyncio.run(publish_file(settings, args.events, raw=args.raw))
+    for line, rejection in report.rejected:
+        sys.stderr.write(f"line {line}: {rejection.reason.value}: {rejection.detail} (not sent)\n")
+    sys.stdout.write(
+        f"published {report.sent} events to {settings.events_topic} at {settings.kafka_bootstrap}"
+        + (f"; {len(report.rejected)} rejected lines not sent\n" if report.rejected else "\n")
+    )
+    return EXIT_VIOLATIONS if report.rejected else EXIT_OK
 
 
 def resolve_policy(path: Path | None) -> Policy:

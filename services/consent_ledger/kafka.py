@@ -1,8 +1,7 @@
 """Kafka adapters shared by the worker, the API and the producer library.
 
-Producers use idempotence against real Kafka and turn it off against the
-embedded broker, which refuses InitProducerId (``LEDGER_KAFKA_IDEMPOTENCE``
-decides when set).
+Producers use idempotence unless ``LEDGER_KAFKA_IDEMPOTENCE=false``: the
+embedded broker refuses InitProducerId, so ``consent-ledger dev`` turns it off.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ def make_producer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
         acks="all",
-        enable_idempotence=idempotence(settings, embedded),
+        enable_idempotence=settings.kafka_idempotence is not False,
         linger_ms=5,
         max_batch_size=256 * 1024,
         request_timeout_ms=30_000,

@@ -46,10 +46,9 @@ RETRYABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
 class WorkerRuntime:
     """The connections a worker process holds, opened once when it first needs them."""
 
-    def __init__(self, settings: Settings, policy: Policy, *, embedded: bool = False) -> None:
+    def __init__(self, settings: Settings, policy: Policy) -> None:
         self.settings = settings
         self.policy = policy
-        self.embedded = embedded
         self._opened = asyncio.Lock()
         self.pool: asyncpg.Pool | None = None
         self.pipeline: BatchPipeline | None = None
@@ -67,9 +66,7 @@ class WorkerRuntime:
             async with pool.acquire() as connection:
                 await migrate(connection)
             keyring = KeyRing(load_master_key(settings.master_key_file, settings.master_key))
-            producer = make_producer(
-                settings, embedded=self.embedded, client_id="consent-ledger-relay"
-            )
+            producer = make_producer(settings, client_id="consent-ledger-relay")
             await producer.start()
             if settings.signing_key_file is not None:
                 self.signing_key = load_signing_key(Path(settings.signing_key_file))
@@ -142,7 +139,7 @@ def create_app(
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
         producer_acks=-1,
     )
-    runtime = WorkerRuntime(settings, policy, embedded=embedded)
+    runtime = WorkerRuntime(settings, policy)
     events = app.topic(
         settings.events_topic,
         key_type=bytes,

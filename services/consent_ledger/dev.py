@@ -1,0 +1,250 @@
+"""``consent-ledger dev``: the whole service on one machine.
+
+Starts, unless ``LEDGER_KAFKA_BOOTSTRAP`` / ``LEDGER_DATABASE_URL`` name real
+ones, the embedded Kafka-compatible broker (Tansu) and an embedded PostgreSQL
+whose data folder is kept between runs; creates the topics; creates the master
+key and the checkpoint signing key on first run; then runs the stream worker(s)
+and the HTTP API as child processes, and with ``--demo`` a producer that
+publishes a slowly paced, realistic stream. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+import orjson
+
+from consent_ledger.demo import EventFactory
+from consent_ledger.embedded import EmbeddedBroker, EmbeddedPostgres, create_database, ensure_topics
+from consent_ledger.kafka import make_producer
+from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
+from consent_ledger.ledger.keyring import create_master_key_file
+from consent_ledger.ledger.migrate import migrate
+from consent_ledger.settings import Settings
+
+DATABASE = "consent_ledger"
+READY_WITHIN_S = 60.0
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class DevStack:
+    settings: Settings
+    demo: bool = False
+    workers: int = 1
+    demo_rate: float = 5.0
+    _broker: EmbeddedBroker | None = None
+    _postgres: EmbeddedPostgres | None = None
+    _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def run(self) -> int:
+        try:
+            return asyncio.run(self._main())
+        finally:
+            self._stop()
+
+    async def _main(self) -> int:
+        settings = self._start_infrastructure()
+        if self._postgres is not None:
+            await create_database(self._postgres.dsn, DATABASE, exist_ok=True)
+        await ensure_topics(
+            settings.kafka_bootstrap or "",
+            {
+                settings.events_topic: settings.partitions,
+                settings.rejected_topic: 1,
+                settings.violations_topic: 1,
+            },
+        )
+        connection = await asyncpg.connect(settings.database_url)
+        try:
+            await migrate(connection)
+        finally:
+            await connection.close()
+        env = _child_env(settings)
+        for number in range(1, self.workers + 1):
+            self._spawn(f"worker-{number}", ["worker"], env, settings.data_dir)
+        self._spawn("api", ["api"], env, settings.data_dir)
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        await self._wait_ready(api_url)
+        say("")
+        say(f"consent-ledger is running (data folder: {settings.data_dir.resolve()})")
+        say(f"  API:       {api_url}   (docs: {api_url}/docs)")
+        say(f"  broker:    {settings.kafka_bootstrap}   (topic {settings.events_topic})")
+        say(f"  database:  {settings.database_url}")
+        say(f"  logs:      {settings.data_dir.resolve() / 'logs'}")
+        say("  try:       curl -s " + api_url + "/v1/violations?status=open | python3 -m json.tool")
+        say("Ctrl-C stops everything.")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        tasks = [asyncio.create_task(self._watch_children(stop))]
+        if self.demo:
+            tasks.append(asyncio.create_task(self._run_demo(settings, api_url, stop)))
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        failed = [name for name, child in self._children.items() if child.poll() not in (None, 0)]
+        say(
+            "\nstopping..."
+            if not failed
+            else f"\n{', '.join(failed)} stopped unexpectedly; stopping..."
+        )
+        return 1 if failed else 0
+
+    def _start_infrastructure(self) -> Settings:
+        settings = self.settings
+        data_dir = settings.data_dir
+        (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        changes: dict[str, Any] = {}
+        if not settings.kafka_bootstrap:
+            say("starting the embedded Kafka-compatible broker (Tansu)...")
+            self._broker = EmbeddedBroker(log_path=data_dir / "logs" / "broker.log").start()
+            changes |= {"kafka_bootstrap": self._broker.bootstrap, "kafka_idempotence": False}
+        if not settings.database_url:
+            say("starting the embedded PostgreSQL...")
+            self._postgres = EmbeddedPostgres(data_dir / "postgres").start()
+            changes["database_url"] = self._postgres.dsn_for(DATABASE)
+        if settings.master_key_file is None and settings.master_key is None:
+            changes["master_key_file"] = data_dir / "master.key"
+            create_master_key_file(data_dir / "master.key")
+        if settings.signing_key_file is None:
+            key_path = data_dir / "signing-key.pem"
+            if not key_path.exists():
+                save_signing_key(generate_signing_key(), key_path)
+            changes["signing_key_file"] = key_path
+        return settings.with_(**changes)
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str], data_dir: Path) -> None:
+        output = (data_dir / "logs" / f"{name}.log").open("ab")
+        self._logs.append(output)
+        self._children[name] = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "consent_ledger.cli", *command],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    async def _wait_ready(self, api_url: str) -> None:
+        deadline = time.monotonic() + READY_WITHIN_S
+        while time.monotonic() < deadline:
+            self._check_children()
+            if await asyncio.to_thread(_status, f"{api_url}/readyz") == 200:
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"the API did not become ready within {READY_WITHIN_S:.0f} s; see the logs")
+
+    def _check_children(self) -> None:
+        for name, child in self._children.items():
+            if child.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {child.returncode}; see its log")
+
+    async def _watch_children(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if any(child.poll() is not None for child in self._children.values()):
+                stop.set()
+                return
+            await asyncio.sleep(0.5)
+
+    async def _run_demo(self, settings: Settings, api_url: str, stop: asyncio.Event) -> None:
+        factory = EventFactory(
+            seed=int(time.time()) % 10_000, subjects=200, start=datetime.now(UTC)
+        )
+        producer = make_producer(settings, client_id="consent-ledger-demo")
+        await producer.start()
+        say(f"demo: publishing about {self.demo_rate:g} events/s to {settings.events_topic}")
+        sent = 0
+        try:
+            while not stop.is_set():
+                event = factory.next_event()
+                await producer.send_and_wait(
+                    settings.events_topic, orjson.dumps(event), key=event["subject"].encode()
+                )
+                sent += 1
+                if sent % max(1, int(self.demo_rate * 10)) == 0:
+                    stats = await asyncio.to_thread(_json, f"{api_url}/v1/stats")
+                    say(
+                        f"demo: {sent} published; ledger: {stats.get('accepted')} accepted, "
+                        f"{stats.get('violations_open')} open violations, lag {stats.get('lag')}"
+                    )
+                await asyncio.sleep(1 / self.demo_rate)
+        finally:
+            await producer.stop()
+
+    def _stop(self) -> None:
+        for child in self._children.values():
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in self._children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        for output in self._logs:
+            output.close()
+        if self._broker is not None:
+            self._broker.stop()
+        if self._postgres is not None:
+            self._postgres.stop()
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    values = {
+        "LEDGER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "LEDGER_DATABASE_URL": settings.database_url,
+        "LEDGER_MASTER_KEY_FILE": settings.master_key_file,
+        "LEDGER_SIGNING_KEY_FILE": settings.signing_key_file,
+        "LEDGER_KAFKA_IDEMPOTENCE": None
+        if settings.kafka_idempotence is None
+        else str(settings.kafka_idempotence).lower(),
+        "LEDGER_API_PORT": settings.api_port,
+        "LEDGER_API_HOST": settings.api_host,
+        "LEDGER_PARTITIONS": settings.partitions,
+    }
+    for name, value in values.items():
+        if value is not None:
+            env[name] = str(value)
+    return env
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (http to ourselves)
+            return int(response.status)
+    except OSError:
+        return 0
+
+
+def _json(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+            data: dict[str, Any] = orjson.loads(response.read())
+            return data
+    except (OSError, ValueError):
+        return {}
