@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import faust
 import structlog
+from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consent_ledger.core.batch import Record
@@ -54,6 +55,7 @@ class WorkerRuntime:
         self.pipeline: BatchPipeline | None = None
         self.relay: OutboxRelay | None = None
         self.signing_key: Ed25519PrivateKey | None = None
+        self._producer: AIOKafkaProducer | None = None
         self.batches = 0
 
     async def open(self) -> None:
@@ -72,7 +74,17 @@ class WorkerRuntime:
                 self.signing_key = load_signing_key(Path(settings.signing_key_file))
             self.pipeline = BatchPipeline(pool, keyring, self.policy, settings)
             self.relay = OutboxRelay(pool, producer)
+            self._producer = producer
             self.pool = pool
+
+    async def close(self) -> None:
+        """Release the connections; the worker is stopping."""
+        async with self._opened:
+            if self._producer is not None:
+                await self._producer.stop()
+            if self.pool is not None:
+                await self.pool.close()
+            self.pool = self.pipeline = self.relay = self._producer = None
 
     async def process(self, records: Sequence[Record]) -> BatchReport:
         """Persist one batch, retrying connection-class failures until it commits."""
@@ -174,6 +186,10 @@ def create_app(
             return
         if signed is not None:
             log.info("checkpoint signed", heads=len(signed.checkpoint.tree_heads))
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types want a signal kwarg
+    async def release(sender: Any, *_: Any, **__: Any) -> None:
+        await runtime.close()
 
     return app, runtime
 
