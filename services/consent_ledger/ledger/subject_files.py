@@ -10,21 +10,28 @@ from consent_ledger.core.facts import ConsentChange, Disclosure
 from consent_ledger.core.timeline import SubjectFile, Violation
 from consent_ledger.core.verdicts import Rule, Severity
 
+# Each query joins the batch's subjects as a table, so that the plan stays a
+# nested loop over the subject indexes however large the tables grow (a
+# generic plan for `subject = ANY($1)` may scan the whole table instead).
 CONSENTS = """
-SELECT event_id, subject, occurred_us, seq, purpose, granted, expires_us
-FROM consent_changes WHERE subject = ANY($1::text[])
-ORDER BY subject, purpose, occurred_us, seq
+SELECT c.event_id, c.subject, c.occurred_us, c.seq, c.purpose, c.granted, c.expires_us
+FROM unnest($1::text[]) AS batch(subject) JOIN consent_changes c ON c.subject = batch.subject
+ORDER BY c.subject, c.purpose, c.occurred_us, c.seq
 """
 DISCLOSURES = """
-SELECT event_id, subject, occurred_us, seq, purpose, subject_role, recipient_kind, recipient_id,
-       data_categories, legal_basis_kind, legal_basis_reference
-FROM disclosures WHERE subject = ANY($1::text[])
-ORDER BY seq
+SELECT d.event_id, d.subject, d.occurred_us, d.seq, d.purpose, d.subject_role, d.recipient_kind,
+       d.recipient_id, d.data_categories, d.legal_basis_kind, d.legal_basis_reference
+FROM unnest($1::text[]) AS batch(subject) JOIN disclosures d ON d.subject = batch.subject
+ORDER BY d.seq
 """
-ERASURES = "SELECT subject, erased_us FROM erasures WHERE subject = ANY($1::text[])"
+ERASURES = """
+SELECT e.subject, e.erased_us
+FROM unnest($1::text[]) AS batch(subject) JOIN erasures e ON e.subject = batch.subject
+"""
 OPEN_VIOLATIONS = """
-SELECT event_id, rule, subject, severity, clause, explanation, occurred_us
-FROM violations WHERE subject = ANY($1::text[]) AND status = 'open'
+SELECT v.event_id, v.rule, v.subject, v.severity, v.clause, v.explanation, v.occurred_us
+FROM unnest($1::text[]) AS batch(subject)
+JOIN violations v ON v.subject = batch.subject AND v.status = 'open'
 """
 
 

@@ -114,6 +114,7 @@ CREATE TABLE violations (
 );
 CREATE INDEX violations_status ON violations (status, id);
 CREATE INDEX violations_subject ON violations (subject, id);
+CREATE INDEX violations_open_by_subject ON violations (subject) WHERE status = 'open';
 
 -- Rejected input, kept with its raw bytes and reason.
 CREATE TABLE rejected_events (
