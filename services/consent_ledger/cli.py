@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consent_ledger.core.offline import OfflineLedger
 from consent_ledger.core.policy import Policy, PolicyError, load_policy, load_reference_policy
@@ -81,6 +82,23 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("events", type=Path, help="JSON Lines file, one CloudEvent per line")
     publish.add_argument("--raw", action="store_true", help="send every non-blank line as it is")
     publish.set_defaults(run=_publish)
+
+    verify = commands.add_parser(
+        "verify",
+        help="recompute every Merkle log from the stored entries and check every checkpoint",
+    )
+    verify.add_argument("--public-key", type=Path, help="the ledger's public key (PEM); default: "
+                        "derived from LEDGER_SIGNING_KEY_FILE")  # fmt: skip
+    verify.set_defaults(run=_verify)
+
+    verify_proof = commands.add_parser(
+        "verify-proof", help="check a saved inclusion or consistency proof offline"
+    )
+    verify_proof.add_argument("proof", type=Path, help="proof document (JSON) from the API")
+    verify_proof.add_argument(
+        "--public-key", type=Path, required=True, help="the ledger's public key (PEM)"
+    )
+    verify_proof.set_defaults(run=_verify_proof)
     return parser
 
 
@@ -126,6 +144,70 @@ def _api(args: argparse.Namespace) -> int:
         raise UsageError("set LEDGER_DATABASE_URL")
     asyncio.run(serve(settings))
     return EXIT_OK
+
+
+def _public_key(path: Path | None, settings: Settings) -> Ed25519PublicKey:
+    from consent_ledger.ledger.checkpoints import load_public_key, load_signing_key
+
+    try:
+        if path is not None:
+            return load_public_key(path.read_bytes())
+        if settings.signing_key_file is not None:
+            return load_signing_key(Path(settings.signing_key_file)).public_key()
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load the public key: {exc}") from None
+    raise UsageError("give --public-key FILE (or set LEDGER_SIGNING_KEY_FILE)")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from consent_ledger.ledger.audit import verify_ledger
+
+    settings = _settings()
+    if not settings.database_url:
+        raise UsageError("set LEDGER_DATABASE_URL")
+    public_key = _public_key(args.public_key, settings)
+
+    async def run() -> Any:
+        connection = await asyncpg.connect(settings.database_url)
+        try:
+            return await verify_ledger(connection, public_key)
+        finally:
+            await connection.close()
+
+    report = asyncio.run(run())
+    for number in report.forged_checkpoints:
+        sys.stdout.write(f"checkpoint {number}: signature does not verify: forged or altered\n")
+    for divergence in report.divergences:
+        sys.stdout.write(f"DIVERGES: {divergence}\n")
+    verdict = "OK" if report.ok else "FAILED"
+    sys.stdout.write(
+        f"{verdict}: {report.entries} entries in {report.partitions} partitions, "
+        f"{report.checkpoints} checkpoints\n"
+    )
+    return EXIT_OK if report.ok else EXIT_VIOLATIONS
+
+
+def _verify_proof(args: argparse.Namespace) -> int:
+    from consent_ledger.ledger.proofs import verify_consistency_document, verify_inclusion_document
+
+    public_key = _public_key(args.public_key, _settings())
+    try:
+        document = orjson.loads(args.proof.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.proof}: {exc.strerror or exc}") from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{args.proof} is not JSON: {exc}") from None
+    kind = document.get("format", "") if isinstance(document, dict) else ""
+    verify = (
+        verify_consistency_document if "consistency" in str(kind) else verify_inclusion_document
+    )
+    result = verify(document, public_key)
+    sys.stdout.write(f"{'OK' if result.ok else 'FAILED'}: {result.detail}\n")
+    return EXIT_OK if result.ok else EXIT_VIOLATIONS
 
 
 def _publish(args: argparse.Namespace) -> int:

@@ -34,6 +34,13 @@ CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE OR DELETE ON ledger_entrie
     FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only();
 CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON ledger_entries
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_entries_append_only();
+-- And by privileges: the service's role (the one migrating, which owns the
+-- table) keeps INSERT and SELECT only. A superuser still bypasses both,
+-- which is what `consent-ledger verify` is for.
+REVOKE UPDATE, DELETE, TRUNCATE ON ledger_entries FROM PUBLIC;
+DO $$ BEGIN
+    EXECUTE format('REVOKE UPDATE, DELETE, TRUNCATE ON ledger_entries FROM %I', current_user);
+END $$;
 
 -- One Merkle log per Kafka partition: its size and compact frontier (RFC 9162 hashing).
 CREATE TABLE merkle_logs (

@@ -1,0 +1,244 @@
+"""What an auditor asks of the stored ledger: proofs, and a full verification.
+
+:func:`verify_ledger` trusts nothing stored but the signed checkpoints and the
+public key: it recomputes every payload digest, leaf and tree from the entries,
+checks each partition's log has no gaps and runs in offset order, checks every
+checkpoint's signature and that the recomputed trees give its roots, and
+reports the first divergence of each partition (partition, index, event id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from consent_ledger.ledger.checkpoints import SignedCheckpoint, verify_checkpoint
+from consent_ledger.ledger.entry import LedgerEntry, from_micros
+from consent_ledger.ledger.merkle import MerkleFrontier
+from consent_ledger.ledger.proofs import build_consistency_document, build_inclusion_document
+
+ENTRY = """
+SELECT event_id, kafka_partition, kafka_offset, recorded_us, payload_sha256, leaf_index
+FROM ledger_entries WHERE event_id = $1
+"""
+LEAF_HASHES = """
+SELECT leaf_hash FROM ledger_entries WHERE kafka_partition = $1 AND leaf_index < $2 ORDER BY leaf_index
+"""
+CHECKPOINT = "SELECT id, document FROM checkpoints WHERE id = $1"
+LATEST_CHECKPOINT = "SELECT id, document FROM checkpoints ORDER BY id DESC LIMIT 1"
+ALL_CHECKPOINTS = "SELECT id, document FROM checkpoints ORDER BY id"
+PARTITIONS = "SELECT DISTINCT kafka_partition FROM ledger_entries ORDER BY 1"
+PARTITION_ENTRIES = """
+SELECT event_id, kafka_offset, recorded_us, payload, payload_sha256, leaf_index, leaf_hash
+FROM ledger_entries WHERE kafka_partition = $1 ORDER BY leaf_index
+"""
+MERKLE_LOGS = "SELECT kafka_partition, frontier FROM merkle_logs ORDER BY kafka_partition"
+
+
+class NotFound(LookupError):
+    """No such event or checkpoint; the message says which."""
+
+
+async def checkpoint(
+    connection: asyncpg.Connection, checkpoint_id: int | None
+) -> tuple[int, SignedCheckpoint]:
+    """A stored checkpoint by id, or the latest when ``checkpoint_id`` is None."""
+    row = await (
+        connection.fetchrow(LATEST_CHECKPOINT)
+        if checkpoint_id is None
+        else connection.fetchrow(CHECKPOINT, checkpoint_id)
+    )
+    if row is None:
+        raise NotFound(
+            "no checkpoint yet" if checkpoint_id is None else f"no checkpoint {checkpoint_id}"
+        )
+    return row["id"], SignedCheckpoint.from_json(row["document"])
+
+
+async def leaf_hashes(connection: asyncpg.Connection, partition: int, size: int) -> list[bytes]:
+    return [row[0] for row in await connection.fetch(LEAF_HASHES, partition, size)]
+
+
+async def inclusion_proof_for(
+    connection: asyncpg.Connection, event_id: str, checkpoint_id: int | None = None
+) -> dict[str, Any]:
+    """The inclusion proof document of one ledger entry against a checkpoint."""
+    row = await connection.fetchrow(ENTRY, event_id)
+    if row is None:
+        raise NotFound(f"no ledger entry with event id {event_id!r}")
+    number, signed = await checkpoint(connection, checkpoint_id)
+    head = signed.checkpoint.tree_head(row["kafka_partition"])
+    if head is None or row["leaf_index"] >= head.size:
+        raise NotFound(
+            f"event {event_id!r} is not covered by checkpoint {number} yet; "
+            "a checkpoint is signed every few seconds"
+        )
+    entry = LedgerEntry(
+        event_id, row["kafka_partition"], row["kafka_offset"],
+        from_micros(row["recorded_us"]), bytes(row["payload_sha256"]),
+    )  # fmt: skip
+    hashes = await leaf_hashes(connection, entry.partition, head.size)
+    document = build_inclusion_document(entry, row["leaf_index"], hashes, signed)
+    document["checkpoint_id"] = number
+    return document
+
+
+async def consistency_proof_between(
+    connection: asyncpg.Connection, old_id: int, new_id: int
+) -> dict[str, Any]:
+    """The consistency proof document from checkpoint ``old_id`` to ``new_id``."""
+    _, old = await checkpoint(connection, old_id)
+    _, new = await checkpoint(connection, new_id)
+    hashes = {}
+    for head in new.checkpoint.tree_heads:
+        hashes[head.partition] = await leaf_hashes(connection, head.partition, head.size)
+    return build_consistency_document(old, new, hashes)
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """Where the stored ledger stops agreeing with itself or its checkpoints."""
+
+    partition: int
+    index: int | None
+    event_id: str | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"partition {self.partition}"
+        if self.index is not None:
+            where += f", index {self.index}"
+        if self.event_id is not None:
+            where += f", event {self.event_id}"
+        return f"{where}: {self.problem}"
+
+
+@dataclass(slots=True)
+class AuditReport:
+    entries: int = 0
+    partitions: int = 0
+    checkpoints: int = 0
+    divergences: list[Divergence] = field(default_factory=list)
+    forged_checkpoints: list[int] = field(default_factory=list)  # signature does not verify
+
+    @property
+    def ok(self) -> bool:
+        return not self.divergences and not self.forged_checkpoints
+
+
+async def verify_ledger(
+    connection: asyncpg.Connection, public_key: Ed25519PublicKey
+) -> AuditReport:
+    """Recompute everything from the stored entries; see the module docstring."""
+    report = AuditReport()
+    checkpoints = [
+        (row["id"], SignedCheckpoint.from_json(row["document"]))
+        for row in await connection.fetch(ALL_CHECKPOINTS)
+    ]
+    report.checkpoints = len(checkpoints)
+    for number, signed in checkpoints:
+        if not verify_checkpoint(signed, public_key):
+            for head in signed.checkpoint.tree_heads or ():
+                report.divergences.append(
+                    Divergence(
+                        head.partition,
+                        None,
+                        None,
+                        f"checkpoint {number}: signature does not verify",
+                    )
+                )
+    partitions = {row[0] for row in await connection.fetch(PARTITIONS)}
+    partitions |= {
+        head.partition for _, signed in checkpoints for head in signed.checkpoint.tree_heads
+    }
+    stored_logs = {
+        row[0]: MerkleFrontier.from_bytes(row[1]) for row in await connection.fetch(MERKLE_LOGS)
+    }
+    partitions |= set(stored_logs)
+    report.partitions = len(partitions)
+    for partition in sorted(partitions):
+        rows = await connection.fetch(PARTITION_ENTRIES, partition)
+        report.entries += len(rows)
+        sizes = {
+            head.size: (number, head.root)
+            for number, signed in checkpoints
+            for head in signed.checkpoint.tree_heads
+            if head.partition == partition
+        }
+        divergence = _verify_partition(partition, rows, sizes, stored_logs.get(partition))
+        if divergence is not None:
+            report.divergences.append(divergence)
+    return report
+
+
+def _verify_partition(
+    partition: int,
+    rows: Sequence[asyncpg.Record],
+    signed_roots: dict[int, tuple[int, bytes]],
+    stored_log: MerkleFrontier | None,
+) -> Divergence | None:
+    """The first divergence in one partition's log, or None when it all holds."""
+    frontier = MerkleFrontier()
+    previous_offset = -1
+    last_good = (None, None)
+    for expected_index, row in enumerate(rows):
+        index, event_id = row["leaf_index"], row["event_id"]
+        if index != expected_index:
+            return Divergence(
+                partition, expected_index, event_id,
+                f"entry missing: the log jumps from index {expected_index - 1} to {index}",
+            )  # fmt: skip
+        if row["kafka_offset"] <= previous_offset:
+            return Divergence(
+                partition, index, event_id,
+                f"out of order: offset {row['kafka_offset']} follows offset {previous_offset}",
+            )  # fmt: skip
+        previous_offset = row["kafka_offset"]
+        payload_sha256 = hashlib.sha256(row["payload"]).digest()
+        if payload_sha256 != row["payload_sha256"]:
+            return Divergence(
+                partition, index, event_id, "stored payload does not match its digest"
+            )
+        entry = LedgerEntry(
+            event_id,
+            partition,
+            row["kafka_offset"],
+            from_micros(row["recorded_us"]),
+            payload_sha256,
+        )
+        leaf = entry.leaf_hash()
+        if leaf != row["leaf_hash"]:
+            return Divergence(
+                partition, index, event_id, "entry does not match its stored leaf hash"
+            )
+        frontier.append(leaf)
+        signed = signed_roots.get(frontier.size)
+        if signed is not None and frontier.root() != signed[1]:
+            return Divergence(
+                partition, index, event_id,
+                f"the first {frontier.size} entries do not give the root checkpoint {signed[0]} signed"
+                f" (an entry after index {last_good[0]} was changed, swapped or inserted)",
+            )  # fmt: skip
+        if signed is not None:
+            last_good = (index, event_id)
+    largest = max(signed_roots, default=0)
+    if largest > frontier.size:
+        number = signed_roots[largest][0]
+        return Divergence(
+            partition, frontier.size, None,
+            f"log truncated: {frontier.size} entries, checkpoint {number} signed {largest}",
+        )  # fmt: skip
+    if stored_log is not None and (stored_log.size, stored_log.root()) != (
+        frontier.size,
+        frontier.root(),
+    ):
+        return Divergence(
+            partition, min(stored_log.size, frontier.size), None,
+            f"the stored Merkle log head (size {stored_log.size}) differs from the entries ({frontier.size})",
+        )  # fmt: skip
+    return None
