@@ -1,0 +1,164 @@
+"""The HTTP API's composition root: :func:`create_app` wires an app, :func:`serve` runs it.
+
+Nothing connects at import time or in :func:`create_app`: the database pool is
+opened (and the schema migrated) in the app's lifespan unless a pool is given,
+and the Kafka producer is started on the first ``POST /v1/events`` unless one
+is given, so the read endpoints keep working while the broker is down.
+Adapters given by the caller stay the caller's to close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import asyncpg
+import structlog
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
+from consent_ledger.api.broker import Publisher
+from consent_ledger.api.errors import install_error_handlers
+from consent_ledger.api.metrics import RequestCountingMiddleware
+from consent_ledger.api.queries import LedgerReader
+from consent_ledger.api.routes import EVENT_COMPONENTS, ApiContext, router
+from consent_ledger.core.policy import Policy, load_policy, load_reference_policy
+from consent_ledger.ledger.keyring import KeyRing, load_master_key
+from consent_ledger.ledger.migrate import migrate
+from consent_ledger.settings import Settings, SettingsError
+
+log = structlog.get_logger(__name__)
+
+API_VERSION = "1.0.0"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    producer: AIOKafkaProducer | None = None,
+    policy: Policy,
+) -> FastAPI:
+    """The API app for ``settings``.
+
+    ``pool``: an open asyncpg pool on a migrated database; without it the
+    lifespan opens one on ``settings.database_url`` and applies the migrations.
+    ``producer``: a started producer; without it one is made from ``settings``
+    when first needed. The master key (``settings.master_key_file`` or
+    ``master_key``) is loaded here, so a missing key stops the app before it
+    serves anything (:class:`~consent_ledger.ledger.keyring.MasterKeyError`).
+    """
+    context = ApiContext(
+        settings=settings,
+        policy=policy,
+        keyring=KeyRing(load_master_key(settings.master_key_file, settings.master_key)),
+        publisher=Publisher(settings, producer),
+        reader=LedgerReader(pool) if pool is not None else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if pool is None:
+                own_pool = await _open_pool(settings)
+                stack.push_async_callback(own_pool.close)
+                context.reader = LedgerReader(own_pool)
+            stack.push_async_callback(context.publisher.close)
+            log.info("api started", events_topic=settings.events_topic)
+            yield
+            if pool is None:
+                context.reader = None
+        log.info("api stopped")
+
+    app = FastAPI(
+        title="consent-ledger",
+        version=API_VERSION,
+        summary="Event-sourced audit ledger for personal data: consents, disclosures, violations.",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    app.add_middleware(RequestCountingMiddleware, counts=context.requests)
+    app.include_router(router)
+    app.openapi = _with_event_schemas(app.openapi)  # type: ignore[method-assign]
+    return app
+
+
+async def _open_pool(settings: Settings) -> asyncpg.Pool:
+    if not settings.database_url:
+        raise SettingsError("LEDGER_DATABASE_URL is not set")
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        settings.database_url, min_size=1, max_size=10, command_timeout=30
+    )
+    try:
+        async with pool.acquire() as connection:
+            applied = await migrate(connection)
+    except BaseException:
+        await pool.close()
+        raise
+    if applied:
+        log.info("database migrated", migrations=applied)
+    return pool
+
+
+def _with_event_schemas(
+    openapi: Callable[[], dict[str, Any]],
+) -> Callable[[], dict[str, Any]]:
+    """Add the event models the request body of POST /v1/events refers to, and
+    drop FastAPI's default 422 answers: a bad parameter is a 400 here."""
+
+    def openapi_with_events() -> dict[str, Any]:
+        schema = openapi()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, component in EVENT_COMPONENTS.items():
+            components.setdefault(name, component)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                answer = operation.get("responses", {}).get("422", {})
+                if "HTTPValidationError" in str(answer):
+                    del operation["responses"]["422"]
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        return schema
+
+    return openapi_with_events
+
+
+def build_server(
+    settings: Settings,
+    *,
+    policy: Policy | None = None,
+    pool: asyncpg.Pool | None = None,
+    producer: AIOKafkaProducer | None = None,
+) -> uvicorn.Server:
+    """A uvicorn server for the API on ``settings.api_host:api_port``.
+
+    ``await server.serve()`` runs it; set ``server.should_exit = True`` to stop
+    it gracefully (what a supervisor running several services does). Without
+    ``policy``, the policy at ``settings.policy_path`` or the reference policy.
+    """
+    if policy is None:
+        policy = (
+            load_policy(settings.policy_path)
+            if settings.policy_path is not None
+            else load_reference_policy()
+        )
+    app = create_app(settings, pool=pool, producer=producer, policy=policy)
+    config = uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
+async def serve(settings: Settings, *, policy: Policy | None = None) -> None:
+    """Run the API until the process is told to stop (``consent-ledger api``)."""
+    server = build_server(settings, policy=policy)
+    await server.serve()

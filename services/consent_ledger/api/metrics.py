@@ -1,0 +1,101 @@
+"""Prometheus metrics: the text exposition format (version 0.0.4), written by hand.
+
+The API is stateless, so nearly every figure is read from the database at
+scrape time; only the HTTP request counts live in the process (one set per
+API replica, told apart by Prometheus' ``instance`` label).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+Sample = tuple[Mapping[str, str], int | float]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: int | float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+class Exposition:
+    """Metric families appended one by one, rendered as one text document."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> None:
+        help_line = help_text.replace("\\", "\\\\").replace("\n", "\\n")
+        self._lines.append(f"# HELP {name} {help_line}")
+        self._lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            if labels:
+                rendered = ",".join(f'{key}="{_escape(text)}"' for key, text in labels.items())
+                self._lines.append(f"{name}{{{rendered}}} {_number(value)}")
+            else:
+                self._lines.append(f"{name} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+class RequestCounts:
+    """HTTP requests answered by this process, by method, route template and status."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str, int]] = Counter()
+
+    def add(self, method: str, route: str, status: int) -> None:
+        self._counts[method, route, status] += 1
+
+    def samples(self) -> list[Sample]:
+        return [
+            ({"method": method, "route": route, "status": str(status)}, count)
+            for (method, route, status), count in sorted(self._counts.items())
+        ]
+
+
+class RequestCountingMiddleware:
+    """ASGI middleware counting every HTTP answer into :class:`RequestCounts`.
+
+    The route is the matched path template (``/v1/subjects/{subject}/events``),
+    never the raw path, so subjects do not become label values.
+    """
+
+    def __init__(self, app: ASGIApp, counts: RequestCounts) -> None:
+        self._app = app
+        self._counts = counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        status = 500  # what the client gets when the app raises before answering
+
+        async def send_counting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_counting)
+        finally:
+            route = scope.get("route")
+            # path_format: "/v1/subjects/{subject}/events", without the ":path" convertor.
+            template = getattr(route, "path_format", None) or getattr(route, "path", None)
+            self._counts.add(scope["method"], template or "unmatched", status)

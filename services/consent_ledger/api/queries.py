@@ -1,0 +1,201 @@
+"""The API's reads from PostgreSQL: named, parameterised statements, one place.
+
+The API only reads; the worker writes every table (``ledger/migrations``). Each
+request reads through one :meth:`LedgerReader.snapshot`, a read-only
+REPEATABLE READ transaction, so a page, the erasure check before it and the
+subject key used to open it all see the same moment even while the worker
+commits batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from itertools import combinations
+from typing import Any, Final
+
+import asyncpg
+
+Row = Mapping[str, Any]
+
+PING: Final = "SELECT 1"
+
+ERASURE: Final = """
+SELECT event_id, erased_us, recorded_at FROM erasures WHERE subject = $1
+"""
+
+CURRENT_CONSENTS: Final = """
+SELECT purpose, event_id, occurred_us, seq, granted, expires_us
+FROM current_consents WHERE subject = $1
+ORDER BY purpose
+"""
+
+CONSENT_CHANGES_UNTIL: Final = """
+SELECT event_id, purpose, occurred_us, seq, granted, expires_us
+FROM consent_changes WHERE subject = $1 AND occurred_us <= $2
+ORDER BY purpose, occurred_us, seq
+"""
+
+SUBJECT_KEY: Final = "SELECT wrapped_key FROM subject_keys WHERE subject = $1"
+
+SUBJECT_ENTRIES: Final = """
+SELECT event_id, type, occurred_us, seq, recorded_at, kafka_partition, kafka_offset,
+       leaf_index, payload
+FROM ledger_entries
+WHERE subject = $1 AND (occurred_us, seq) > ($2, $3)
+ORDER BY occurred_us, seq
+LIMIT $4
+"""
+
+REJECTED_PAGE: Final = """
+SELECT id, reason, detail, event_id, subject, kafka_partition, kafka_offset, raw, recorded_at
+FROM rejected_events WHERE id > $1 ORDER BY id LIMIT $2
+"""
+
+POSITION_TOTALS: Final = """
+SELECT coalesce(sum(accepted), 0)::bigint AS accepted,
+       coalesce(sum(duplicates), 0)::bigint AS duplicates,
+       coalesce(sum(rejected), 0)::bigint AS rejected
+FROM consumer_positions WHERE topic = $1
+"""
+
+NEXT_OFFSETS: Final = """
+SELECT kafka_partition, next_offset FROM consumer_positions WHERE topic = $1
+"""
+
+VIOLATIONS_BY_STATUS: Final = "SELECT status, count(*) AS n FROM violations GROUP BY status"
+
+VIOLATIONS_BY_RULE_AND_STATUS: Final = """
+SELECT rule, status, count(*) AS n FROM violations GROUP BY rule, status ORDER BY rule, status
+"""
+
+ENTRIES_BY_TYPE: Final = (
+    "SELECT type, count(*) AS n FROM ledger_entries GROUP BY type ORDER BY type"
+)
+
+REJECTED_BY_REASON: Final = (
+    "SELECT reason, count(*) AS n FROM rejected_events GROUP BY reason ORDER BY reason"
+)
+
+_VIOLATION_COLUMNS: Final = (
+    "id, event_id, rule, subject, severity, status, clause, explanation, "
+    "occurred_us, detected_at, updated_at"
+)
+VIOLATION_FILTERS: Final = ("status", "subject", "rule")
+
+
+def _violations_page(filters: frozenset[str]) -> str:
+    # One statement per combination of filters rather than "($n IS NULL OR ...)":
+    # a generic plan of the latter cannot use the (status, id) or (subject, id) index.
+    conditions = ["id > $1"]
+    conditions += [
+        f"{name} = ${number}"
+        for number, name in enumerate(
+            (name for name in VIOLATION_FILTERS if name in filters), start=3
+        )
+    ]
+    return (
+        f"SELECT {_VIOLATION_COLUMNS} FROM violations WHERE {' AND '.join(conditions)} "  # noqa: S608 (fixed column and filter names)
+        "ORDER BY id LIMIT $2"
+    )
+
+
+VIOLATIONS_PAGE: Final[dict[frozenset[str], str]] = {
+    frozenset(chosen): _violations_page(frozenset(chosen))
+    for size in range(len(VIOLATION_FILTERS) + 1)
+    for chosen in combinations(VIOLATION_FILTERS, size)
+}
+"""The page statement for each set of filters given."""
+
+
+class LedgerView:
+    """The queries, bound to one connection inside a read-only snapshot."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    async def erasure(self, subject: str) -> Row | None:
+        row: Row | None = await self._connection.fetchrow(ERASURE, subject)
+        return row
+
+    async def current_consents(self, subject: str) -> list[Row]:
+        return list(await self._connection.fetch(CURRENT_CONSENTS, subject))
+
+    async def consent_changes_until(self, subject: str, until_us: int) -> list[Row]:
+        """The subject's consent changes with event time at or before ``until_us``,
+        by (purpose, occurred_us, seq)."""
+        return list(await self._connection.fetch(CONSENT_CHANGES_UNTIL, subject, until_us))
+
+    async def subject_key(self, subject: str) -> bytes | None:
+        wrapped: bytes | None = await self._connection.fetchval(SUBJECT_KEY, subject)
+        return wrapped
+
+    async def subject_entries(self, subject: str, after: tuple[int, int], limit: int) -> list[Row]:
+        """Ledger entries of ``subject`` after (occurred_us, seq) ``after``, in event-time order."""
+        return list(
+            await self._connection.fetch(SUBJECT_ENTRIES, subject, after[0], after[1], limit)
+        )
+
+    async def violations(
+        self,
+        *,
+        after_id: int,
+        limit: int,
+        status: str | None,
+        subject: str | None,
+        rule: str | None,
+    ) -> list[Row]:
+        """Violations with id above ``after_id`` matching the filters given, by id."""
+        given = {"status": status, "subject": subject, "rule": rule}
+        filters = frozenset(name for name, value in given.items() if value is not None)
+        values = [given[name] for name in VIOLATION_FILTERS if name in filters]
+        return list(
+            await self._connection.fetch(VIOLATIONS_PAGE[filters], after_id, limit, *values)
+        )
+
+    async def rejected(self, *, after_id: int, limit: int) -> list[Row]:
+        return list(await self._connection.fetch(REJECTED_PAGE, after_id, limit))
+
+    async def position_totals(self, topic: str) -> Row:
+        row: Row = await self._connection.fetchrow(POSITION_TOTALS, topic)
+        return row
+
+    async def next_offsets(self, topic: str) -> dict[int, int]:
+        """The next offset the worker will read, per partition of ``topic``."""
+        rows = await self._connection.fetch(NEXT_OFFSETS, topic)
+        return {row["kafka_partition"]: row["next_offset"] for row in rows}
+
+    async def violations_by_status(self) -> dict[str, int]:
+        rows = await self._connection.fetch(VIOLATIONS_BY_STATUS)
+        return {row["status"]: row["n"] for row in rows}
+
+    async def violations_by_rule_and_status(self) -> list[Row]:
+        return list(await self._connection.fetch(VIOLATIONS_BY_RULE_AND_STATUS))
+
+    async def entries_by_type(self) -> dict[str, int]:
+        rows = await self._connection.fetch(ENTRIES_BY_TYPE)
+        return {row["type"]: row["n"] for row in rows}
+
+    async def rejected_by_reason(self) -> dict[str, int]:
+        rows = await self._connection.fetch(REJECTED_BY_REASON)
+        return {row["reason"]: row["n"] for row in rows}
+
+
+class LedgerReader:
+    """Read access to the ledger's tables over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[LedgerView]:
+        """A consistent, read-only view for the queries of one request."""
+        async with (
+            self._pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            yield LedgerView(connection)
+
+    async def ping(self) -> None:
+        """Raise unless the database answers."""
+        await self._pool.fetchval(PING)
