@@ -56,8 +56,8 @@ async def send_all(
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """The log-end offset of every partition of ``topic``."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
             await consumer._client.force_metadata_update()  # noqa: SLF001
