@@ -27,8 +27,16 @@ _CATEGORIES = ["contact_details", "account_data", "invoice_history", "usage_logs
 class EventFactory:
     """Builds CloudEvents for a population of subjects, one plausible step at a time."""
 
-    def __init__(self, seed: int = 7, subjects: int = 1_000, start: datetime | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        subjects: int = 1_000,
+        start: datetime | None = None,
+        *,
+        live: bool = False,
+    ) -> None:
         self.rng = random.Random(seed)
+        self.live = live  # events happen now (the demo), not on a simulated clock
         self.clock = start or datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
         self.subjects = [f"subj-{seed}-{n:06d}" for n in range(subjects)]
         self.roles = {
@@ -43,7 +51,10 @@ class EventFactory:
     def _envelope(
         self, kind: str, subject: str, source: str, data: dict[str, Any]
     ) -> dict[str, Any]:
-        self.clock += timedelta(milliseconds=self.rng.randint(1, 2_000))
+        if self.live:
+            self.clock = datetime.now(UTC)
+        else:
+            self.clock += timedelta(milliseconds=self.rng.randint(1, 2_000))
         return {
             "specversion": "1.0",
             "id": self._id(),

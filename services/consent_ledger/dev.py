@@ -19,7 +19,6 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -128,6 +127,9 @@ class DevStack:
         if settings.master_key_file is None and settings.master_key is None:
             changes["master_key_file"] = data_dir / "master.key"
             create_master_key_file(data_dir / "master.key")
+        if "LEDGER_SESSION_TIMEOUT_S" not in os.environ:
+            # A single machine: a group join takes half this, a dead worker is noticed after it.
+            changes["session_timeout_s"] = 10.0
         if settings.signing_key_file is None:
             key_path = data_dir / "signing-key.pem"
             if not key_path.exists():
@@ -153,7 +155,9 @@ class DevStack:
             if await asyncio.to_thread(_status, f"{api_url}/readyz") == 200:
                 return
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"the API did not become ready within {READY_WITHIN_S:.0f} s; see the logs")
+        raise RuntimeError(
+            f"the API did not become ready within {READY_WITHIN_S:.0f} s; see the logs"
+        )
 
     def _check_children(self) -> None:
         for name, child in self._children.items():
@@ -226,6 +230,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
         "LEDGER_API_PORT": settings.api_port,
         "LEDGER_API_HOST": settings.api_host,
         "LEDGER_PARTITIONS": settings.partitions,
+        "LEDGER_SESSION_TIMEOUT_S": settings.session_timeout_s,
     }
     for name, value in values.items():
         if value is not None:
