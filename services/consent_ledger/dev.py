@@ -172,9 +172,7 @@ class DevStack:
             await asyncio.sleep(0.5)
 
     async def _run_demo(self, settings: Settings, api_url: str, stop: asyncio.Event) -> None:
-        factory = EventFactory(
-            seed=int(time.time()) % 10_000, subjects=200, start=datetime.now(UTC)
-        )
+        factory = EventFactory(seed=int(time.time()) % 10_000, subjects=200, live=True)
         producer = make_producer(settings, client_id="consent-ledger-demo")
         await producer.start()
         say(f"demo: publishing about {self.demo_rate:g} events/s to {settings.events_topic}")
