@@ -1,0 +1,186 @@
+"""The acceptance scenarios through the running service: publish, wait until
+/v1/stats has counted every record, query. Also redelivery, arrival order,
+a worker killed mid-stream, two workers sharing the partitions, and alerts."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from tests.e2e.conftest import SCENARIOS, LedgerService
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ALL = sorted(path.name for path in SCENARIOS.iterdir() if (path / "expected.json").exists())
+# Arrival order changes nothing for these: no erasure, no id reused, no ties in time.
+ORDER_FREE = [
+    "consent-lifecycle",
+    "disclosures-by-recipient",
+    "jobseekers-and-visitors",
+    "late-arrivals",
+]
+
+
+def lines(name: str) -> list[bytes]:
+    return [
+        line
+        for line in (SCENARIOS / name / "events.jsonl").read_bytes().splitlines()
+        if line.strip()
+    ]
+
+
+def expected(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((SCENARIOS / name / "expected.json").read_text())
+    return {
+        "open": {(v["event_id"], v["rule"]) for v in data["violations"]},
+        "rejected": sorted(item["reason"] for item in data["rejected"]),
+        "counts": data["counts"],
+    }
+
+
+def write(path: Path, records: list[bytes]) -> Path:
+    path.write_bytes(b"\n".join(records) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("name", ALL)
+async def test_scenario_gives_its_verdicts_also_when_published_twice(
+    ledger_service: LedgerService, name: str
+) -> None:
+    service, want = ledger_service, expected(name)
+    records = len(lines(name))
+    service.start_worker()
+    published = service.publish(SCENARIOS / name / "events.jsonl")
+    assert published.returncode == 0, published.stderr
+
+    stats = await service.wait_counted(records)
+    assert await service.open_violations() == want["open"]
+    assert await service.rejected() == want["rejected"]
+    counts = want["counts"]
+    assert (stats["accepted"], stats["duplicates"], stats["rejected"]) == (
+        counts["accepted"], counts["duplicates"], counts["rejected"],
+    )  # fmt: skip
+    assert stats["violations_open"] == len(want["open"])
+
+    service.publish(SCENARIOS / name / "events.jsonl")
+    stats = await service.wait_counted(2 * records)
+    assert await service.open_violations() == want["open"]
+    assert stats["accepted"] == counts["accepted"]
+    assert stats["duplicates"] == 2 * counts["duplicates"] + counts["accepted"]
+    assert stats["rejected"] == 2 * counts["rejected"]
+
+
+async def test_arrival_order_and_redelivery_do_not_change_the_verdicts(
+    ledger_service: LedgerService, tmp_path: Path
+) -> None:
+    everything = [line for name in ORDER_FREE for line in lines(name)]
+    shuffled = everything + random.Random(7).sample(everything, 15)  # some redelivered
+    random.Random(11).shuffle(shuffled)
+    ledger_service.start_worker()
+    ledger_service.publish(write(tmp_path / "shuffled.jsonl", shuffled))
+    stats = await ledger_service.wait_counted(len(shuffled))
+    want = set().union(*(expected(name)["open"] for name in ORDER_FREE))
+    assert await ledger_service.open_violations() == want
+    assert (stats["accepted"], stats["duplicates"]) == (len(everything), 15)
+
+
+async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
+    ledger_service: LedgerService,
+) -> None:
+    service, want = ledger_service, expected("random-3000")
+    service.env["LEDGER_BATCH_SIZE"] = (
+        "100"  # many small transactions, so the kill lands mid-stream
+    )
+    worker = service.start_worker()
+    service.publish(SCENARIOS / "random-3000" / "events.jsonl")
+
+    async def some_committed() -> bool:
+        stats = await service.stats()
+        return stats["accepted"] + stats["duplicates"] + stats["rejected"] > 0
+
+    await service.wait_for(some_committed, "a first batch")
+    service.kill_worker(worker)
+    at_kill = await service.stats()
+    service.start_worker()
+    stats = await service.wait_counted(len(lines("random-3000")))
+
+    assert await service.open_violations() == want["open"]
+    assert await service.rejected() == want["rejected"]
+    counts = want["counts"]
+    assert (stats["accepted"], stats["duplicates"], stats["rejected"]) == (
+        counts["accepted"], counts["duplicates"], counts["rejected"],
+    )  # fmt: skip
+    assert at_kill["accepted"] < counts["accepted"], "the kill came after the last batch"
+
+
+async def test_two_workers_share_the_partitions(ledger_service: LedgerService) -> None:
+    service, want = ledger_service, expected("random-3000")
+    service.start_worker()
+    service.start_worker()
+    service.publish(SCENARIOS / "random-3000" / "events.jsonl")
+    stats = await service.wait_counted(len(lines("random-3000")))
+    assert await service.open_violations() == want["open"]
+    assert stats["accepted"] == want["counts"]["accepted"]
+    assert stats["duplicates"] == want["counts"]["duplicates"]
+    assert "batch committed" in service.worker_log(1)
+    assert "batch committed" in service.worker_log(2)
+
+
+async def test_every_violation_change_is_alerted_once(ledger_service: LedgerService) -> None:
+    service = ledger_service
+    service.start_worker()
+    service.publish(SCENARIOS / "late-arrivals" / "events.jsonl")
+    await service.wait_counted(len(lines("late-arrivals")))
+    open_now = await service.open_violations()
+
+    consumer = AIOKafkaConsumer(
+        service.env["LEDGER_VIOLATIONS_TOPIC"],
+        bootstrap_servers=service.env["LEDGER_KAFKA_BOOTSTRAP"],
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    messages: list[dict[str, Any]] = []
+    try:
+
+        async def all_alerts_read() -> bool:
+            batch = await consumer.getmany(timeout_ms=500)
+            messages.extend(
+                orjson.loads(record.value) for records in batch.values() for record in records
+            )
+            state: dict[tuple[str, str], str] = {}
+            for message in messages:
+                violation = message["violation"]
+                state[(violation["event_id"], violation["rule"])] = message["type"]
+            return {key for key, kind in state.items() if kind == "ViolationOpened"} == open_now
+
+        await service.wait_for(all_alerts_read, "the alerts")
+    finally:
+        await consumer.stop()
+    ids = [message["id"] for message in messages]
+    assert len(ids) == len(set(ids)), "an alert was sent twice"
+    kinds = {message["type"] for message in messages}
+    assert kinds == {"ViolationOpened", "ViolationRetracted"}  # late events retract verdicts here
+
+
+async def test_events_posted_over_http_are_judged(ledger_service: LedgerService) -> None:
+    service = ledger_service
+    service.start_worker()
+    events = [orjson.loads(line) for line in lines("consent-lifecycle")]
+    response = await service.client.post("/v1/events", json=events)
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == [event["id"] for event in events]
+    await service.wait_counted(len(events))
+    assert await service.open_violations() == expected("consent-lifecycle")["open"]
+
+    bad = dict(events[0], time="yesterday")
+    response = await service.client.post("/v1/events", json=[events[1], bad])
+    assert response.status_code == 422
+    assert response.json()["rejected"][0]["index"] == 1
+    assert response.json()["rejected"][0]["reason"] == "invalid-envelope"
