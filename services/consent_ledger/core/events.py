@@ -135,7 +135,7 @@ class Envelope(_Model):
     specversion: Literal["1.0"]
     id: NonBlank
     source: NonBlank
-    type: str
+    type: NonBlank  # blank is a missing attribute (invalid-envelope), not an unknown type
     subject: NonBlank
     time: Timestamp
     datacontenttype: str | None = None

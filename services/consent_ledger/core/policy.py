@@ -145,9 +145,8 @@ class _Reader:
     def names(self, value: Any, key: str) -> frozenset[str]:
         if not isinstance(value, list):
             raise self.fail(key, f"must be a list of strings, got {_yaml_kind(value)}")
-        for index, item in enumerate(value):
-            self.text(item, f"{key}[{index}]")
-        return frozenset(value)
+        # `allowed: [2024]` lists the id "2024": the ids it is compared with are strings.
+        return frozenset(self.text(item, f"{key}[{index}]") for index, item in enumerate(value))
 
     def unknown_keys(self, mapping: Mapping[str, Any], allowed: tuple[str, ...], key: str) -> None:
         for name in mapping:

@@ -12,7 +12,8 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 
 RFC3339_PATTERN = r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
-_RFC3339 = re.compile(RFC3339_PATTERN.replace("$", r"\Z"))
+# RFC 3339 digits are ASCII: without re.ASCII, \d also matches e.g. Arabic-Indic digits.
+_RFC3339 = re.compile(RFC3339_PATTERN.replace("$", r"\Z"), re.ASCII)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ZONES: dict[int, timezone] = {}
 
@@ -46,13 +47,16 @@ def parse_instant(text: str) -> int:
             _MINUTES.clear()
         _MINUTES[minute_key] = minutes
     _, _, _, _, _, second, fraction, zulu, sign, off_h, off_m = match.groups()
-    if second == "60" or (not zulu and (off_h > "23" or off_m > "59")):
-        return to_micros(parse_datetime(text))
+    if second >= "60" or (not zulu and (off_h > "23" or off_m > "59")):
+        return to_micros(parse_datetime(text))  # a leap second, or raises
     if not zulu:
         offset = int(off_h) * 60 + int(off_m)
         minutes -= offset if sign == "+" else -offset
     micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
-    return (minutes * 60 + int(second)) * 1_000_000 + micros
+    instant = (minutes * 60 + int(second)) * 1_000_000 + micros
+    if not _FIRST_INSTANT <= instant <= _LAST_INSTANT:
+        return to_micros(parse_datetime(text))  # raises: no such instant in UTC
+    return instant
 
 
 def _minutes_since_epoch(text: str) -> int | None:
@@ -116,16 +120,24 @@ def parse_datetime(text: str) -> datetime:
             micros,
             tzinfo=zone,
         )
-    except ValueError as exc:
+        # A leap second (hh:mm:60) is the instant just after hh:mm:59.
+        if leap:
+            moment += timedelta(seconds=1)
+        # An instant must exist in UTC too, or formatting it later overflows.
+        moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise InvalidTimestamp(f"{text!r} is not a real date and time: {exc}") from None
-    # A leap second (hh:mm:60) is the instant just after hh:mm:59.
-    return moment + timedelta(seconds=1) if leap else moment
+    return moment
 
 
 def to_micros(moment: datetime) -> int:
     """Microseconds since the epoch of an aware datetime."""
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_FIRST_INSTANT = to_micros(datetime.min.replace(tzinfo=UTC))
+_LAST_INSTANT = to_micros(datetime.max.replace(tzinfo=UTC))
 
 
 def from_micros(micros: int) -> datetime:
