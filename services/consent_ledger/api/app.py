@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 import uvicorn
 from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI
 
 from consent_ledger.api.broker import Publisher
@@ -25,6 +26,7 @@ from consent_ledger.api.metrics import RequestCountingMiddleware
 from consent_ledger.api.queries import LedgerReader
 from consent_ledger.api.routes import EVENT_COMPONENTS, ApiContext, router
 from consent_ledger.core.policy import Policy, load_policy, load_reference_policy
+from consent_ledger.ledger.checkpoints import load_signing_key
 from consent_ledger.ledger.keyring import KeyRing, load_master_key
 from consent_ledger.ledger.migrate import migrate
 from consent_ledger.settings import Settings, SettingsError
@@ -49,6 +51,9 @@ def create_app(
     when first needed. The master key (``settings.master_key_file`` or
     ``master_key``) is loaded here, so a missing key stops the app before it
     serves anything (:class:`~consent_ledger.ledger.keyring.MasterKeyError`).
+    So is the checkpoint signing key (``settings.signing_key_file``, optional):
+    only its public half is kept, for ``GET /v1/ledger/public-key``; an
+    unreadable key file raises :class:`~consent_ledger.settings.SettingsError`.
     """
     context = ApiContext(
         settings=settings,
@@ -56,6 +61,7 @@ def create_app(
         keyring=KeyRing(load_master_key(settings.master_key_file, settings.master_key)),
         publisher=Publisher(settings, producer),
         reader=LedgerReader(pool) if pool is not None else None,
+        public_key=_checkpoint_public_key(settings),
     )
 
     @asynccontextmanager
@@ -84,6 +90,16 @@ def create_app(
     app.include_router(router)
     app.openapi = _with_event_schemas(app.openapi)  # type: ignore[method-assign]
     return app
+
+
+def _checkpoint_public_key(settings: Settings) -> Ed25519PublicKey | None:
+    """The public half of the checkpoint signing key, or None when none is configured."""
+    if settings.signing_key_file is None:
+        return None
+    try:
+        return load_signing_key(settings.signing_key_file).public_key()
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"LEDGER_SIGNING_KEY_FILE: cannot load the signing key: {exc}") from exc
 
 
 async def _open_pool(settings: Settings) -> asyncpg.Pool:

@@ -217,3 +217,121 @@ class NotReady(BaseModel):
     checks: dict[str, str] = Field(
         examples=[{"database": "ok", "broker": "KafkaConnectionError: Unable to bootstrap"}]
     )
+
+
+# -- the auditor's endpoints ---------------------------------------------------
+
+_BASE64_HASH = "32-byte SHA-256 hash in standard base64 with padding"
+
+
+class PublicKey(BaseModel):
+    """The key that signs the ledger's checkpoints; an auditor pins it once and
+    checks every checkpoint and proof with it, offline."""
+
+    key_id: str = Field(
+        description="32 hex digits: the first 16 bytes of SHA-256 of the raw public key; "
+        "every signed checkpoint names it"
+    )
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    public_key_pem: str = Field(description="SubjectPublicKeyInfo PEM")
+    log_id: str = Field(description="The log this API serves; signed into every checkpoint")
+
+
+class TreeHead(BaseModel):
+    """One partition's Merkle log at the checkpoint: its size and RFC 9162 root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partition: int
+    size: int = Field(description="Leaves in the partition's log")
+    root: str = Field(description=f"Tree hash; {_BASE64_HASH}")
+
+
+class SignedCheckpoint(BaseModel):
+    """A signed checkpoint, as stored (format in ``ledger/checkpoints.py``).
+
+    The Ed25519 signature covers the text ``consent-ledger checkpoint v1\\n<log_id>\\n
+    <issued_at>\\n`` followed by one ``<partition> <size> <root>\\n`` line per tree
+    head, ascending by partition.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["consent-ledger/checkpoint/v1"]
+    log_id: str
+    issued_at: str = Field(
+        description="RFC 3339 in UTC with six fraction digits, e.g. 2026-03-01T08:00:00.000000Z"
+    )
+    tree_heads: list[TreeHead] = Field(description="One per partition, ascending by partition")
+    key_id: str = Field(description="Id of the signing key (see GET /v1/ledger/public-key)")
+    signature: str = Field(description="The 64-byte Ed25519 signature in standard base64")
+
+
+class StoredCheckpoint(BaseModel):
+    id: int = Field(description="Its number; ids grow with issue order")
+    checkpoint: SignedCheckpoint
+
+
+class CheckpointPage(BaseModel):
+    items: list[StoredCheckpoint] = Field(description="Newest first")
+    next_cursor: str | None
+
+
+class ProvedEntry(BaseModel):
+    """What a Merkle leaf covers (``ledger/entry.py``): where and when the ledger
+    recorded an event and the digest of its ciphertext, no personal data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    event_id: str
+    partition: int
+    offset: int = Field(description="Kafka offset of the record")
+    recorded_at: str = Field(description="RFC 3339 in UTC with six fraction digits")
+    payload_sha256: str = Field(description="SHA-256 of the stored ciphertext, 64 hex digits")
+
+
+class InclusionProof(BaseModel):
+    """Proof that an entry is a leaf of its partition's log in the tree a
+    checkpoint signs. Save it as it is and check it offline with
+    ``consent-ledger verify-proof FILE --public-key PEM``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["consent-ledger/inclusion-proof/v1"]
+    entry: ProvedEntry
+    partition: int
+    leaf_index: int = Field(description="Position in the partition's Merkle log")
+    tree_size: int = Field(description="The checkpoint's size for the partition")
+    leaf_hash: str = Field(description=f"SHA-256(0x00 || encoded entry); {_BASE64_HASH}")
+    audit_path: list[str] = Field(
+        description=f"RFC 9162 PATH(leaf_index, D[tree_size]), leaf to root; each a {_BASE64_HASH}"
+    )
+    checkpoint: SignedCheckpoint
+
+
+class PartitionConsistency(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partition: int
+    old_size: int
+    new_size: int
+    path: list[str] = Field(
+        description=f"RFC 9162 PROOF(old_size, D[new_size]); each a {_BASE64_HASH}; "
+        "empty when the sizes are equal or old_size is 0"
+    )
+
+
+class ConsistencyProof(BaseModel):
+    """Proof that every partition's log in the new checkpoint extends the same
+    partition's log in the old one, nothing rewritten. Check it offline with
+    ``consent-ledger verify-proof FILE --public-key PEM``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["consent-ledger/consistency-proof/v1"]
+    old_checkpoint: SignedCheckpoint
+    new_checkpoint: SignedCheckpoint
+    partitions: list[PartitionConsistency] = Field(
+        description="One per partition of the old checkpoint, ascending"
+    )

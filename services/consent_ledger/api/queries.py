@@ -16,6 +16,9 @@ from typing import Any, Final
 
 import asyncpg
 
+from consent_ledger.ledger import audit
+from consent_ledger.ledger.checkpoints import SignedCheckpoint
+
 Row = Mapping[str, Any]
 
 PING: Final = "SELECT 1"
@@ -76,6 +79,14 @@ ENTRIES_BY_TYPE: Final = (
 REJECTED_BY_REASON: Final = (
     "SELECT reason, count(*) AS n FROM rejected_events GROUP BY reason ORDER BY reason"
 )
+
+CHECKPOINTS_PAGE: Final = """
+SELECT id, document FROM checkpoints WHERE id < $1 ORDER BY id DESC LIMIT $2
+"""
+
+ENTRY_POSITION: Final = """
+SELECT kafka_partition, leaf_index FROM ledger_entries WHERE event_id = $1
+"""
 
 _VIOLATION_COLUMNS: Final = (
     "id, event_id, rule, subject, severity, status, clause, explanation, "
@@ -179,6 +190,45 @@ class LedgerView:
     async def rejected_by_reason(self) -> dict[str, int]:
         rows = await self._connection.fetch(REJECTED_BY_REASON)
         return {row["reason"]: row["n"] for row in rows}
+
+    async def checkpoints(self, *, before_id: int, limit: int) -> list[Row]:
+        """Stored checkpoints (``id``, ``document`` as JSON text) with id below
+        ``before_id``, newest first."""
+        return list(await self._connection.fetch(CHECKPOINTS_PAGE, before_id, limit))
+
+    async def checkpoint(self, checkpoint_id: int | None) -> tuple[int, SignedCheckpoint] | None:
+        """A stored checkpoint by id, or the latest for None; None when there is none.
+
+        ValueError when the stored document is not a valid signed checkpoint.
+        """
+        try:
+            return await audit.checkpoint(self._connection, checkpoint_id)
+        except audit.NotFound:
+            return None
+
+    async def entry_position(self, event_id: str) -> Row | None:
+        """``kafka_partition`` and ``leaf_index`` of a ledger entry, or None."""
+        row: Row | None = await self._connection.fetchrow(ENTRY_POSITION, event_id)
+        return row
+
+    async def inclusion_proof(self, event_id: str, checkpoint_id: int) -> dict[str, Any]:
+        """The inclusion proof document (:mod:`consent_ledger.ledger.proofs`) of the
+        entry against the checkpoint, with its ``checkpoint_id``.
+
+        :class:`~consent_ledger.ledger.audit.NotFound` when either is unknown or
+        the checkpoint does not cover the entry; ValueError when the stored
+        leaves do not give the signed root.
+        """
+        return await audit.inclusion_proof_for(self._connection, event_id, checkpoint_id)
+
+    async def consistency_proof(self, old_id: int, new_id: int) -> dict[str, Any]:
+        """The consistency proof document from checkpoint ``old_id`` to ``new_id``.
+
+        :class:`~consent_ledger.ledger.audit.NotFound` for an unknown checkpoint;
+        ValueError when no proof can be built (different logs, a shrunk or
+        rewritten log).
+        """
+        return await audit.consistency_proof_between(self._connection, old_id, new_id)
 
 
 class LedgerReader:
