@@ -42,6 +42,7 @@ class Settings:
     kafka_idempotence: bool | None = None  # None: on; dev turns it off for the embedded broker
     session_timeout_s: float = 30.0
     max_request_bytes: int = 1_000_000
+    integrity: bool = True  # benchmarks only: false skips sealing, digests and Merkle leaves
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +86,7 @@ _VARIABLES: dict[str, type] = {
     "kafka_idempotence": bool,
     "session_timeout_s": float,
     "max_request_bytes": int,
+    "integrity": bool,
 }
 # CONTRACT §5 spells one variable differently from its field.
 _ALIASES = {"LEDGER_POLICY": "LEDGER_POLICY_PATH"}

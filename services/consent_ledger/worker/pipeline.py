@@ -64,6 +64,9 @@ LOCK_LOGS = """
 SELECT kafka_partition, frontier FROM merkle_logs
 WHERE kafka_partition = ANY($1::int[]) FOR UPDATE
 """
+LOG_SIZES = """
+SELECT kafka_partition, size FROM merkle_logs WHERE kafka_partition = ANY($1::int[]) FOR UPDATE
+"""
 UPSERT_LOG = """
 INSERT INTO merkle_logs (kafka_partition, size, frontier) VALUES ($1, $2, $3)
 ON CONFLICT (kafka_partition) DO UPDATE SET size = EXCLUDED.size, frontier = EXCLUDED.frontier
@@ -236,6 +239,9 @@ class BatchPipeline:
     ) -> None:
         if not accepted:
             return
+        if not self._settings.integrity:
+            await self._write_entries_without_integrity(connection, accepted, now)
+            return
         keys = await self._subject_keys(connection, accepted, forgotten)
         partitions = sorted({item.record.partition for item in accepted})
         frontiers = {
@@ -267,6 +273,31 @@ class BatchPipeline:
                 (partition, frontier.size, frontier.to_bytes())
                 for partition, frontier in frontiers.items()
             ],
+        )
+
+    async def _write_entries_without_integrity(
+        self, connection: asyncpg.Connection, accepted: list[Accepted], now: datetime
+    ) -> None:
+        """Benchmarks only (``LEDGER_INTEGRITY=false``): the same rows with the payload
+        in clear and no digests or Merkle leaves, to measure what integrity costs."""
+        recorded_us = to_micros(now)
+        sizes = dict(
+            await connection.fetch(LOG_SIZES, sorted({a.record.partition for a in accepted}))
+        )
+        rows = []
+        for record, event, fact in accepted:
+            index = sizes.get(record.partition, 0)
+            sizes[record.partition] = index + 1
+            rows.append((
+                fact.seq, event.id, event.subject, event.type, event.instant, now, recorded_us,
+                record.partition, record.offset, event.digest, orjson.dumps(event.body), b"", index, b"",
+            ))  # fmt: skip
+        await connection.copy_records_to_table(
+            "ledger_entries", records=rows, columns=LEDGER_COLUMNS
+        )
+        await connection.executemany(
+            UPSERT_LOG,
+            [(partition, size, MerkleFrontier().to_bytes()) for partition, size in sizes.items()],
         )
 
     async def _write_facts(

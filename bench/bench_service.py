@@ -1,0 +1,266 @@
+"""End-to-end benchmark of the running service. Prints figures; never fails on a timing.
+
+1. Sustained rate: 100,000 events published to ledger.events, then a worker
+   (`consent-ledger worker`, a real process) drains them into PostgreSQL; the
+   rate is counted from its first committed batch to the last.
+2. The same without the ledger's hashing and encryption (LEDGER_INTEGRITY=false),
+   to show what integrity costs.
+3. Latency at a steady 2,000 events/s: from the producer's acknowledgement to
+   the event being committed in PostgreSQL, which is what the API reads (p50, p99).
+4. A naive baseline: one aiokafka consumer, one INSERT + COMMIT + offset commit
+   per event.
+
+Usage: python bench/bench_service.py [EVENTS]  (default 100,000). The broker is
+the embedded Tansu unless LEDGER_BENCH_KAFKA names one; PostgreSQL is
+LEDGER_BENCH_DATABASE_URL (a server where databases may be created) or embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from consent_ledger.demo import EventFactory
+from consent_ledger.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    create_database,
+    drop_database,
+    ensure_topics,
+)
+
+CLI = Path(sys.executable).with_name("consent-ledger")
+STEADY_RATE = 2_000
+STEADY_SECONDS = 15
+BASELINE_EVENTS = 5_000
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def publish(bootstrap: str, topic: str, events: list[dict[str, object]]) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5, acks="all"
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        futures = [
+            await producer.send(topic, orjson.dumps(event), key=str(event["subject"]).encode())
+            for event in events
+        ]
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+@asynccontextmanager
+async def worker(env: dict[str, str]) -> AsyncIterator[subprocess.Popen[bytes]]:
+    log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen([str(CLI), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+async def counted(dsn: str) -> int:
+    connection = await asyncpg.connect(dsn)
+    try:
+        value = await connection.fetchval(
+            "SELECT coalesce(sum(accepted + duplicates + rejected), 0) FROM consumer_positions"
+        )
+        return int(value)
+    except asyncpg.UndefinedTableError:
+        return 0
+    finally:
+        await connection.close()
+
+
+async def sustained_rate(env: dict[str, str], dsn: str, count: int) -> float:
+    """Events/s from the first committed record to the last, all pre-published."""
+    async with worker(env):
+        first = None
+        while True:
+            done = await counted(dsn)
+            now = time.perf_counter()
+            if done and first is None:
+                first = (now, done)
+            if done >= count:
+                assert first is not None
+                return (done - first[1]) / (now - first[0])
+            await asyncio.sleep(0.05)
+
+
+async def steady_latency(env: dict[str, str], dsn: str, bootstrap: str, topic: str) -> list[float]:
+    """Publish at STEADY_RATE for STEADY_SECONDS; latency of each event from its ack to its commit."""
+    factory = EventFactory(seed=99, subjects=20_000, live=True)
+    acked: dict[str, float] = {}
+    visible: dict[str, float] = {}
+    async with worker(env):
+        while (
+            await counted(dsn) == 0
+        ):  # wait until the worker has joined and processed a warm-up event
+            await publish(bootstrap, topic, [factory.next_event()])
+            await asyncio.sleep(0.5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=1
+        )
+        await producer.start()
+        connection = await asyncpg.connect(dsn)
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            while not stop.is_set() or len(visible) < len(acked):
+                pending = [event_id for event_id in acked if event_id not in visible]
+                if pending:
+                    rows = await connection.fetch(
+                        "SELECT event_id FROM ledger_entries WHERE event_id = ANY($1::text[])",
+                        pending,
+                    )
+                    now = time.perf_counter()
+                    for row in rows:
+                        visible[row[0]] = now
+                await asyncio.sleep(0.005)
+
+        async def acknowledge(event_id: str, future: asyncio.Future[object]) -> None:
+            await future
+            acked[event_id] = time.perf_counter()
+
+        watcher = asyncio.create_task(watch())
+        started = time.perf_counter()
+        pending_acks = []
+        for number in range(STEADY_RATE * STEADY_SECONDS):
+            due = started + number / STEADY_RATE
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event = factory.next_event()
+            future = await producer.send(
+                topic, orjson.dumps(event), key=str(event["subject"]).encode()
+            )
+            pending_acks.append(asyncio.create_task(acknowledge(str(event["id"]), future)))
+        await asyncio.gather(*pending_acks)
+        stop.set()
+        await asyncio.wait_for(watcher, timeout=60)
+        await producer.stop()
+        await connection.close()
+    return sorted((visible[event_id] - acked[event_id]) * 1000 for event_id in acked)
+
+
+async def naive_baseline(bootstrap: str, topic: str, dsn: str) -> float:
+    """One consumer, one INSERT + COMMIT + offset commit per event."""
+    connection = await asyncpg.connect(dsn)
+    await connection.execute("CREATE TABLE naive (event_id text PRIMARY KEY, body jsonb NOT NULL)")
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"naive-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    done = 0
+    started = None
+    try:
+        async for record in consumer:
+            if started is None:
+                started = time.perf_counter()
+            body = orjson.loads(record.value)
+            async with connection.transaction():
+                await connection.execute(
+                    "INSERT INTO naive VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    body["id"],
+                    record.value.decode(),
+                )
+            await consumer.commit()
+            done += 1
+            if done >= BASELINE_EVENTS:
+                break
+    finally:
+        await consumer.stop()
+        await connection.close()
+    assert started is not None
+    return done / (time.perf_counter() - started)
+
+
+async def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    broker = None if os.environ.get("LEDGER_BENCH_KAFKA") else EmbeddedBroker().start()
+    bootstrap = os.environ.get("LEDGER_BENCH_KAFKA") or (broker.bootstrap if broker else "")
+    folder = tempfile.TemporaryDirectory(prefix="bench-pg-")
+    postgres = None
+    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
+    if not server:
+        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
+        server = postgres.dsn
+    say(f"broker {bootstrap}, PostgreSQL {server.split('@')[-1]}; {os.cpu_count()} cores")
+    try:
+        events = [
+            dict(event)
+            for event in EventFactory(seed=3, subjects=max(1_000, count // 10)).events(count)
+        ]
+        results: dict[str, float] = {}
+        for label, integrity in (("with integrity", "true"), ("without integrity", "false")):
+            name = f"bench_{uuid.uuid4().hex[:8]}"
+            dsn = await create_database(server, name)
+            topic = f"{name}.events"
+            await ensure_topics(
+                bootstrap, {topic: 4, f"{name}.rejected": 1, f"{name}.violations": 1}
+            )
+            seconds = await publish(bootstrap, topic, events)
+            env = dict(
+                os.environ, LEDGER_KAFKA_BOOTSTRAP=bootstrap, LEDGER_DATABASE_URL=dsn,
+                LEDGER_EVENTS_TOPIC=topic, LEDGER_REJECTED_TOPIC=f"{name}.rejected",
+                LEDGER_VIOLATIONS_TOPIC=f"{name}.violations", LEDGER_CONSUMER_GROUP=f"{name}-workers",
+                LEDGER_MASTER_KEY=base64.b64encode(os.urandom(32)).decode(), LEDGER_KAFKA_IDEMPOTENCE="false",
+                LEDGER_SESSION_TIMEOUT_S="6", LEDGER_INTEGRITY=integrity,
+            )  # fmt: skip
+            results[label] = await sustained_rate(env, dsn, count)
+            say(f"published {count:,} events in {seconds:.1f} s ({count / seconds:,.0f}/s)")
+            say(
+                f"sustained processing rate, {label}: {results[label]:,.0f} events/s into PostgreSQL"
+            )
+            if integrity == "true":
+                latencies = await steady_latency(env, dsn, bootstrap, topic)
+                say(
+                    f"latency publish -> committed (visible to the API) at {STEADY_RATE:,}/s for {STEADY_SECONDS} s: "
+                    f"p50 {statistics.median(latencies):.0f} ms, p99 {latencies[int(len(latencies) * 0.99)]:.0f} ms, "
+                    f"max {latencies[-1]:.0f} ms ({len(latencies):,} events)"
+                )
+                baseline = await naive_baseline(bootstrap, topic, dsn)
+                say(
+                    f"naive baseline (INSERT + COMMIT + offset commit per event): {baseline:,.0f} events/s"
+                )
+                say(
+                    f"  the ledger is {results[label] / baseline:.1f}x the naive baseline (target >= 4x)"
+                )
+            await drop_database(server, name)
+        cost = 1 - results["with integrity"] / results["without integrity"]
+        say(f"cost of hashing + encryption: {cost:.1%} of the sustained rate (target < 15%)")
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        folder.cleanup()
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
