@@ -113,20 +113,33 @@ def settle_batch(
     return outcome
 
 
-def subjects_and_ids(checked: Sequence[Checked]) -> tuple[list[str], list[str]]:
-    """The distinct subjects and event ids of the valid records, to load their state."""
-    subjects: dict[str, None] = {}
+@dataclass(frozen=True, slots=True)
+class BatchNeeds:
+    """What to load before settling a batch, and no more.
+
+    Every subject's erasure state; the consent timeline of subjects whose
+    disclosures are judged; and the earlier disclosures and open violations
+    only of subjects whose consent changes or erasure may re-judge them.
+    """
+
+    ids: list[str]
+    subjects: list[str]
+    judged: list[str]  # a disclosure or a consent change arrives
+    rejudged: list[str]  # a consent change or an erasure arrives
+
+
+def batch_needs(checked: Sequence[Checked]) -> BatchNeeds:
     ids: dict[str, None] = {}
+    subjects: dict[str, None] = {}
+    judged: dict[str, None] = {}
+    rejudged: dict[str, None] = {}
     for _, result in checked:
         if isinstance(result, ValidEvent):
-            subjects[result.subject] = None
             ids[result.id] = None
-    return list(subjects), list(ids)
-
-
-def counter(start: int) -> Iterator[int]:
-    """Consecutive ingest numbers from ``start``."""
-    value = start
-    while True:
-        yield value
-        value += 1
+            subjects[result.subject] = None
+            kind = result.type
+            if kind != "VisitorRegistered":
+                judged[result.subject] = None
+                if kind != "DataShared":
+                    rejudged[result.subject] = None
+    return BatchNeeds(list(ids), list(subjects), list(judged), list(rejudged))

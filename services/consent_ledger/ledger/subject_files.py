@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import asyncpg
 
+from consent_ledger.core.batch import BatchNeeds
 from consent_ledger.core.facts import ConsentChange, Disclosure
 from consent_ledger.core.timeline import SubjectFile, Violation
 from consent_ledger.core.verdicts import Rule, Severity
@@ -36,9 +35,10 @@ JOIN violations v ON v.subject = batch.subject AND v.status = 'open'
 
 
 async def load_subject_files(
-    connection: asyncpg.Connection, subjects: Sequence[str]
+    connection: asyncpg.Connection, needs: BatchNeeds
 ) -> dict[str, SubjectFile]:
-    """The files of ``subjects`` that the ledger knows; unknown subjects are absent."""
+    """What the ledger knows of the batch's subjects, as far as the batch needs it
+    (see :class:`BatchNeeds`); subjects it knows nothing of are absent."""
     files: dict[str, SubjectFile] = {}
 
     def file_of(subject: str) -> SubjectFile:
@@ -47,24 +47,24 @@ async def load_subject_files(
             found = files[subject] = SubjectFile(subject)
         return found
 
-    if not subjects:
+    if not needs.subjects:
         return files
-    for row in await connection.fetch(CONSENTS, subjects):
+    for row in await connection.fetch(CONSENTS, needs.judged):
         change = ConsentChange(
             row["event_id"], row["subject"], row["occurred_us"], row["seq"],
             row["purpose"], row["granted"], row["expires_us"],
         )  # fmt: skip
         file_of(change.subject).consents.setdefault(change.purpose, []).append(change)
-    for row in await connection.fetch(DISCLOSURES, subjects):
+    for row in await connection.fetch(DISCLOSURES, needs.rejudged):
         shared = Disclosure(
             row["event_id"], row["subject"], row["occurred_us"], row["seq"], row["purpose"],
             row["subject_role"], row["recipient_kind"], row["recipient_id"],
             tuple(row["data_categories"]), row["legal_basis_kind"], row["legal_basis_reference"],
         )  # fmt: skip
         file_of(shared.subject).disclosures.setdefault(shared.purpose, []).append(shared)
-    for row in await connection.fetch(ERASURES, subjects):
+    for row in await connection.fetch(ERASURES, needs.subjects):
         file_of(row["subject"]).erased_at = row["erased_us"]
-    for row in await connection.fetch(OPEN_VIOLATIONS, subjects):
+    for row in await connection.fetch(OPEN_VIOLATIONS, needs.rejudged):
         rule = Rule(row["rule"])
         violation = Violation(
             row["event_id"], rule, row["subject"], Severity(row["severity"]),

@@ -30,9 +30,9 @@ from consent_ledger.core.batch import (
     BatchOutcome,
     Checked,
     Record,
+    batch_needs,
     check_records,
     settle_batch,
-    subjects_and_ids,
 )
 from consent_ledger.core.facts import ConsentChange, Disclosure
 from consent_ledger.core.policy import Policy
@@ -59,7 +59,9 @@ WHERE topic = $1 AND kafka_partition = ANY($2::int[]) ORDER BY kafka_partition F
 ACCEPTED_DIGESTS = "SELECT event_id, digest FROM ledger_entries WHERE event_id = ANY($1::text[])"
 RESERVE_SEQ = "SELECT nextval('ledger_seq') FROM generate_series(1, $1)"
 SUBJECT_KEYS = "SELECT subject, wrapped_key FROM subject_keys WHERE subject = ANY($1::text[])"
-INSERT_KEYS = "INSERT INTO subject_keys (subject, wrapped_key) VALUES ($1, $2)"
+INSERT_KEYS = """
+INSERT INTO subject_keys (subject, wrapped_key) SELECT * FROM unnest($1::text[], $2::bytea[])
+"""
 LOCK_LOGS = """
 SELECT kafka_partition, frontier FROM merkle_logs
 WHERE kafka_partition = ANY($1::int[]) FOR UPDATE
@@ -73,7 +75,7 @@ ON CONFLICT (kafka_partition) DO UPDATE SET size = EXCLUDED.size, frontier = EXC
 """
 UPSERT_CURRENT_CONSENT = """
 INSERT INTO current_consents (subject, purpose, event_id, occurred_us, seq, granted, expires_us)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bool[], $7::bigint[])
 ON CONFLICT (subject, purpose) DO UPDATE SET
     event_id = EXCLUDED.event_id, occurred_us = EXCLUDED.occurred_us, seq = EXCLUDED.seq,
     granted = EXCLUDED.granted, expires_us = EXCLUDED.expires_us
@@ -96,7 +98,9 @@ FORGET_SUBJECTS = (
 UPSERT_VIOLATION = """
 INSERT INTO violations (event_id, rule, subject, severity, clause, explanation, status,
                         occurred_us, detected_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+SELECT event_id, rule, subject, severity, clause, explanation, status, occurred_us, $9, $9
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::bigint[]) AS change(event_id, rule, subject, severity, clause, explanation, status, occurred_us)
 ON CONFLICT (event_id, rule) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
 """
 ADVANCE_POSITION = """
@@ -178,13 +182,14 @@ class BatchPipeline:
         report: BatchReport,
         started: float,
     ) -> None:
-        subjects, ids = subjects_and_ids(checked)
+        needs = batch_needs(checked)
         digests = {
-            row["event_id"]: row["digest"] for row in await connection.fetch(ACCEPTED_DIGESTS, ids)
+            row["event_id"]: row["digest"]
+            for row in await connection.fetch(ACCEPTED_DIGESTS, needs.ids)
         }
-        files = await load_subject_files(connection, subjects)
+        files = await load_subject_files(connection, needs)
         erased_before = {subject for subject, file in files.items() if file.erased_at is not None}
-        sequence = iter([row[0] for row in await connection.fetch(RESERVE_SEQ, len(ids))])
+        sequence = iter([row[0] for row in await connection.fetch(RESERVE_SEQ, len(needs.ids))])
         outcome = settle_batch(checked, digests, files, self._policy, sequence)
         now = datetime.now(UTC)
         forgotten = erased_before | set(outcome.erased)
@@ -227,7 +232,7 @@ class BatchPipeline:
             keys[subject] = key
             new_rows.append((subject, wrapped))
         if new_rows:
-            await connection.executemany(INSERT_KEYS, new_rows)
+            await connection.execute(INSERT_KEYS, *_columns(new_rows, 2))
         return keys
 
     async def _write_entries(
@@ -329,13 +334,11 @@ class BatchPipeline:
             await connection.copy_records_to_table(
                 "consent_changes", records=consents, columns=CONSENT_COLUMNS
             )
-            await connection.executemany(
-                UPSERT_CURRENT_CONSENT,
-                [
-                    (c.subject, c.purpose, c.event_id, c.instant, c.seq, c.granted, c.expires_at)
-                    for c in latest.values()
-                ],
-            )
+            rows = [
+                (c.subject, c.purpose, c.event_id, c.instant, c.seq, c.granted, c.expires_at)
+                for c in latest.values()
+            ]
+            await connection.execute(UPSERT_CURRENT_CONSENT, *_columns(rows, 7))
         if disclosures:
             await connection.copy_records_to_table(
                 "disclosures", records=disclosures, columns=DISCLOSURE_COLUMNS
@@ -358,15 +361,14 @@ class BatchPipeline:
     ) -> None:
         if not changes:
             return
-        await connection.executemany(
-            UPSERT_VIOLATION,
-            [
-                (v.event_id, v.rule.value, v.subject, v.severity.value, v.clause, v.explanation,
-                 change.status.value, v.occurred_at, now)
-                for change in changes
-                for v in (change.violation,)
-            ],
-        )  # fmt: skip
+        final = {change.violation.key: change for change in changes}  # one row per violation
+        rows = [
+            (v.event_id, v.rule.value, v.subject, v.severity.value, v.clause, v.explanation,
+             change.status.value, v.occurred_at)
+            for change in final.values()
+            for v in (change.violation,)
+        ]  # fmt: skip
+        await connection.execute(UPSERT_VIOLATION, *_columns(rows, 8), now)
         topic = self._settings.violations_topic
         alerts = [
             (topic, change.violation.event_id.encode(), alert_message(change, now), "[]")
@@ -448,6 +450,13 @@ def alert_message(change: ViolationChange, at: datetime) -> bytes:
             "status": change.status.value,
         },
     })  # fmt: skip
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as column lists, for one ``unnest($1, $2, ...)`` statement instead of N."""
+    return (
+        [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+    )
 
 
 def _subject_of(raw: bytes) -> str | None:
