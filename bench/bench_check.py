@@ -34,7 +34,9 @@ def main() -> None:
         size_mb = path.stat().st_size / 1e6
         cli = Path(sys.executable).with_name("consent-ledger")
         started = time.perf_counter()
-        result = subprocess.run([str(cli), "check", str(path), "--json"], capture_output=True, check=False)
+        result = subprocess.run(
+            [str(cli), "check", str(path), "--json"], capture_output=True, check=False
+        )
         elapsed = time.perf_counter() - started
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     counts = orjson.loads(result.stdout)["counts"]
