@@ -805,6 +805,12 @@ async def test_openapi_describes_every_endpoint(settings: Settings, pool: asyncp
         "/healthz",
         "/readyz",
         "/metrics",
+        "/v1/ledger/public-key",
+        "/v1/ledger/checkpoints",
+        "/v1/ledger/checkpoints/latest",
+        "/v1/ledger/checkpoints/{checkpoint_id}",
+        "/v1/ledger/proofs/inclusion/{event_id}",
+        "/v1/ledger/proofs/consistency",
     }
     post = schema["paths"]["/v1/events"]["post"]
     assert set(post["responses"]) >= {"202", "400", "413", "422", "503"}
