@@ -141,17 +141,13 @@ async def verify_ledger(
         for row in await connection.fetch(ALL_CHECKPOINTS)
     ]
     report.checkpoints = len(checkpoints)
+    trusted = []  # a checkpoint whose signature fails proves nothing about the entries
     for number, signed in checkpoints:
-        if not verify_checkpoint(signed, public_key):
-            for head in signed.checkpoint.tree_heads or ():
-                report.divergences.append(
-                    Divergence(
-                        head.partition,
-                        None,
-                        None,
-                        f"checkpoint {number}: signature does not verify",
-                    )
-                )
+        if verify_checkpoint(signed, public_key):
+            trusted.append((number, signed))
+        else:
+            report.forged_checkpoints.append(number)
+    checkpoints = trusted
     partitions = {row[0] for row in await connection.fetch(PARTITIONS)}
     partitions |= {
         head.partition for _, signed in checkpoints for head in signed.checkpoint.tree_heads
@@ -184,7 +180,7 @@ def _verify_partition(
 ) -> Divergence | None:
     """The first divergence in one partition's log, or None when it all holds."""
     frontier = MerkleFrontier()
-    previous_offset = -1
+    previous_offset = before_previous_offset = -1
     last_good = (None, None)
     for expected_index, row in enumerate(rows):
         index, event_id = row["leaf_index"], row["event_id"]
@@ -193,12 +189,6 @@ def _verify_partition(
                 partition, expected_index, event_id,
                 f"entry missing: the log jumps from index {expected_index - 1} to {index}",
             )  # fmt: skip
-        if row["kafka_offset"] <= previous_offset:
-            return Divergence(
-                partition, index, event_id,
-                f"out of order: offset {row['kafka_offset']} follows offset {previous_offset}",
-            )  # fmt: skip
-        previous_offset = row["kafka_offset"]
         payload_sha256 = hashlib.sha256(row["payload"]).digest()
         if payload_sha256 != row["payload_sha256"]:
             return Divergence(
@@ -216,6 +206,21 @@ def _verify_partition(
             return Divergence(
                 partition, index, event_id, "entry does not match its stored leaf hash"
             )
+        offset = row["kafka_offset"]
+        if previous_offset >= offset > before_previous_offset and last_good[0] != index - 1:
+            # This entry still follows the one before the previous, and no checkpoint
+            # vouches for the previous one: the previous entry is the one out of place
+            # (moved forward, e.g. swapped with a later one).
+            return Divergence(
+                partition, index - 1, rows[index - 1]["event_id"],
+                f"out of order: offset {previous_offset} comes before offset {offset} at index {index}",
+            )  # fmt: skip
+        if offset <= previous_offset:
+            return Divergence(
+                partition, index, event_id,
+                f"out of order: offset {offset} follows offset {previous_offset}",
+            )  # fmt: skip
+        previous_offset, before_previous_offset = offset, previous_offset
         frontier.append(leaf)
         signed = signed_roots.get(frontier.size)
         if signed is not None and frontier.root() != signed[1]:
