@@ -285,18 +285,8 @@ async def test_after_an_erasure_nothing_of_the_subject_can_be_read_back(
             assert verify_inclusion_document(proof, ledger.signing_key.public_key()), event_id
 
 
-# Known gap, in worker/pipeline.py (not fixed here): the erasure scrubs violation
-# explanations only in the batch that erases, and before that batch's violations are
-# written; a violation written with or after the erasure (e.g. shared-after-erasure)
-# keeps an explanation naming the recipient. Alert messages waiting in the outbox
-# carry the same explanations and are never scrubbed. Everything else is clean and
-# asserted in the tests above; these two flip to XPASS (and fail) once that is fixed.
-KEPT_IN_CLEAR = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="pipeline: violation explanations written with/after an erasure, and pending "
-    "outbox alerts, keep the erased subject's recipient ids in clear",
-)
+# Violations written with or after the erasure (e.g. shared-after-erasure) and
+# alerts still waiting in the outbox are written or rewritten without details.
 
 
 def outside_violations_and_outbox(leaks: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
@@ -326,7 +316,6 @@ async def test_no_distinctive_string_of_the_erased_subject_is_stored_in_ledger_o
     assert outside_violations_and_outbox(leaks) == [], leaks
 
 
-@KEPT_IN_CLEAR
 @pytest.mark.parametrize("batching", BATCHINGS)
 async def test_no_distinctive_string_of_the_erased_subject_is_stored_anywhere(
     ledger: Ledger, batching: str
@@ -357,7 +346,6 @@ async def test_a_disclosure_arriving_after_the_erasure_is_judged_and_unreadable(
     await ledger.verify_ok()
 
 
-@KEPT_IN_CLEAR
 async def test_a_disclosure_arriving_after_the_erasure_leaves_nothing_readable(
     ledger: Ledger,
 ) -> None:

@@ -17,7 +17,7 @@ import hashlib
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,15 +86,24 @@ INSERT INTO erasures (subject, event_id, erased_us, recorded_at) VALUES ($1, $2,
 ON CONFLICT (subject) DO UPDATE SET event_id = EXCLUDED.event_id, erased_us = EXCLUDED.erased_us
 WHERE EXCLUDED.erased_us < erasures.erased_us
 """
+ERASED_EXPLANATION = "Details erased at the request of the subject (GDPR Art. 17)."
 FORGET_SUBJECTS = (
     "DELETE FROM subject_keys WHERE subject = ANY($1::text[])",
     "DELETE FROM consent_changes WHERE subject = ANY($1::text[])",
     "DELETE FROM current_consents WHERE subject = ANY($1::text[])",
     "DELETE FROM disclosures WHERE subject = ANY($1::text[])",
-    "UPDATE violations SET explanation = 'Details erased at the request of the subject (GDPR Art. 17).'"
-    " WHERE subject = ANY($1::text[])",
     "UPDATE rejected_events SET raw = '', detail = 'erased' WHERE subject = ANY($1::text[])",
 )
+SCRUB_EXPLANATIONS = "UPDATE violations SET explanation = $2 WHERE subject = ANY($1::text[])"
+SCRUB_OUTBOX = (
+    # Copies of rejected records not yet relayed carry raw personal data: drop them.
+    "DELETE FROM outbox WHERE subject = ANY($1::text[]) AND topic <> $2",
+    # Alerts not yet relayed go out without the details.
+    """UPDATE outbox SET value = convert_to(
+        jsonb_set(convert_from(value, 'UTF8')::jsonb, '{violation,explanation}', to_jsonb($3::text))::text,
+        'UTF8') WHERE subject = ANY($1::text[]) AND topic = $2""",
+)
+ERASED_AMONG = "SELECT subject FROM erasures WHERE subject = ANY($1::text[])"
 UPSERT_VIOLATION = """
 INSERT INTO violations (event_id, rule, subject, severity, clause, explanation, status,
                         occurred_us, detected_at, updated_at)
@@ -124,7 +133,7 @@ DISCLOSURE_COLUMNS = (
 REJECTED_COLUMNS = (
     "kafka_partition", "kafka_offset", "reason", "detail", "event_id", "subject", "raw", "recorded_at",
 )  # fmt: skip
-OUTBOX_COLUMNS = ("topic", "key", "value", "headers")
+OUTBOX_COLUMNS = ("topic", "key", "value", "headers", "subject")
 
 
 @dataclass(slots=True)
@@ -195,8 +204,10 @@ class BatchPipeline:
         forgotten = erased_before | set(outcome.erased)
         await self._write_entries(connection, outcome.accepted, forgotten, now)
         await self._write_facts(connection, outcome, forgotten)
-        await self._write_violations(connection, outcome.changes, now)
+        await self._write_violations(connection, outcome.changes, now, forgotten)
         await self._write_rejected(connection, outcome, now)
+        if outcome.erased:
+            await self._forget(connection, list(outcome.erased))
         await self._advance_positions(connection, checked, outcome, time.perf_counter() - started)
         for accepted in outcome.accepted:
             report.accepted_by_type[accepted.event.type] += 1
@@ -352,15 +363,35 @@ class BatchPipeline:
                     for subject, fact in outcome.erased.items()
                 ],
             )
-            erased = list(outcome.erased)
-            for statement in FORGET_SUBJECTS:
-                await connection.execute(statement, erased)
+
+    async def _forget(self, connection: asyncpg.Connection, erased: list[str]) -> None:
+        """Remove what the ledger keeps in clear of subjects erased by this batch."""
+        for statement in FORGET_SUBJECTS:
+            await connection.execute(statement, erased)
+        await connection.execute(SCRUB_EXPLANATIONS, erased, ERASED_EXPLANATION)
+        drop_copies, scrub_alerts = SCRUB_OUTBOX
+        await connection.execute(drop_copies, erased, self._settings.violations_topic)
+        await connection.execute(
+            scrub_alerts, erased, self._settings.violations_topic, ERASED_EXPLANATION
+        )
 
     async def _write_violations(
-        self, connection: asyncpg.Connection, changes: list[ViolationChange], now: datetime
+        self,
+        connection: asyncpg.Connection,
+        changes: list[ViolationChange],
+        now: datetime,
+        forgotten: set[str],
     ) -> None:
         if not changes:
             return
+        changes = [
+            ViolationChange(
+                change.status, replace(change.violation, explanation=ERASED_EXPLANATION)
+            )
+            if change.violation.subject in forgotten
+            else change
+            for change in changes
+        ]
         final = {change.violation.key: change for change in changes}  # one row per violation
         rows = [
             (v.event_id, v.rule.value, v.subject, v.severity.value, v.clause, v.explanation,
@@ -371,8 +402,9 @@ class BatchPipeline:
         await connection.execute(UPSERT_VIOLATION, *_columns(rows, 8), now)
         topic = self._settings.violations_topic
         alerts = [
-            (topic, change.violation.event_id.encode(), alert_message(change, now), "[]")
+            (topic, v.event_id.encode(), alert_message(change, now), "[]", v.subject)
             for change in changes
+            for v in (change.violation,)
         ]
         await connection.copy_records_to_table("outbox", records=alerts, columns=OUTBOX_COLUMNS)
 
@@ -383,8 +415,17 @@ class BatchPipeline:
             return
         rows = []
         copies = []
-        for record, rejection in outcome.rejected:
-            subject = _subject_of(record.value)
+        subjects = [_subject_of(record.value) for record, _ in outcome.rejected]
+        erased = {
+            row[0] for row in await connection.fetch(ERASED_AMONG, [s for s in subjects if s])
+        }
+        for (record, rejection), subject in zip(outcome.rejected, subjects, strict=True):
+            if subject in erased:  # the raw record may hold personal data of a forgotten subject
+                rows.append((
+                    record.partition, record.offset, rejection.reason.value, "erased",
+                    rejection.event_id, subject, b"", now,
+                ))  # fmt: skip
+                continue
             rows.append((
                 record.partition, record.offset, rejection.reason.value, rejection.detail,
                 rejection.event_id, subject, record.value, now,
@@ -397,7 +438,7 @@ class BatchPipeline:
             ]
             copies.append((
                 self._settings.rejected_topic, subject.encode() if subject else None, record.value,
-                orjson.dumps(headers).decode(),
+                orjson.dumps(headers).decode(), subject,
             ))  # fmt: skip
         await connection.copy_records_to_table(
             "rejected_events", records=rows, columns=REJECTED_COLUMNS

@@ -144,8 +144,10 @@ CREATE TABLE outbox (
     topic     text      NOT NULL,
     key       bytea,
     value     bytea     NOT NULL,
-    headers   jsonb     NOT NULL DEFAULT '[]'
-);  -- the relay deletes a row once the broker acknowledged it
+    headers   jsonb     NOT NULL DEFAULT '[]',
+    subject   text                              -- whose data it carries: erasure scrubs it
+);
+CREATE INDEX outbox_subject ON outbox (subject);  -- the relay deletes a row once the broker acknowledged it
 
 
 -- Where the worker is in each partition of ledger.events: committed in the
