@@ -45,11 +45,14 @@ async def migrate(connection: asyncpg.Connection) -> list[str]:
     applied_now: list[str] = []
     await connection.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
     try:
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        # Looked up first: a service role without CREATE in the schema may start
+        # against a database its owner already migrated.
+        if await connection.fetchval("SELECT to_regclass('schema_migrations')") is None:
+            await connection.execute(
+                "CREATE TABLE schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         done = {
             row["version"]
             for row in await connection.fetch("SELECT version FROM schema_migrations")

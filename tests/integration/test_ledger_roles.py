@@ -1,0 +1,89 @@
+"""The service's database role can append to the ledger and read it, nothing more:
+not change or delete rows, not give itself the rights back, not switch the
+trigger off, not drop the table (the issue: "append-only in the database")."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from consent_ledger.core.batch import Record
+from consent_ledger.core.policy import load_reference_policy
+from consent_ledger.ledger.keyring import KeyRing
+from consent_ledger.ledger.migrate import migrate
+from consent_ledger.settings import Settings
+from consent_ledger.worker.pipeline import BatchPipeline
+from tests.e2e.conftest import SCENARIOS
+
+pytestmark = [pytest.mark.integration]
+
+REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)
+SERVICE = "consent_ledger_service"
+
+
+@pytest.fixture
+async def service_pool(pg_server_dsn: str, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """As deploy/README.md sets it up: the owner (here the test's superuser) applies
+    the migrations; the worker connects as consent_ledger_service."""
+    admin = await asyncpg.connect(pg_server_dsn)
+    if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE):
+        await admin.execute(f"CREATE ROLE {SERVICE} LOGIN")
+    await admin.close()
+    owner = await asyncpg.connect(database_url)
+    await migrate(owner)
+    await owner.close()
+    pool = await asyncpg.create_pool(database_url, user=SERVICE, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        owner = await asyncpg.connect(database_url)
+        await owner.execute(f"DROP OWNED BY {SERVICE}")  # its grants in this database
+        await owner.close()
+
+
+async def test_the_service_role_runs_the_pipeline(service_pool: asyncpg.Pool) -> None:
+    lines = (SCENARIOS / "erasure" / "events.jsonl").read_bytes().splitlines()
+    pipeline = BatchPipeline(
+        service_pool, KeyRing(os.urandom(32)), load_reference_policy(), Settings()
+    )
+    report = await pipeline.process([Record(0, offset, line) for offset, line in enumerate(lines)])
+    assert sum(report.accepted_by_type.values()) == len(lines)
+    async with service_pool.acquire() as connection:
+        assert await connection.fetchval("SELECT current_user") == SERVICE
+        assert await connection.fetchval("SELECT count(*) FROM ledger_entries") == len(lines)
+        assert await migrate(connection) == []  # starting a worker again is fine
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_entries SET subject = 'x'",
+        "DELETE FROM ledger_entries",
+        "TRUNCATE ledger_entries",
+        "ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_no_update",
+        "CREATE OR REPLACE FUNCTION ledger_entries_append_only() RETURNS trigger"
+        " LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+        "DROP TABLE ledger_entries",
+        "SET session_replication_role = replica",
+        # GRANT without the right only warns; the UPDATE below shows nothing was granted
+        "GRANT UPDATE, DELETE ON ledger_entries TO CURRENT_USER",
+    ],
+)
+async def test_the_service_role_cannot_change_the_ledger(
+    service_pool: asyncpg.Pool, statement: str
+) -> None:
+    async with service_pool.acquire() as connection:
+        await connection.execute(
+            "INSERT INTO ledger_entries VALUES (1, 'e-1', 's', 'ConsentGiven', 0, now(), 0, 0, 0,"
+            " '\\x00', '\\x00', '\\x00', 0, '\\x00')"
+        )
+        with pytest.raises(REFUSED):
+            async with connection.transaction():
+                await connection.execute(statement)
+                await connection.execute("UPDATE ledger_entries SET subject = 'x'")
+        assert await connection.fetchval("SELECT subject FROM ledger_entries") == "s"
