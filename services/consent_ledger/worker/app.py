@@ -1,11 +1,10 @@
 """The stream worker: a faust-streaming application over ``ledger.events``.
 
-The agent is thin: it takes batches of raw records (``take_events``), turns
+The agent is thin: it takes batches of raw records (``noack_take``), turns
 them into :class:`~consent_ledger.core.batch.Record` s with their partition,
-offset and headers, and hands them to the :class:`BatchPipeline`. faust acks a
-batch's events only when the agent asks for the next batch, that is after the
-batch's PostgreSQL transaction committed, and commits acked offsets to Kafka
-every ``broker_commit_interval``. PostgreSQL keeps its own positions in the same
+offset and headers, and hands them to the :class:`BatchPipeline`. It acks a
+batch's events after the batch's PostgreSQL transaction committed, and faust
+commits acked offsets to Kafka every ``broker_commit_interval``. PostgreSQL keeps its own positions in the same
 transaction as the rows, so records that Kafka redelivers after a crash or a
 rebalance are recognised and skipped.
 
@@ -23,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import faust
+import mode
 import structlog
 from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -149,6 +149,7 @@ def create_app(
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
         broker_rebalance_timeout=settings.session_timeout_s,
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        stream_wait_empty=False,  # with manual acks, stopping would wait forever
         producer_acks=-1,
     )
     runtime = WorkerRuntime(settings, policy)
@@ -161,11 +162,18 @@ def create_app(
         partitions=settings.partitions,
     )
 
-    @app.agent(events, name="ledger-intake")
-    async def intake(stream: Any) -> AsyncIterator[None]:  # faust.StreamT lacks take_events
+    # noack_take + ack after commit: take/take_events ack a batch in a `finally`,
+    # also when processing raised, and faust would then commit past records never
+    # stored. Any error crashes the worker (CrashingSupervisor) rather than
+    # restarting the agent past the unacked batch; it restarts from PostgreSQL's
+    # positions.
+    @app.agent(events, name="ledger-intake", supervisor_strategy=mode.CrashingSupervisor)
+    async def intake(stream: Any) -> AsyncIterator[None]:
         await runtime.open()
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
+        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
             await runtime.process([_record(event) for event in batch])
+            for event in batch:
+                await stream.ack(event)
             yield None
 
     @app.task
