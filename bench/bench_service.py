@@ -72,15 +72,16 @@ async def publish(bootstrap: str, topic: str, events: list[dict[str, object]]) -
 
 
 @asynccontextmanager
-async def worker(env: dict[str, str]) -> AsyncIterator[subprocess.Popen[bytes]]:
-    log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen([str(CLI), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+async def worker(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    with tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False) as log:
+        process = await asyncio.create_subprocess_exec(
+            str(CLI), "worker", env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         yield process
     finally:
         process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        await asyncio.wait_for(process.wait(), timeout=30)
 
 
 async def counted(dsn: str) -> int:
