@@ -38,7 +38,7 @@ class Settings:
     log_id: str = "consent-ledger"
     checkpoint_interval_s: float = 10.0
     batch_size: int = 2_000
-    batch_window_s: float = 0.05
+    batch_window_s: float = 0.02  # the longest a record waits for its batch to fill
     kafka_idempotence: bool | None = None  # None: on; dev turns it off for the embedded broker
     session_timeout_s: float = 30.0
     max_request_bytes: int = 1_000_000
