@@ -121,6 +121,7 @@ def _log_batch(records: Sequence[Record], report: BatchReport) -> None:
         first=f"{first.partition}@{first.offset}",
         last=f"{last.partition}@{last.offset}",
         ms=round(report.seconds * 1000, 1),
+        stages_ms=report.stages_ms,
     )
 
 
