@@ -1,9 +1,11 @@
 #!/bin/bash
 # Runs once, when the postgres container initialises an empty data directory
 # (deploy/compose.yaml mounts it into /docker-entrypoint-initdb.d/).
-# Creates the service's own role and database: the role owns the database, so
-# the migrations it applies at start create tables it owns; it is no superuser,
-# so the privileges revoked on ledger_entries hold for it.
+# Two roles: `ledger` owns the database and applies the migrations (the
+# `migrate` service); `consent_ledger_service` is what the worker and the API
+# connect as: it owns nothing, and migration 002 gives it only SELECT and INSERT
+# on ledger_entries, so it can neither change the ledger nor give itself the
+# right to (see deploy/README.md, section 2).
 set -e
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
      --set=ledger_password="$LEDGER_DB_PASSWORD" <<'SQL'
@@ -11,4 +13,7 @@ CREATE ROLE ledger LOGIN PASSWORD :'ledger_password'
     NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;
 CREATE DATABASE ledger OWNER ledger;
 REVOKE ALL ON DATABASE ledger FROM PUBLIC;
+CREATE ROLE consent_ledger_service LOGIN PASSWORD :'ledger_password'
+    NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;
+GRANT CONNECT ON DATABASE ledger TO consent_ledger_service;
 SQL

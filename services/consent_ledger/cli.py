@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--raw", action="store_true", help="send every non-blank line as it is")
     publish.set_defaults(run=_publish)
 
+    migrate = commands.add_parser(
+        "migrate", help="apply the database migrations (run as the owner role in production)"
+    )
+    migrate.set_defaults(run=_migrate)
+
     verify = commands.add_parser(
         "verify",
         help="recompute every Merkle log from the stored entries and check every checkpoint",
@@ -157,6 +162,30 @@ def _public_key(path: Path | None, settings: Settings) -> Ed25519PublicKey:
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load the public key: {exc}") from None
     raise UsageError("give --public-key FILE (or set LEDGER_SIGNING_KEY_FILE)")
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from consent_ledger.ledger.migrate import migrate
+
+    configure_logging()
+    settings = _settings()
+    if not settings.database_url:
+        raise UsageError("set LEDGER_DATABASE_URL")
+
+    async def run() -> list[str]:
+        connection = await asyncpg.connect(settings.database_url)
+        try:
+            return await migrate(connection)
+        finally:
+            await connection.close()
+
+    applied = asyncio.run(run())
+    sys.stdout.write(f"applied {', '.join(applied)}\n" if applied else "the schema is up to date\n")
+    return EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:
