@@ -275,6 +275,8 @@ def _check(args: argparse.Namespace) -> int:
             ledger.ingest_lines(lines)
     except OSError as exc:
         raise UsageError(f"cannot read {args.events}: {exc.strerror or exc}") from None
+    finally:
+        gc.enable()
     violations = ledger.open_violations()
     if args.json:
         sys.stdout.buffer.write(

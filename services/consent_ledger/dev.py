@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -122,6 +123,8 @@ class DevStack:
             changes |= {"kafka_bootstrap": self._broker.bootstrap, "kafka_idempotence": False}
         if not settings.database_url:
             say("starting the embedded PostgreSQL...")
+            # platformdirs warns on machines without a login session; nothing to act on.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
             self._postgres = EmbeddedPostgres(data_dir / "postgres").start()
             changes["database_url"] = self._postgres.dsn_for(DATABASE)
         if settings.master_key_file is None and settings.master_key is None:
