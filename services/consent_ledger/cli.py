@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from consent_ledger.core.offline import OfflineLedger
 from consent_ledger.core.policy import Policy, PolicyError, load_policy, load_reference_policy
 from consent_ledger.core.timeline import Violation
-from consent_ledger.core.timestamps import format_micros
 from consent_ledger.log import configure_logging
 from consent_ledger.settings import Settings, SettingsError, settings_from_env
 
@@ -288,21 +287,9 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_VIOLATIONS if violations else EXIT_OK
 
 
-def violation_document(violation: Violation) -> dict[str, Any]:
-    return {
-        "event_id": violation.event_id,
-        "rule": violation.rule.value,
-        "subject": violation.subject,
-        "severity": violation.severity.value,
-        "clause": violation.clause,
-        "explanation": violation.explanation,
-        "occurred_at": format_micros(violation.occurred_at),
-    }
-
-
 def _check_document(ledger: OfflineLedger, violations: list[Violation]) -> dict[str, Any]:
     return {
-        "violations": [violation_document(violation) for violation in violations],
+        "violations": [violation.to_document() for violation in violations],
         "rejected": [
             {
                 "line": rejected.line,

@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
-from consent_ledger.core.intake import Rejection, validate
+from consent_ledger.core.intake import Rejection, subject_named_in, validate
 from consent_ledger.kafka import make_producer, send_all
 from consent_ledger.settings import Settings
 
@@ -22,15 +20,6 @@ from consent_ledger.settings import Settings
 class PublishReport:
     sent: int = 0
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
-
-
-def _subject_key(line: bytes) -> bytes | None:
-    try:
-        body = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    subject = body.get("subject") if isinstance(body, dict) else None
-    return subject.encode() if isinstance(subject, str) else None
 
 
 def read_messages(
@@ -45,7 +34,8 @@ def read_messages(
             if not line.strip():
                 continue
             if raw:
-                messages.append((_subject_key(line), line, ()))
+                subject = subject_named_in(line)
+                messages.append((subject.encode() if subject else None, line, ()))
                 continue
             checked = validate(line)
             if isinstance(checked, Rejection):

@@ -200,6 +200,17 @@ def validate_object(body: dict[str, Any]) -> ValidEvent:
     return ValidEvent(event_id, event_type, subject, instant, body, content_digest(body))
 
 
+def subject_named_in(raw: bytes) -> str | None:
+    """The subject a record names, if it is a JSON object with a string subject:
+    for keying a record and for erasing rejected records of a forgotten subject."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    subject = body.get("subject") if isinstance(body, dict) else None
+    return subject if isinstance(subject, str) else None
+
+
 def admit(event: ValidEvent, accepted_digest: bytes | None) -> Admission | Rejection:
     """Decide a valid event against the digest accepted before under its id, if any."""
     if accepted_digest is None:

@@ -31,6 +31,7 @@ from consent_ledger.core.facts import (
     VisitorRegistration,
 )
 from consent_ledger.core.policy import Policy
+from consent_ledger.core.timestamps import format_micros
 from consent_ledger.core.verdicts import Breach, Rule, Severity, judge_disclosure, judge_visitor
 
 
@@ -54,6 +55,18 @@ class Violation:
     @property
     def key(self) -> tuple[str, str]:
         return (self.event_id, self.rule.value)
+
+    def to_document(self) -> dict[str, str]:
+        """The JSON form ``check --json`` prints and alerts carry."""
+        return {
+            "event_id": self.event_id,
+            "rule": self.rule.value,
+            "subject": self.subject,
+            "severity": self.severity.value,
+            "clause": self.clause,
+            "explanation": self.explanation,
+            "occurred_at": format_micros(self.occurred_at),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,10 @@ from consent_ledger.core.batch import (
     settle_batch,
 )
 from consent_ledger.core.facts import ConsentChange, Disclosure
+from consent_ledger.core.intake import subject_named_in
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timeline import Status, ViolationChange
-from consent_ledger.core.timestamps import format_micros, to_micros
+from consent_ledger.core.timestamps import to_micros
 from consent_ledger.ledger.entry import encode_entry
 from consent_ledger.ledger.keyring import KeyRing
 from consent_ledger.ledger.merkle import MerkleFrontier, leaf_hash
@@ -433,7 +434,7 @@ class BatchPipeline:
             return
         rows = []
         copies = []
-        subjects = [_subject_of(record.value) for record, _ in outcome.rejected]
+        subjects = [subject_named_in(record.value) for record, _ in outcome.rejected]
         erased = {
             row[0] for row in await connection.fetch(ERASED_AMONG, [s for s in subjects if s])
         }
@@ -498,16 +499,7 @@ def alert_message(change: ViolationChange, at: datetime) -> bytes:
         "type": kind,
         "id": f"{violation.event_id}/{violation.rule.value}/{change.status.value}/{to_micros(at)}",
         "time": at.isoformat().replace("+00:00", "Z"),
-        "violation": {
-            "event_id": violation.event_id,
-            "rule": violation.rule.value,
-            "subject": violation.subject,
-            "severity": violation.severity.value,
-            "clause": violation.clause,
-            "explanation": violation.explanation,
-            "occurred_at": format_micros(violation.occurred_at),
-            "status": change.status.value,
-        },
+        "violation": violation.to_document() | {"status": change.status.value},
     })  # fmt: skip
 
 
@@ -520,15 +512,6 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return (
         [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
     )
-
-
-def _subject_of(raw: bytes) -> str | None:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    subject = body.get("subject") if isinstance(body, dict) else None
-    return subject if isinstance(subject, str) else None
 
 
 def _sha256(data: bytes) -> bytes:
