@@ -11,8 +11,9 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from consent_ledger.core.cloudevents import binary_headers
 from tests.e2e.conftest import SCENARIOS, LedgerService
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -184,3 +185,36 @@ async def test_events_posted_over_http_are_judged(ledger_service: LedgerService)
     assert response.status_code == 422
     assert response.json()["rejected"][0]["index"] == 1
     assert response.json()["rejected"][0]["reason"] == "invalid-envelope"
+
+
+async def test_binary_mode_cloudevents_are_accepted_like_structured_ones(
+    ledger_service: LedgerService,
+) -> None:
+    """CloudEvents binary mode: attributes in ce_* headers, data in the value."""
+    service = ledger_service
+    service.start_worker()
+    events = [orjson.loads(line) for line in lines("consent-lifecycle")]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=service.env["LEDGER_KAFKA_BOOTSTRAP"], enable_idempotence=False
+    )
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(
+                service.env["LEDGER_EVENTS_TOPIC"],
+                orjson.dumps(event["data"]),
+                key=event["subject"].encode(),
+                headers=binary_headers(event),
+            )
+        broken = dict(events[0], id="binary-bad", time="not a time")
+        await producer.send_and_wait(
+            service.env["LEDGER_EVENTS_TOPIC"],
+            orjson.dumps(broken["data"]),
+            headers=binary_headers(broken),
+        )
+    finally:
+        await producer.stop()
+    stats = await service.wait_counted(len(events) + 1)
+    assert (stats["accepted"], stats["rejected"]) == (len(events), 1)
+    assert await service.open_violations() == expected("consent-lifecycle")["open"]
+    assert await service.rejected() == ["invalid-envelope"]
