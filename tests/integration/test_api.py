@@ -766,6 +766,7 @@ async def test_metrics_in_prometheus_text_format(
         f'consent_ledger_records_total{{topic="{settings.events_topic}",outcome="accepted"}} 3',
         f'consent_ledger_records_total{{topic="{settings.events_topic}",outcome="rejected"}} 1',
         "consent_ledger_broker_up 0",
+        f'consent_ledger_batches_total{{topic="{settings.events_topic}",partition="0"}} 0',
         'consent_ledger_http_requests_total{method="GET",route="/v1/violations",status="200"} 1',
         'consent_ledger_http_requests_total{method="GET",route="/v1/violations",status="400"} 1',
         'consent_ledger_http_requests_total{method="GET",route="/v1/subjects/{subject}/consents",status="200"} 1',

@@ -66,6 +66,10 @@ NEXT_OFFSETS: Final = """
 SELECT kafka_partition, next_offset FROM consumer_positions WHERE topic = $1
 """
 
+BATCH_TIMES: Final = """
+SELECT kafka_partition, batches, batch_seconds FROM consumer_positions WHERE topic = $1
+"""
+
 VIOLATIONS_BY_STATUS: Final = "SELECT status, count(*) AS n FROM violations GROUP BY status"
 
 VIOLATIONS_BY_RULE_AND_STATUS: Final = """
@@ -175,6 +179,11 @@ class LedgerView:
         """The next offset the worker will read, per partition of ``topic``."""
         rows = await self._connection.fetch(NEXT_OFFSETS, topic)
         return {row["kafka_partition"]: row["next_offset"] for row in rows}
+
+    async def batch_times(self, topic: str) -> list[Row]:
+        """Per partition: batches committed and their summed processing seconds."""
+        rows: list[Row] = await self._connection.fetch(BATCH_TIMES, topic)
+        return rows
 
     async def violations_by_status(self) -> dict[str, int]:
         rows = await self._connection.fetch(VIOLATIONS_BY_STATUS)

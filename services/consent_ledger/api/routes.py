@@ -857,6 +857,7 @@ async def metrics(context: Context) -> Response:
         by_rule = await view.violations_by_rule_and_status()
         totals = await view.position_totals(topic)
         next_offsets = await view.next_offsets(topic)
+        batch_times = await view.batch_times(topic)
     log_end = await log_end_offsets(context.settings.kafka_bootstrap, topic)
     out = Exposition()
     out.family(
@@ -886,6 +887,24 @@ async def metrics(context: Context) -> Response:
             ({"topic": topic, "outcome": "duplicate"}, totals["duplicates"]),
             ({"topic": topic, "outcome": "rejected"}, totals["rejected"]),
         ],
+    )
+    out.family(
+        "consent_ledger_batches_total",
+        "counter",
+        "Worker batches committed that held records of the partition.",
+        (
+            ({"topic": topic, "partition": str(row["kafka_partition"])}, row["batches"])
+            for row in batch_times
+        ),
+    )
+    out.family(
+        "consent_ledger_batch_seconds_total",
+        "counter",
+        "Summed processing time of those batches; divided by batches_total, the mean batch latency.",
+        (
+            ({"topic": topic, "partition": str(row["kafka_partition"])}, row["batch_seconds"])
+            for row in batch_times
+        ),
     )
     out.family(
         "consent_ledger_broker_up",

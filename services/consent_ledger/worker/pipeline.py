@@ -48,14 +48,13 @@ from consent_ledger.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+# Creates missing rows and locks them all, in partition order, in one statement:
+# the no-op update takes the row lock and returns the stored position.
 LOCK_POSITIONS = """
 INSERT INTO consumer_positions (topic, kafka_partition, next_offset)
-SELECT $1, p, 0 FROM unnest($2::int[]) AS p
-ON CONFLICT (topic, kafka_partition) DO NOTHING
-"""
-SELECT_POSITIONS = """
-SELECT kafka_partition, next_offset FROM consumer_positions
-WHERE topic = $1 AND kafka_partition = ANY($2::int[]) ORDER BY kafka_partition FOR UPDATE
+SELECT $1, p, 0 FROM unnest($2::int[]) AS p ORDER BY p
+ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = consumer_positions.next_offset
+RETURNING kafka_partition, next_offset
 """
 # Lookups join the batch's keys as a table so the plan stays an index lookup
 # however the tables grow (see subject_files.py).
@@ -183,10 +182,9 @@ class BatchPipeline:
         topic = self._settings.events_topic
         partitions = sorted({record.partition for record in records})
         async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute(LOCK_POSITIONS, topic, partitions)
             positions = {
                 row["kafka_partition"]: row["next_offset"]
-                for row in await connection.fetch(SELECT_POSITIONS, topic, partitions)
+                for row in await connection.fetch(LOCK_POSITIONS, topic, partitions)
             }
             fresh = [
                 item for item in checked if item.record.offset >= positions[item.record.partition]
