@@ -28,6 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from consent_ledger.embedded import (
@@ -36,6 +37,7 @@ from consent_ledger.embedded import (
     create_database,
     drop_database,
 )
+from consent_ledger.ledger.migrate import migrate
 
 KAFKA_BOOTSTRAP_ENV = "LEDGER_TEST_KAFKA_BOOTSTRAP"
 DATABASE_URL_ENV = "LEDGER_TEST_DATABASE_URL"
@@ -108,3 +110,15 @@ async def database_url(pg_server_dsn: str, unique_name: Callable[[str], str]) ->
         yield dsn
     finally:
         await drop_database(pg_server_dsn, name)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on this test's fresh database, migrated."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    async with pool.acquire() as connection:
+        await migrate(connection)
+    try:
+        yield pool
+    finally:
+        await pool.close()

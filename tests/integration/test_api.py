@@ -32,7 +32,6 @@ from consent_ledger.core.timestamps import parse_instant
 from consent_ledger.embedded import ensure_topics, find_free_port
 from consent_ledger.kafka import make_producer
 from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.migrate import migrate
 from consent_ledger.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -214,17 +213,6 @@ class LedgerRows:
 
 
 # -- fixtures --------------------------------------------------------------------
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with pool.acquire() as connection:
-        await migrate(connection)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture

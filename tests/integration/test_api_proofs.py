@@ -39,7 +39,6 @@ from consent_ledger.core.policy import load_policy
 from consent_ledger.ledger.checkpointing import issue_checkpoint
 from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
 from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.migrate import migrate
 from consent_ledger.settings import Settings, SettingsError
 from consent_ledger.worker.pipeline import BatchPipeline
 
@@ -280,17 +279,6 @@ class Feeder:
             self.next_offset[partition] += 1
         await self.pipeline.process(records)
         return ids
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with pool.acquire() as connection:
-        await migrate(connection)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def base_settings(unique_name: Callable[[str], str], **changes: Any) -> Settings:
