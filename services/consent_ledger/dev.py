@@ -57,6 +57,9 @@ class DevStack:
     def run(self) -> int:
         try:
             return asyncio.run(self._main())
+        except (RuntimeError, OSError) as exc:  # a child or the infrastructure failed to start
+            say(f"consent-ledger dev: {exc}")
+            return 1
         finally:
             self._stop()
 

@@ -32,6 +32,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import Policy
+from consent_ledger.core.timeline import Status
 from consent_ledger.kafka import make_producer
 from consent_ledger.ledger.checkpointing import issue_checkpoint
 from consent_ledger.ledger.checkpoints import load_signing_key
@@ -108,6 +109,25 @@ class WorkerRuntime:
 
 
 def _log_batch(records: Sequence[Record], report: BatchReport) -> None:
+    """One line per batch, and one per rejected record and per violation change,
+    each with the event id, partition and offset it concerns."""
+    outcome = report.outcome
+    if outcome is not None:
+        for record, rejection in outcome.rejected:
+            log.warning(
+                "record rejected", event_id=rejection.event_id, partition=record.partition,
+                offset=record.offset, reason=rejection.reason.value, detail=rejection.detail,
+            )  # fmt: skip
+        where = {item.event.id: item.record for item in outcome.accepted}
+        for change in outcome.changes:
+            violation = change.violation
+            judged = where.get(violation.event_id)  # None: an earlier event, re-judged
+            log.info(
+                "violation opened" if change.status is Status.OPEN else "violation retracted",
+                event_id=violation.event_id,
+                rule=violation.rule.value, severity=violation.severity.value,
+                partition=judged.partition if judged else None, offset=judged.offset if judged else None,
+            )  # fmt: skip
     first, last = records[0], records[-1]
     log.info(
         "batch committed",

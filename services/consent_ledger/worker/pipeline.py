@@ -159,6 +159,7 @@ class BatchReport:
     retracted_by_rule: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     stages_ms: dict[str, float] = field(default_factory=dict)  # where the time went
+    outcome: BatchOutcome | None = None  # what was decided, record by record
 
 
 class BatchPipeline:
@@ -226,6 +227,7 @@ class BatchPipeline:
             await self._forget(connection, list(outcome.erased))
         report.stages_ms["write"] = _ms_since(stage)
         await self._advance_positions(connection, checked, outcome, time.perf_counter() - started)
+        report.outcome = outcome
         for accepted in outcome.accepted:
             report.accepted_by_type[accepted.event.type] += 1
         report.duplicates = len(outcome.duplicates)
