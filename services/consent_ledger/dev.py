@@ -29,6 +29,7 @@ import orjson
 from consent_ledger.demo import EventFactory
 from consent_ledger.embedded import EmbeddedBroker, EmbeddedPostgres, create_database, ensure_topics
 from consent_ledger.kafka import make_producer
+from consent_ledger.ledger.audit import start_broker_epoch
 from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
 from consent_ledger.ledger.keyring import create_master_key_file
 from consent_ledger.ledger.migrate import migrate
@@ -78,6 +79,10 @@ class DevStack:
         connection = await asyncpg.connect(settings.database_url)
         try:
             await migrate(connection)
+            if self._broker is not None:
+                # A fresh memory-only broker: its offsets start at 0 again, while
+                # the database remembers where the last run's broker had got to.
+                await start_broker_epoch(connection, settings.events_topic)
         finally:
             await connection.close()
         env = _child_env(settings)

@@ -2,7 +2,8 @@
 
 :func:`verify_ledger` trusts nothing stored but the signed checkpoints and the
 public key: it recomputes every payload digest, leaf and tree from the entries,
-checks each partition's log has no gaps and runs in offset order, checks every
+checks each partition's log has no gaps and runs in offset order (within a
+broker epoch, see migration 003), checks every
 checkpoint's signature and that the recomputed trees give its roots, and
 reports the first divergence of each partition (partition, index, event id).
 """
@@ -38,6 +39,21 @@ SELECT event_id, kafka_offset, recorded_us, payload, payload_sha256, leaf_index,
 FROM ledger_entries WHERE kafka_partition = $1 ORDER BY leaf_index
 """
 MERKLE_LOGS = "SELECT kafka_partition, frontier FROM merkle_logs ORDER BY kafka_partition"
+EPOCH_STARTS = "SELECT kafka_partition, first_leaf_index FROM broker_epochs"
+START_EPOCH = """
+INSERT INTO broker_epochs (kafka_partition, first_leaf_index)
+SELECT kafka_partition, size FROM merkle_logs WHERE size > 0
+ON CONFLICT DO NOTHING
+"""
+RESET_POSITIONS = "UPDATE consumer_positions SET next_offset = 0 WHERE topic = $1"
+
+
+async def start_broker_epoch(connection: asyncpg.Connection, topic: str) -> None:
+    """Record that the broker starts over (a memory-only broker was restarted):
+    offsets begin again at 0 after every partition's current last entry."""
+    async with connection.transaction():
+        await connection.execute(START_EPOCH)
+        await connection.execute(RESET_POSITIONS, topic)
 
 
 class NotFound(LookupError):
@@ -156,6 +172,9 @@ async def verify_ledger(
         row[0]: MerkleFrontier.from_bytes(row[1]) for row in await connection.fetch(MERKLE_LOGS)
     }
     partitions |= set(stored_logs)
+    epoch_starts: dict[int, set[int]] = {}
+    for row in await connection.fetch(EPOCH_STARTS):
+        epoch_starts.setdefault(row[0], set()).add(row[1])
     report.partitions = len(partitions)
     for partition in sorted(partitions):
         rows = await connection.fetch(PARTITION_ENTRIES, partition)
@@ -166,7 +185,9 @@ async def verify_ledger(
             for head in signed.checkpoint.tree_heads
             if head.partition == partition
         }
-        divergence = _verify_partition(partition, rows, sizes, stored_logs.get(partition))
+        divergence = _verify_partition(
+            partition, rows, sizes, stored_logs.get(partition), epoch_starts.get(partition, set())
+        )
         if divergence is not None:
             report.divergences.append(divergence)
     return report
@@ -177,8 +198,10 @@ def _verify_partition(
     rows: Sequence[asyncpg.Record],
     signed_roots: dict[int, tuple[int, bytes]],
     stored_log: MerkleFrontier | None,
+    epoch_starts: set[int],
 ) -> Divergence | None:
-    """The first divergence in one partition's log, or None when it all holds."""
+    """The first divergence in one partition's log, or None when it all holds.
+    Offsets increase along the log, starting over only where a broker epoch begins."""
     frontier = MerkleFrontier()
     previous_offset = before_previous_offset = -1
     last_good = (None, None)
@@ -207,6 +230,8 @@ def _verify_partition(
                 partition, index, event_id, "entry does not match its stored leaf hash"
             )
         offset = row["kafka_offset"]
+        if index in epoch_starts:
+            previous_offset = before_previous_offset = -1
         if previous_offset >= offset > before_previous_offset and last_good[0] != index - 1:
             # This entry still follows the one before the previous, and no checkpoint
             # vouches for the previous one: the previous entry is the one out of place
