@@ -117,29 +117,44 @@ def settle_batch(
 class BatchNeeds:
     """What to load before settling a batch, and no more.
 
-    Every subject's erasure state; the consent timeline of subjects whose
-    disclosures are judged; and the earlier disclosures and open violations
-    only of subjects whose consent changes or erasure may re-judge them.
+    Every subject's erasure state; the consent timeline of each (subject,
+    purpose) a disclosure or consent change of the batch concerns; the earlier
+    disclosures that a consent change (same purpose, dated at or after it) or
+    an erasure (any purpose, dated after it) may re-judge; and the open
+    violations of the subjects whose disclosures may be re-judged.
     """
 
     ids: list[str]
     subjects: list[str]
-    judged: list[str]  # a disclosure or a consent change arrives
-    rejudged: list[str]  # a consent change or an erasure arrives
+    timelines: list[tuple[str, str]]  # (subject, purpose)
+    rejudge_from: list[tuple[str, str | None, int]]  # (subject, purpose or any, earliest instant)
+    rejudged: list[str]  # subjects
 
 
 def batch_needs(checked: Sequence[Checked]) -> BatchNeeds:
     ids: dict[str, None] = {}
     subjects: dict[str, None] = {}
-    judged: dict[str, None] = {}
-    rejudged: dict[str, None] = {}
+    timelines: dict[tuple[str, str], None] = {}
+    earliest: dict[tuple[str, str | None], int] = {}
     for _, result in checked:
-        if isinstance(result, ValidEvent):
-            ids[result.id] = None
-            subjects[result.subject] = None
-            kind = result.type
-            if kind != "VisitorRegistered":
-                judged[result.subject] = None
-                if kind != "DataShared":
-                    rejudged[result.subject] = None
-    return BatchNeeds(list(ids), list(subjects), list(judged), list(rejudged))
+        if not isinstance(result, ValidEvent):
+            continue
+        ids[result.id] = None
+        subjects[result.subject] = None
+        kind = result.type
+        if kind == "VisitorRegistered":
+            continue
+        purpose: str | None = None
+        if kind != "ErasureRequested":
+            purpose = result.body["data"]["purpose"]
+            timelines[(result.subject, purpose)] = None
+        if kind != "DataShared":
+            key = (result.subject, purpose)
+            earliest[key] = min(result.instant, earliest.get(key, result.instant))
+    return BatchNeeds(
+        list(ids),
+        list(subjects),
+        list(timelines),
+        [(subject, purpose, instant) for (subject, purpose), instant in earliest.items()],
+        list({subject: None for subject, _ in earliest}),
+    )

@@ -8,19 +8,25 @@ from consent_ledger.core.batch import BatchNeeds
 from consent_ledger.core.facts import ConsentChange, Disclosure
 from consent_ledger.core.timeline import SubjectFile, Violation
 from consent_ledger.core.verdicts import Rule, Severity
+from consent_ledger.ledger.sql import as_columns
 
-# Each query joins the batch's subjects as a table, so that the plan stays a
+# Each query joins the batch's keys as a table, so that the plan stays a
 # nested loop over the subject indexes however large the tables grow (a
 # generic plan for `subject = ANY($1)` may scan the whole table instead).
 CONSENTS = """
 SELECT c.event_id, c.subject, c.occurred_us, c.seq, c.purpose, c.granted, c.expires_us
-FROM unnest($1::text[]) AS batch(subject) JOIN consent_changes c ON c.subject = batch.subject
+FROM unnest($1::text[], $2::text[]) AS batch(subject, purpose)
+JOIN consent_changes c ON c.subject = batch.subject AND c.purpose = batch.purpose
 ORDER BY c.subject, c.purpose, c.occurred_us, c.seq
 """
+# A disclosure can match two keys of the batch (one purpose, and an erasure's
+# "any purpose"); the loader keeps it once.
 DISCLOSURES = """
 SELECT d.event_id, d.subject, d.occurred_us, d.seq, d.purpose, d.subject_role, d.recipient_kind,
        d.recipient_id, d.data_categories, d.legal_basis_kind, d.legal_basis_reference
-FROM unnest($1::text[]) AS batch(subject) JOIN disclosures d ON d.subject = batch.subject
+FROM unnest($1::text[], $2::text[], $3::bigint[]) AS batch(subject, purpose, since)
+JOIN disclosures d ON d.subject = batch.subject AND d.occurred_us >= batch.since
+    AND (batch.purpose IS NULL OR d.purpose = batch.purpose)
 ORDER BY d.seq
 """
 ERASURES = """
@@ -49,13 +55,18 @@ async def load_subject_files(
 
     if not needs.subjects:
         return files
-    for row in await connection.fetch(CONSENTS, needs.judged):
+    subjects, purposes = as_columns(needs.timelines, 2)
+    for row in await connection.fetch(CONSENTS, subjects, purposes):
         change = ConsentChange(
             row["event_id"], row["subject"], row["occurred_us"], row["seq"],
             row["purpose"], row["granted"], row["expires_us"],
         )  # fmt: skip
         file_of(change.subject).consents.setdefault(change.purpose, []).append(change)
-    for row in await connection.fetch(DISCLOSURES, needs.rejudged):
+    loaded: set[str] = set()
+    for row in await connection.fetch(DISCLOSURES, *as_columns(needs.rejudge_from, 3)):
+        if row["event_id"] in loaded:
+            continue
+        loaded.add(row["event_id"])
         shared = Disclosure(
             row["event_id"], row["subject"], row["occurred_us"], row["seq"], row["purpose"],
             row["subject_role"], row["recipient_kind"], row["recipient_id"],

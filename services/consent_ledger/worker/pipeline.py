@@ -43,6 +43,7 @@ from consent_ledger.ledger.entry import encode_entry
 from consent_ledger.ledger.keyring import KeyRing
 from consent_ledger.ledger.merkle import MerkleFrontier, leaf_hash
 from consent_ledger.ledger.shredding import new_subject_key
+from consent_ledger.ledger.sql import as_columns
 from consent_ledger.ledger.subject_files import load_subject_files
 from consent_ledger.settings import Settings
 
@@ -262,7 +263,7 @@ class BatchPipeline:
             keys[subject] = key
             new_rows.append((subject, wrapped))
         if new_rows:
-            await connection.execute(INSERT_KEYS, *_columns(new_rows, 2))
+            await connection.execute(INSERT_KEYS, *as_columns(new_rows, 2))
         return keys
 
     async def _write_entries(
@@ -368,7 +369,7 @@ class BatchPipeline:
                 (c.subject, c.purpose, c.event_id, c.instant, c.seq, c.granted, c.expires_at)
                 for c in latest.values()
             ]
-            await connection.execute(UPSERT_CURRENT_CONSENT, *_columns(rows, 7))
+            await connection.execute(UPSERT_CURRENT_CONSENT, *as_columns(rows, 7))
         if disclosures:
             await connection.copy_records_to_table(
                 "disclosures", records=disclosures, columns=DISCLOSURE_COLUMNS
@@ -418,7 +419,7 @@ class BatchPipeline:
             for change in final.values()
             for v in (change.violation,)
         ]  # fmt: skip
-        await connection.execute(UPSERT_VIOLATION, *_columns(rows, 8), now)
+        await connection.execute(UPSERT_VIOLATION, *as_columns(rows, 8), now)
         topic = self._settings.violations_topic
         alerts = [
             (topic, v.event_id.encode(), alert_message(change, now), "[]", v.subject)
@@ -505,13 +506,6 @@ def alert_message(change: ViolationChange, at: datetime) -> bytes:
 
 def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 1)
-
-
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as column lists, for one ``unnest($1, $2, ...)`` statement instead of N."""
-    return (
-        [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-    )
 
 
 def _sha256(data: bytes) -> bytes:
