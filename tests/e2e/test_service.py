@@ -45,6 +45,18 @@ def expected(name: str) -> dict[str, Any]:
     }
 
 
+async def assert_exactly_expected(
+    service: LedgerService, want: dict[str, Any], stats: dict[str, Any]
+) -> None:
+    """Open violations, rejected reasons and counts are exactly the scenario's."""
+    assert await service.open_violations() == want["open"]
+    assert await service.rejected() == want["rejected"]
+    counts = want["counts"]
+    assert (stats["accepted"], stats["duplicates"], stats["rejected"]) == (
+        counts["accepted"], counts["duplicates"], counts["rejected"],
+    )  # fmt: skip
+
+
 def write(path: Path, records: list[bytes]) -> Path:
     path.write_bytes(b"\n".join(records) + b"\n")
     return path
@@ -61,13 +73,9 @@ async def test_scenario_gives_its_verdicts_also_when_published_twice(
     assert published.returncode == 0, published.stderr
 
     stats = await service.wait_counted(records)
-    assert await service.open_violations() == want["open"]
-    assert await service.rejected() == want["rejected"]
-    counts = want["counts"]
-    assert (stats["accepted"], stats["duplicates"], stats["rejected"]) == (
-        counts["accepted"], counts["duplicates"], counts["rejected"],
-    )  # fmt: skip
+    await assert_exactly_expected(service, want, stats)
     assert stats["violations_open"] == len(want["open"])
+    counts = want["counts"]
 
     service.publish(SCENARIOS / name / "events.jsonl")
     stats = await service.wait_counted(2 * records)
@@ -111,13 +119,8 @@ async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
     service.start_worker()
     stats = await service.wait_counted(len(lines("random-3000")))
 
-    assert await service.open_violations() == want["open"]
-    assert await service.rejected() == want["rejected"]
-    counts = want["counts"]
-    assert (stats["accepted"], stats["duplicates"], stats["rejected"]) == (
-        counts["accepted"], counts["duplicates"], counts["rejected"],
-    )  # fmt: skip
-    assert at_kill["accepted"] < counts["accepted"], "the kill came after the last batch"
+    await assert_exactly_expected(service, want, stats)
+    assert at_kill["accepted"] < want["counts"]["accepted"], "the kill came after the last batch"
 
 
 async def test_two_workers_share_the_partitions(ledger_service: LedgerService) -> None:

@@ -888,24 +888,21 @@ async def metrics(context: Context) -> Response:
             ({"topic": topic, "outcome": "rejected"}, totals["rejected"]),
         ],
     )
-    out.family(
-        "consent_ledger_batches_total",
-        "counter",
-        "Worker batches committed that held records of the partition.",
-        (
-            ({"topic": topic, "partition": str(row["kafka_partition"])}, row["batches"])
-            for row in batch_times
-        ),
-    )
-    out.family(
-        "consent_ledger_batch_seconds_total",
-        "counter",
-        "Summed processing time of those batches; divided by batches_total, the mean batch latency.",
-        (
-            ({"topic": topic, "partition": str(row["kafka_partition"])}, row["batch_seconds"])
-            for row in batch_times
-        ),
-    )
+    for name, column, meaning in (
+        ("consent_ledger_batches_total", "batches",
+         "Worker batches committed that held records of the partition."),
+        ("consent_ledger_batch_seconds_total", "batch_seconds",
+         "Summed processing time of those batches; divided by batches_total, the mean batch latency."),
+    ):  # fmt: skip
+        out.family(
+            name,
+            "counter",
+            meaning,
+            [
+                ({"topic": topic, "partition": str(row["kafka_partition"])}, row[column])
+                for row in batch_times
+            ],
+        )
     out.family(
         "consent_ledger_broker_up",
         "gauge",
