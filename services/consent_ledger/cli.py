@@ -156,11 +156,13 @@ def _public_key(path: Path | None, settings: Settings) -> Ed25519PublicKey:
     try:
         if path is not None:
             return load_public_key(path.read_bytes())
+        if settings.public_key_file is not None:
+            return load_public_key(settings.public_key_file.read_bytes())
         if settings.signing_key_file is not None:
             return load_signing_key(Path(settings.signing_key_file)).public_key()
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load the public key: {exc}") from None
-    raise UsageError("give --public-key FILE (or set LEDGER_SIGNING_KEY_FILE)")
+    raise UsageError("give --public-key FILE (or set LEDGER_PUBLIC_KEY_FILE)")
 
 
 def _migrate(args: argparse.Namespace) -> int:

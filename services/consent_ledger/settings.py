@@ -35,6 +35,7 @@ class Settings:
     master_key_file: Path | None = None
     master_key: str | None = None  # base64 of 32 bytes; prefer the file in production
     signing_key_file: Path | None = None
+    public_key_file: Path | None = None  # the API and `verify` need only this
     log_id: str = "consent-ledger"
     checkpoint_interval_s: float = 10.0
     batch_size: int = 2_000
@@ -79,6 +80,7 @@ _VARIABLES: dict[str, type] = {
     "master_key_file": Path,
     "master_key": str,
     "signing_key_file": Path,
+    "public_key_file": Path,
     "log_id": str,
     "checkpoint_interval_s": float,
     "batch_size": int,

@@ -20,7 +20,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from consent_ledger.api.app import create_app
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_policy
 from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
+from consent_ledger.ledger.checkpoints import generate_signing_key, public_key_pem, save_signing_key
 from consent_ledger.ledger.keyring import KeyRing
 from consent_ledger.settings import Settings, SettingsError
 from consent_ledger.worker.pipeline import BatchPipeline
@@ -408,6 +408,20 @@ async def test_public_key_is_the_public_half_of_the_signing_key(ledger: Ledger) 
     assert body["key_id"] == hashlib.sha256(raw_public_key(served)).digest()[:16].hex()
     assert body["key_id"] == ledger.checkpoints[0]["key_id"]
     assert "PRIVATE" not in response.text
+
+
+async def test_the_api_can_serve_a_public_key_file_without_the_private_key(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    public_file = tmp_path / "public.pem"
+    public_file.write_text(public_key_pem(ledger.public_key))
+    settings = replace(ledger.settings, signing_key_file=None, public_key_file=public_file)
+    async with api(settings, ledger.pool) as client:
+        response = await client.get("/v1/ledger/public-key")
+    assert response.status_code == 200, response.text
+    assert raw_public_key(load_pem(response.json()["public_key_pem"])) == raw_public_key(
+        ledger.public_key
+    )
 
 
 async def test_without_a_signing_key_the_public_key_is_404(

@@ -26,7 +26,7 @@ from consent_ledger.api.metrics import RequestCountingMiddleware
 from consent_ledger.api.queries import LedgerReader
 from consent_ledger.api.routes import EVENT_COMPONENTS, ApiContext, router
 from consent_ledger.core.policy import Policy, load_policy, load_reference_policy
-from consent_ledger.ledger.checkpoints import load_signing_key
+from consent_ledger.ledger.checkpoints import load_public_key, load_signing_key
 from consent_ledger.ledger.keyring import KeyRing, load_master_key
 from consent_ledger.ledger.migrate import migrate
 from consent_ledger.settings import Settings, SettingsError
@@ -93,7 +93,16 @@ def create_app(
 
 
 def _checkpoint_public_key(settings: Settings) -> Ed25519PublicKey | None:
-    """The public half of the checkpoint signing key, or None when none is configured."""
+    """The checkpoints' public key: from ``LEDGER_PUBLIC_KEY_FILE`` (so the API
+    need not hold the private key), else the public half of the signing key, or
+    None when neither is configured."""
+    if settings.public_key_file is not None:
+        try:
+            return load_public_key(settings.public_key_file.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise SettingsError(
+                f"LEDGER_PUBLIC_KEY_FILE: cannot load the public key: {exc}"
+            ) from exc
     if settings.signing_key_file is None:
         return None
     try:
