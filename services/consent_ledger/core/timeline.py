@@ -22,6 +22,7 @@ from __future__ import annotations
 from bisect import insort
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from consent_ledger.core.facts import (
     ConsentChange,
@@ -40,8 +41,7 @@ class Status(StrEnum):
     RETRACTED = "retracted"
 
 
-@dataclass(frozen=True, slots=True)
-class Violation:
+class Violation(NamedTuple):
     """A rule broken by one event, identified by (event_id, rule)."""
 
     event_id: str
@@ -69,8 +69,7 @@ class Violation:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ViolationChange:
+class ViolationChange(NamedTuple):
     """A violation opened, or retracted because a late event cleared it."""
 
     status: Status

@@ -17,7 +17,7 @@ import hashlib
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -406,7 +406,7 @@ class BatchPipeline:
             return
         changes = [
             ViolationChange(
-                change.status, replace(change.violation, explanation=ERASED_EXPLANATION)
+                change.status, change.violation._replace(explanation=ERASED_EXPLANATION)
             )
             if change.violation.subject in forgotten
             else change
