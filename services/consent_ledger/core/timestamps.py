@@ -131,7 +131,11 @@ def parse_datetime(text: str) -> datetime:
 
 
 def to_micros(moment: datetime) -> int:
-    """Microseconds since the epoch of an aware datetime."""
+    """Microseconds since the epoch of an aware datetime (exact, no floats).
+
+    Raises ValueError for a naive datetime."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("a timestamp must be timezone-aware")
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -141,8 +145,13 @@ _LAST_INSTANT = to_micros(datetime.max.replace(tzinfo=UTC))
 
 
 def from_micros(micros: int) -> datetime:
-    """The UTC datetime of an instant in microseconds since the epoch."""
-    return _EPOCH + timedelta(microseconds=micros)
+    """The UTC datetime of an instant in microseconds since the epoch.
+
+    Raises ValueError when that instant is outside years 1..9999."""
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValueError(f"{micros} microseconds since the epoch is out of range") from None
 
 
 def format_micros(micros: int) -> str:

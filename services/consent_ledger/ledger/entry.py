@@ -35,9 +35,10 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
+from consent_ledger.core.timestamps import from_micros, to_micros
 from consent_ledger.ledger.merkle import leaf_hash as _leaf_hash
 
 __all__ = [
@@ -55,34 +56,11 @@ ENTRY_FORMAT_VERSION: Final = 1
 _MAGIC: Final = b"CLE"
 _FIXED = struct.Struct(">IQq32s")  # partition, offset, recorded_at µs, payload_sha256
 _U16 = struct.Struct(">H")
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND: Final = timedelta(microseconds=1)
 _MAX_PARTITION: Final = 2**32 - 1
 _MAX_OFFSET: Final = 2**64 - 1
 _RFC3339: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
-
-
-def to_micros(instant: datetime) -> int:
-    """Integer microseconds since the Unix epoch of a timezone-aware datetime.
-
-    Exact (datetime arithmetic, no floats). Raises ValueError for a naive datetime.
-    """
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValueError("a ledger timestamp must be timezone-aware")
-    return (instant - _EPOCH) // _ONE_MICROSECOND
-
-
-def from_micros(micros: int) -> datetime:
-    """The UTC datetime ``micros`` microseconds after the Unix epoch.
-
-    Raises ValueError when that instant is outside years 1..9999.
-    """
-    try:
-        return _EPOCH + timedelta(microseconds=micros)
-    except OverflowError:
-        raise ValueError(f"{micros} microseconds since the epoch is out of range") from None
 
 
 def format_timestamp(instant: datetime) -> str:
