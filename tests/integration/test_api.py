@@ -32,6 +32,7 @@ from consent_ledger.core.timestamps import parse_instant
 from consent_ledger.embedded import ensure_topics, find_free_port
 from consent_ledger.kafka import make_producer
 from consent_ledger.ledger.keyring import KeyRing
+from consent_ledger.ledger.shredding import seal
 from consent_ledger.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,7 @@ class LedgerRows:
         leaf = self.leaves.get(partition, 0)
         self.leaves[partition] = leaf + 1
         plain = orjson.dumps(body)
-        sealed = KeyRing.seal(self.keys[subject], subject, event_id, plain)
+        sealed = seal(self.keys[subject], subject, event_id, plain)
         await self.db.execute(
             "INSERT INTO ledger_entries (seq, event_id, subject, type, occurred_us, recorded_at,"
             " recorded_us, kafka_partition, kafka_offset, digest, payload, payload_sha256,"

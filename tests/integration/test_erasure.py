@@ -34,7 +34,7 @@ from consent_ledger.ledger.checkpoints import generate_signing_key
 from consent_ledger.ledger.keyring import KeyRing
 from consent_ledger.ledger.migrate import migrate
 from consent_ledger.ledger.proofs import verify_inclusion_document
-from consent_ledger.ledger.shredding import PayloadUnreadable
+from consent_ledger.ledger.shredding import PayloadUnreadable, open_sealed
 from consent_ledger.settings import Settings
 from consent_ledger.worker.pipeline import BatchPipeline
 
@@ -217,7 +217,7 @@ async def assert_payloads_unreadable(ledger: Ledger, event_ids: Sequence[str]) -
         for owner, key in keys.items():
             for subject in {row["subject"], owner}:
                 with pytest.raises(PayloadUnreadable):
-                    KeyRing.open(key, subject, row["event_id"], bytes(row["payload"]))
+                    open_sealed(key, subject, row["event_id"], bytes(row["payload"]))
     # The same method does open a payload whose key is still there.
     kept = await ledger.fetch(
         "SELECT event_id, subject, payload FROM ledger_entries WHERE subject = ANY($1::text[]) LIMIT 1",
@@ -225,7 +225,7 @@ async def assert_payloads_unreadable(ledger: Ledger, event_ids: Sequence[str]) -
     )
     for row in kept:
         body = orjson.loads(
-            KeyRing.open(
+            open_sealed(
                 keys[row["subject"]], row["subject"], row["event_id"], bytes(row["payload"])
             )
         )

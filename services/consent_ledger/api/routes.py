@@ -50,7 +50,7 @@ from consent_ledger.core.verdicts import Rule, consent_status_at
 from consent_ledger.ledger.audit import NotFound
 from consent_ledger.ledger.checkpoints import SignedCheckpoint, key_id, public_key_pem
 from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.shredding import KeyUnwrapError, PayloadUnreadable
+from consent_ledger.ledger.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
 from consent_ledger.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -441,7 +441,7 @@ def _open_event(
     if key is None:
         return None
     try:
-        event: dict[str, Any] = orjson.loads(KeyRing.open(key, subject, event_id, sealed))
+        event: dict[str, Any] = orjson.loads(open_sealed(key, subject, event_id, sealed))
     except PayloadUnreadable:
         log.error("ledger payload does not open", event_id=event_id)
         return None

@@ -16,8 +16,6 @@ from pathlib import Path
 from consent_ledger.ledger.shredding import (
     KEY_SIZE,
     new_subject_key,
-    open_sealed,
-    seal,
     unwrap_key,
     wrap_key,
 )
@@ -28,7 +26,8 @@ class MasterKeyError(ValueError):
 
 
 class KeyRing:
-    """Seals and opens payloads with subject keys wrapped by the master key."""
+    """Makes and unwraps subject keys under the master key; payloads are sealed
+    and opened with them by :mod:`.shredding`."""
 
     def __init__(self, master_key: bytes) -> None:
         if len(master_key) != KEY_SIZE:
@@ -42,14 +41,6 @@ class KeyRing:
 
     def unwrap(self, subject: str, wrapped: bytes) -> bytes:
         return unwrap_key(self._master, subject, wrapped)
-
-    @staticmethod
-    def seal(key: bytes, subject: str, event_id: str, payload: bytes) -> bytes:
-        return seal(key, subject, event_id, payload)
-
-    @staticmethod
-    def open(key: bytes, subject: str, event_id: str, sealed: bytes) -> bytes:
-        return open_sealed(key, subject, event_id, sealed)
 
 
 def decode_master_key(text: str, origin: str) -> bytes:

@@ -42,7 +42,7 @@ from consent_ledger.core.timestamps import to_micros
 from consent_ledger.ledger.entry import encode_entry
 from consent_ledger.ledger.keyring import KeyRing
 from consent_ledger.ledger.merkle import MerkleFrontier, leaf_hash
-from consent_ledger.ledger.shredding import new_subject_key
+from consent_ledger.ledger.shredding import new_subject_key, seal
 from consent_ledger.ledger.sql import as_columns
 from consent_ledger.ledger.subject_files import load_subject_files
 from consent_ledger.settings import Settings
@@ -287,9 +287,7 @@ class BatchPipeline:
         recorded_us = to_micros(now)
         rows = []
         for record, event, fact in accepted:
-            payload = KeyRing.seal(
-                keys[event.subject], event.subject, event.id, orjson.dumps(event.body)
-            )
+            payload = seal(keys[event.subject], event.subject, event.id, orjson.dumps(event.body))
             payload_sha256 = _sha256(payload)
             frontier = frontiers.setdefault(record.partition, MerkleFrontier())
             leaf = leaf_hash(
