@@ -23,7 +23,7 @@ from consent_ledger.core.offline import OfflineLedger
 from consent_ledger.core.policy import Policy, PolicyError, load_policy, load_reference_policy
 from consent_ledger.core.timeline import Violation
 from consent_ledger.log import configure_logging
-from consent_ledger.settings import Settings, SettingsError, settings_from_env
+from consent_ledger.settings import Settings, SettingsError
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_USAGE = 0, 1, 2
 
@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings() -> Settings:
     try:
-        return settings_from_env()
+        return Settings.from_env()
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
 

@@ -47,7 +47,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
+        env = dict(os.environ if environ is None else environ)
+        for alias, name in _ALIASES.items():
+            if alias in env and name not in env:
+                env[name] = env[alias]
         values: dict[str, Any] = {}
         for name, kind in _VARIABLES.items():
             raw = env.get(f"LEDGER_{name.upper()}")
@@ -90,7 +93,7 @@ _VARIABLES: dict[str, type] = {
     "max_request_bytes": int,
     "integrity": bool,
 }
-# CONTRACT §5 spells one variable differently from its field.
+# CONTRACT §5 spells one variable differently from its field; from_env honours both.
 _ALIASES = {"LEDGER_POLICY": "LEDGER_POLICY_PATH"}
 
 
@@ -103,12 +106,3 @@ def _convert(kind: type, raw: str) -> Any:
             return False
         raise ValueError(raw)
     return kind(raw)
-
-
-def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment, honouring ``LEDGER_POLICY`` for the policy path."""
-    env = dict(os.environ if environ is None else environ)
-    for alias, name in _ALIASES.items():
-        if alias in env and name not in env:
-            env[name] = env[alias]
-    return Settings.from_env(env)
