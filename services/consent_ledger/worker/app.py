@@ -26,9 +26,6 @@ import mode
 import structlog
 from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from faust.sensors.monitor import Monitor
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import Policy
@@ -39,6 +36,8 @@ from consent_ledger.ledger.checkpoints import load_signing_key
 from consent_ledger.ledger.keyring import KeyRing, load_master_key
 from consent_ledger.ledger.migrate import migrate
 from consent_ledger.settings import Settings
+from consent_ledger.worker.handoff import Handoff
+from consent_ledger.worker.lean_faust import LeanConsumer, LeanMonitor, RawRecords
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
 from consent_ledger.worker.relay import OutboxRelay
 
@@ -145,50 +144,24 @@ def _log_batch(records: Sequence[Record], report: BatchReport) -> None:
     )
 
 
-class LeanMonitor(Monitor):
-    """faust's monitor without its per-message bookkeeping, which feeds faust's
-    own web statistics (disabled here) and costs about a tenth of the worker's
-    time; the ledger's metrics come from PostgreSQL and the broker instead."""
-
-    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
-        return None
-
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
-        return None
-
-    def on_stream_event_out(
-        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
-    ) -> None:
-        return None
-
-    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
-        return None
-
-
-FETCH_MAX_WAIT_MS = 100
-
-
-class _PromptConsumerThread(AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # faust fixes the fetch wait at 1.5 s. A broker answers a fetch as soon
-        # as data arrives, but Tansu sometimes holds it to the end (seen: 0.6 s),
-        # which is all latency here; a short wait costs one idle poll at most.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-        return consumer
-
-
-class _PromptConsumer(AIOKafkaConsumer):
-    def _new_consumer_thread(self) -> _PromptConsumerThread:
-        return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
 def _record(event: Any) -> Record:
     message = event.message
     headers = message.headers or []
     if isinstance(headers, dict):
         headers = list(headers.items())
     return Record(message.partition, message.offset, message.value or b"", tuple(headers))
+
+
+async def _take_from(stream: Any, handoff: Handoff[Any], settings: Settings) -> None:
+    """Move records from the stream to the hand-off, unacked, as they arrive."""
+    try:
+        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
+            await handoff.add(batch)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        await handoff.fail(exc)
+        raise
 
 
 def create_app(
@@ -210,35 +183,39 @@ def create_app(
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
         broker_rebalance_timeout=settings.session_timeout_s,
-        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        # Room for several fetches: a full buffer makes faust hand every further
+        # record over through a task of its own.
+        stream_buffer_maxsize=max(16_384, settings.batch_size * 8),
+        # The Cython stream iterator takes records already in the buffer
+        # without waiting on the channel (faust >= 0.14; off by default there).
+        cython_optimizations=True,
         stream_wait_empty=False,  # with manual acks, stopping would wait forever
         producer_acks=-1,
     )
     app.monitor = LeanMonitor()
-    app.transport.Consumer = _PromptConsumer  # type: ignore[misc]  # this app's transport only
+    app.transport.Consumer = LeanConsumer  # type: ignore[misc]  # this app's transport only
     runtime = WorkerRuntime(settings, policy)
-    events = app.topic(
-        settings.events_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
+    events = app.topic(settings.events_topic, schema=RawRecords(), partitions=settings.partitions)
 
     # noack_take + ack after commit: take/take_events ack a batch in a `finally`,
     # also when processing raised, and faust would then commit past records never
     # stored. Any error crashes the worker (CrashingSupervisor) rather than
     # restarting the agent past the unacked batch; it restarts from PostgreSQL's
-    # positions.
+    # positions. A task takes from the stream while the agent writes (handoff.py).
     @app.agent(events, name="ledger-intake", supervisor_strategy=mode.CrashingSupervisor)
     async def intake(stream: Any) -> AsyncIterator[None]:
         await runtime.open()
-        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
-            await runtime.process([_record(event) for event in batch])
-            for event in batch:
-                await stream.ack(event)
-            yield None
+        handoff: Handoff[Any] = Handoff(limit=settings.batch_size)
+        taking = asyncio.create_task(_take_from(stream, handoff, settings))
+        try:
+            while True:
+                batch = await handoff.take()
+                await runtime.process([_record(event) for event in batch])
+                for event in batch:
+                    await stream.ack(event)
+                yield None
+        finally:
+            taking.cancel()
 
     @app.task
     async def relay() -> None:
