@@ -16,6 +16,7 @@ and report every malformed record instead.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,11 @@ class WorkerRuntime:
             self.relay = OutboxRelay(pool, producer)
             self._producer = producer
             self.pool = pool
+            # What exists now (modules, faust, the policy) lives as long as the
+            # process: out of the collector's sight, a full collection no longer
+            # walks it in the middle of a batch (seen: 80 ms pauses).
+            gc.collect()
+            gc.freeze()
 
     async def close(self) -> None:
         """Release the connections; the worker is stopping."""
