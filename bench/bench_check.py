@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import orjson
+from machine import describe
 
 from consent_ledger.demo import EventFactory
 
@@ -25,6 +26,7 @@ TARGET_MEMORY_MB = 300
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    print(describe(), flush=True)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "events.jsonl"
         factory = EventFactory(seed=11, subjects=max(1_000, count // 20))

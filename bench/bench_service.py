@@ -33,6 +33,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from machine import describe
 
 from consent_ledger.demo import EventFactory
 from consent_ledger.embedded import (
@@ -264,7 +265,8 @@ async def main() -> None:
     if not server:
         postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
         server = postgres.dsn
-    say(f"broker {bootstrap}, PostgreSQL {server.split('@')[-1]}; {os.cpu_count()} cores")
+    say(f"broker {bootstrap}, PostgreSQL {server.split('@')[-1]}")
+    say(describe())
     try:
         events = [
             dict(event)
