@@ -39,7 +39,6 @@ class Settings:
     log_id: str = "consent-ledger"
     checkpoint_interval_s: float = 10.0
     batch_size: int = 2_000
-    batch_window_s: float = 0.02  # the longest a record waits for its batch to fill
     kafka_idempotence: bool | None = None  # None: on; dev turns it off for the embedded broker
     session_timeout_s: float = 30.0
     max_request_bytes: int = 1_000_000
@@ -87,7 +86,6 @@ _VARIABLES: dict[str, type] = {
     "log_id": str,
     "checkpoint_interval_s": float,
     "batch_size": int,
-    "batch_window_s": float,
     "kafka_idempotence": bool,
     "session_timeout_s": float,
     "max_request_bytes": int,

@@ -5,7 +5,8 @@ These tests pin down what the worker relies on:
 - aiokafka produces (idempotence off: Tansu refuses InitProducerId) and consumes in
   a consumer group with manual commits;
 - a faust agent, run inside the test process, reads batches and sees each record's
-  partition, offset and headers;
+  partition, offset and headers; so does the worker's loop, a task reading the
+  topic as a channel in batches, whose acked offsets faust commits;
 - effectively-once: Kafka offsets are committed only after the PostgreSQL
   transaction of their batch commits (``noack_take`` + ``ack`` after the commit,
   crash the app on failure, positions kept in the same transaction);
@@ -40,6 +41,8 @@ from consent_ledger.embedded import (
     ensure_topics,
     probe_kafka_metadata,
 )
+from consent_ledger.worker.app import take_batch
+from consent_ledger.worker.lean_faust import LeanConsumer, RawRecords
 
 pytestmark = pytest.mark.integration
 
@@ -268,6 +271,45 @@ async def test_faust_events_carry_partition_offset_and_headers(
     assert headers["ce_type"] == b"ConsentGiven"
     assert headers["seq"] == value.removeprefix(b"event-")
     assert await committed_offsets(kafka_bootstrap, app_id, topic_name) == end_offsets
+
+
+async def test_the_workers_channel_batches_are_committed_once_acked(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """The worker's loop: a task reads the topic as a faust channel in batches
+    (``take_batch``), without an agent's Stream, and acks after its commit;
+    faust then commits exactly the acked offsets."""
+    topic_name, app_id = unique_name("events"), unique_name("app")
+    await ensure_topics(kafka_bootstrap, {topic_name: PARTITIONS})
+    end_offsets = await produce_keyed(kafka_bootstrap, topic_name)
+    app = faust_app(app_id, kafka_bootstrap)
+    app.transport.Consumer = LeanConsumer  # type: ignore[misc]  # as the worker does
+    topic = app.topic(topic_name, schema=RawRecords())
+    seen: list[tuple[int, int, bytes]] = []
+    batch_sizes: list[int] = []
+
+    channel = aiter(topic)  # before the app starts: the consumer subscribes to it
+
+    @app.task
+    async def collect() -> None:
+        while True:
+            batch = await take_batch(channel, 300)
+            batch_sizes.append(len(batch))
+            seen.extend((e.message.partition, e.message.offset, e.message.value) for e in batch)
+            # ... our PostgreSQL transaction commits here ...
+            for event in batch:
+                event.ack()
+
+    async with running(app):
+        await wait_for(lambda: len(seen) >= RECORDS, within=20, what="all records")
+        await app.consumer.commit()
+        assert await committed_offsets(kafka_bootstrap, app_id, topic_name) == end_offsets
+
+    assert {(p, o) for p, o, _ in seen} == {
+        (p, o) for p, end in end_offsets.items() for o in range(end)
+    }
+    assert all(value.startswith(b"event-") for *_, value in seen)
+    assert max(batch_sizes) <= 300 and len(batch_sizes) < RECORDS  # batches, not single events
 
 
 # --- (d) effectively once: offsets follow the PostgreSQL commit ------------------
