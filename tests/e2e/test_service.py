@@ -4,17 +4,20 @@ a worker killed mid-stream, two workers sharing the partitions, and alerts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consent_ledger.core.cloudevents import binary_headers
-from tests.e2e.conftest import SCENARIOS, LedgerService
+from tests.e2e.conftest import CLI, SCENARIOS, LedgerService
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -121,6 +124,38 @@ async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
 
     await assert_exactly_expected(service, want, stats)
     assert at_kill["accepted"] < want["counts"]["accepted"], "the kill came after the last batch"
+
+
+async def test_a_batch_that_cannot_be_written_stops_the_worker_and_loses_nothing(
+    ledger_service: LedgerService,
+) -> None:
+    service, want = ledger_service, expected("random-3000")
+    await asyncio.to_thread(
+        subprocess.run, [str(CLI), "migrate"], env=service.env, check=True, capture_output=True
+    )
+    connection = await asyncpg.connect(service.env["LEDGER_DATABASE_URL"])
+    try:
+        await connection.execute(BROKEN_DISCLOSURES)  # every write of a disclosure fails
+        worker = service.start_worker()
+        service.publish(SCENARIOS / "random-3000" / "events.jsonl")
+        exit_status = await asyncio.wait_for(asyncio.to_thread(worker.wait), timeout=120)
+        assert exit_status != 0, "the worker went on past a batch it could not write"
+        assert "injected fault" in service.worker_log(1)
+        service.workers.remove(worker)  # its exit was the point
+        assert (await service.stats())["accepted"] == 0  # the failed batches left nothing
+        await connection.execute("DROP TRIGGER broken ON disclosures")
+    finally:
+        await connection.close()
+    service.start_worker()
+    stats = await service.wait_counted(len(lines("random-3000")))
+    await assert_exactly_expected(service, want, stats)
+
+
+BROKEN_DISCLOSURES = """
+CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN RAISE EXCEPTION 'injected fault'; END $$;
+CREATE TRIGGER broken BEFORE INSERT ON disclosures FOR EACH ROW EXECUTE FUNCTION refuse();
+"""
 
 
 async def test_two_workers_share_the_partitions(ledger_service: LedgerService) -> None:
