@@ -189,7 +189,7 @@ def create_app(
         # The channel's buffer: room for several fetches (a full buffer makes
         # faust hand every further record over through a task of its own).
         stream_buffer_maxsize=max(16_384, settings.batch_size * 8),
-        stream_wait_empty=False,  # with manual acks, stopping would wait forever
+        stream_wait_empty=False,  # nothing to wait for: acks follow the commit, not a Stream
         producer_acks=-1,
     )
     app.transport.Consumer = LeanConsumer  # type: ignore[misc]  # this app's transport only
