@@ -8,6 +8,7 @@ from consent_ledger.ledger.shredding import (
     KEY_SIZE,
     KeyUnwrapError,
     PayloadUnreadable,
+    SubjectSealer,
     new_subject_key,
     open_sealed,
     seal,
@@ -40,6 +41,18 @@ def test_sealed_layout_and_fresh_nonces(key: bytes) -> None:
     assert first[1:13] != second[1:13]
     assert first != second
     assert PAYLOAD not in first
+
+
+def test_a_subject_sealer_seals_like_seal(key: bytes) -> None:
+    sealer = SubjectSealer(key, SUBJECT)
+    sealed = [sealer.seal(f"evt-{n}", PAYLOAD) for n in range(3000)]  # past a nonce draw
+    for n, payload in enumerate(sealed):
+        assert open_sealed(key, SUBJECT, f"evt-{n}", payload) == PAYLOAD
+    assert len({payload[1:13] for payload in sealed}) == len(sealed)  # every nonce fresh
+    with pytest.raises(PayloadUnreadable):
+        open_sealed(key, "another-subject", "evt-0", sealed[0])
+    with pytest.raises(ValueError, match="32 bytes"):
+        SubjectSealer(b"short", SUBJECT)
 
 
 def test_empty_and_non_ascii_payloads(key: bytes) -> None:

@@ -42,7 +42,7 @@ from consent_ledger.core.timestamps import to_micros
 from consent_ledger.ledger.entry import encode_entry
 from consent_ledger.ledger.keyring import KeyRing
 from consent_ledger.ledger.merkle import MerkleFrontier, leaf_hash
-from consent_ledger.ledger.shredding import new_subject_key, seal
+from consent_ledger.ledger.shredding import SubjectSealer, new_subject_key
 from consent_ledger.ledger.sql import as_columns
 from consent_ledger.ledger.subject_files import load_subject_files
 from consent_ledger.settings import Settings
@@ -290,9 +290,10 @@ class BatchPipeline:
             for row in await connection.fetch(LOCK_LOGS, partitions)
         }
         recorded_us = to_micros(now)
+        sealers = {subject: SubjectSealer(key, subject) for subject, key in keys.items()}
         rows = []
         for record, event, fact in accepted:
-            payload = seal(keys[event.subject], event.subject, event.id, orjson.dumps(event.body))
+            payload = sealers[event.subject].seal(event.id, orjson.dumps(event.body))
             payload_sha256 = _sha256(payload)
             frontier = frontiers.setdefault(record.partition, MerkleFrontier())
             leaf = leaf_hash(
