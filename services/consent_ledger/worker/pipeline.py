@@ -44,7 +44,7 @@ from consent_ledger.ledger.keyring import KeyRing
 from consent_ledger.ledger.merkle import MerkleFrontier, leaf_hash
 from consent_ledger.ledger.shredding import SubjectSealer, new_subject_key
 from consent_ledger.ledger.sql import as_columns
-from consent_ledger.ledger.subject_files import load_subject_files
+from consent_ledger.ledger.subject_files import ERASURES, load_subject_files
 from consent_ledger.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -116,10 +116,6 @@ SCRUB_OUTBOX = (
         jsonb_set(convert_from(value, 'UTF8')::jsonb, '{violation,explanation}', to_jsonb($3::text))::text,
         'UTF8') WHERE subject = ANY($1::text[]) AND topic = $2""",
 )
-ERASED_AMONG = """
-SELECT e.subject FROM unnest($1::text[]) AS batch(subject)
-CROSS JOIN LATERAL (SELECT subject FROM erasures WHERE subject = batch.subject OFFSET 0) e
-"""
 UPSERT_VIOLATION = """
 INSERT INTO violations (event_id, rule, subject, severity, clause, explanation, status,
                         occurred_us, detected_at, updated_at)
@@ -441,7 +437,7 @@ class BatchPipeline:
         copies = []
         subjects = [subject_named_in(record.value) for record, _ in outcome.rejected]
         erased = {
-            row[0] for row in await connection.fetch(ERASED_AMONG, [s for s in subjects if s])
+            row["subject"] for row in await connection.fetch(ERASURES, [s for s in subjects if s])
         }
         for (record, rejection), subject in zip(outcome.rejected, subjects, strict=True):
             if subject in erased:  # the raw record may hold personal data of a forgotten subject
