@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from consent_ledger.ledger.shredding import (
@@ -53,6 +55,18 @@ def test_a_subject_sealer_seals_like_seal(key: bytes) -> None:
         open_sealed(key, "another-subject", "evt-0", sealed[0])
     with pytest.raises(ValueError, match="32 bytes"):
         SubjectSealer(b"short", SUBJECT)
+
+
+def test_a_forked_child_draws_its_own_nonces(key: bytes) -> None:
+    seal(key, SUBJECT, EVENT, PAYLOAD)  # the pool now holds nonces
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(writer, seal(key, SUBJECT, EVENT, PAYLOAD)[1:13])
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(reader, 12)
+    assert from_child != seal(key, SUBJECT, EVENT, PAYLOAD)[1:13]
 
 
 def test_empty_and_non_ascii_payloads(key: bytes) -> None:

@@ -100,6 +100,12 @@ class _Nonces:
         self._per_draw = per_draw
         self._pool = b""
         self._lock = threading.Lock()
+        # A forked child must not hand out the nonces its parent still holds.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool = b""
+        self._lock = threading.Lock()
 
     def take(self) -> bytes:
         with self._lock:
