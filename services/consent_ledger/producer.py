@@ -24,10 +24,9 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-import orjson
 from aiokafka import AIOKafkaProducer
 
-from consent_ledger.core.intake import Rejection, validate_parsed
+from consent_ledger.core.intake import Rejection, compact_json, validate_parsed
 from consent_ledger.kafka import send_all
 
 EVENTS_TOPIC = "ledger.events"
@@ -117,7 +116,7 @@ class LedgerProducer:
         await send_all(
             self._producer,
             self.topic,
-            ((event.subject.encode(), orjson.dumps(event.body), ()) for event in ready),
+            ((event.subject.encode(), compact_json(event.body), ()) for event in ready),
         )
         return [event.id for event in ready]
 

@@ -27,6 +27,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consent_ledger.api.app import build_server, create_app
+from consent_ledger.core.intake import compact_json
 from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.core.timestamps import parse_instant
 from consent_ledger.embedded import ensure_topics, find_free_port
@@ -93,7 +94,7 @@ class LedgerRows:
         self.seq += 1
         leaf = self.leaves.get(partition, 0)
         self.leaves[partition] = leaf + 1
-        plain = orjson.dumps(body)
+        plain = compact_json(body)
         sealed = seal(self.keys[subject], subject, event_id, plain)
         await self.db.execute(
             "INSERT INTO ledger_entries (seq, event_id, subject, type, occurred_us, recorded_at,"
@@ -580,6 +581,17 @@ async def test_subject_events_are_decrypted_in_event_time_order_and_paged(
     assert a1["recorded_at"].endswith("Z")
     assert first["items"][1]["event"] == tied
     assert rest["items"][0]["event"] == late
+
+
+async def test_subject_events_keep_integers_beyond_64_bits_exact(
+    settings: Settings, pool: asyncpg.Pool, rows: LedgerRows
+) -> None:
+    huge = 2**70 + 1
+    await rows.entry(event("big-1", "carol", count=huge))
+    async with api(settings, pool) as client:
+        response = await client.get("/v1/subjects/carol/events")
+    assert response.status_code == 200, response.text
+    assert response.json()["items"][0]["event"]["data"]["count"] == huge
 
 
 async def test_erased_subject_is_gone_for_consents_and_events(

@@ -10,9 +10,11 @@ import asyncpg
 import pytest
 
 from consent_ledger.core.batch import Record
+from consent_ledger.core.intake import parse_json_object
 from consent_ledger.core.offline import OfflineLedger
-from consent_ledger.core.policy import load_policy
+from consent_ledger.core.policy import load_policy, load_reference_policy
 from consent_ledger.ledger.keyring import KeyRing
+from consent_ledger.ledger.shredding import open_sealed
 from consent_ledger.settings import Settings
 from consent_ledger.worker.pipeline import BatchPipeline
 from tests.e2e.conftest import SCENARIOS
@@ -58,3 +60,32 @@ async def test_the_pipeline_agrees_with_check(
     assert (counts["accepted"], counts["duplicates"], counts["rejected"]) == (
         offline.counts.accepted, offline.counts.duplicates, offline.counts.rejected,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("integrity", [True, False])
+async def test_integers_beyond_64_bits_are_stored_exactly(
+    pool: asyncpg.Pool, integrity: bool
+) -> None:
+    """A valid event may carry any JSON number in its extra fields; storing it
+    must neither fail the batch (which would stop the worker on every restart)
+    nor round the number."""
+    keyring = KeyRing(os.urandom(32))
+    pipeline = BatchPipeline(pool, keyring, load_reference_policy(), Settings(integrity=integrity))
+    huge = 2**70 + 1
+    line = (
+        b'{"specversion":"1.0","id":"big-1","source":"urn:test","type":"VisitorRegistered",'
+        b'"subject":"s-big","time":"2026-03-01T08:00:00Z","data":{"site":"oslo","rights_notice":"v1"},'
+        b'"x-count":' + str(huge).encode() + b"}"
+    )
+    report = await pipeline.process([Record(0, 0, line)])
+    assert report.accepted_by_type["VisitorRegistered"] == 1
+    async with pool.acquire() as connection:
+        payload = await connection.fetchval(
+            "SELECT payload FROM ledger_entries WHERE event_id = 'big-1'"
+        )
+        wrapped = await connection.fetchval(
+            "SELECT wrapped_key FROM subject_keys WHERE subject = 's-big'"
+        )
+    if integrity:
+        payload = open_sealed(keyring.unwrap("s-big", wrapped), "s-big", "big-1", payload)
+    assert parse_json_object(payload)["x-count"] == huge

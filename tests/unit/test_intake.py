@@ -18,6 +18,7 @@ from consent_ledger.core.intake import (
     Rejection,
     ValidEvent,
     admit,
+    compact_json,
     validate,
 )
 from consent_ledger.core.offline import OfflineLedger
@@ -879,3 +880,9 @@ def test_intake_and_the_models_agree(
 def test_every_table_case_agrees_with_the_models(raw: bytes) -> None:
     body = json.loads(raw)
     assert verdict_of_intake(body) == verdict_of_the_models(body)
+
+
+def test_compact_json_keeps_key_order_and_exact_big_integers() -> None:
+    body = {"b": 1, "a": [2**70 + 1, 1.5, "é"]}
+    assert compact_json(body) == b'{"b":1,"a":[1180591620717411303425,1.5,"\\u00e9"]}'
+    assert compact_json({"b": 1, "a": "é"}) == '{"b":1,"a":"é"}'.encode()

@@ -43,7 +43,13 @@ from consent_ledger.api.pagination import (
 from consent_ledger.api.queries import LedgerReader, LedgerView, Row
 from consent_ledger.core.events import Event
 from consent_ledger.core.facts import ConsentChange
-from consent_ledger.core.intake import Rejection, ValidEvent, validate_parsed
+from consent_ledger.core.intake import (
+    Rejection,
+    ValidEvent,
+    compact_json,
+    parse_json_object,
+    validate_parsed,
+)
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant, to_micros
 from consent_ledger.core.verdicts import Rule, consent_status_at
@@ -174,7 +180,7 @@ async def publish_events(request: Request, context: Context) -> models.AcceptedE
             body={"rejected": [item.model_dump() for item in rejected]},
         )
     messages = [
-        (event.subject.encode("utf-8", "backslashreplace"), _compact_json(event.body), ())
+        (event.subject.encode("utf-8", "backslashreplace"), compact_json(event.body), ())
         for event in valid
     ]
     try:
@@ -227,13 +233,6 @@ def _parse_json(raw: bytes) -> Any:
 
 def _refuse_constant(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
-
-
-def _compact_json(body: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(body)
-    except TypeError:  # integers beyond 64 bits, or lone surrogates from the stdlib parser
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 # -- GET /v1/violations --------------------------------------------------------
@@ -441,7 +440,7 @@ def _open_event(
     if key is None:
         return None
     try:
-        event: dict[str, Any] = orjson.loads(open_sealed(key, subject, event_id, sealed))
+        event = parse_json_object(open_sealed(key, subject, event_id, sealed))  # exact numbers
     except PayloadUnreadable:
         log.error("ledger payload does not open", event_id=event_id)
         return None

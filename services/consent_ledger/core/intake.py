@@ -85,6 +85,18 @@ def content_digest(body: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(canonical).digest()
 
 
+def compact_json(body: Mapping[str, Any]) -> bytes:
+    """The event as compact JSON, keys in their order, exact for every number.
+
+    orjson refuses integers beyond 64 bits (and lone surrogates from the
+    standard library's parser); the standard library writes them as they are.
+    """
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
+
+
 _DECODE_JSON = msgspec.json.Decoder()
 
 

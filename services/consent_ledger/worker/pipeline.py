@@ -35,7 +35,7 @@ from consent_ledger.core.batch import (
     settle_batch,
 )
 from consent_ledger.core.facts import ConsentChange, Disclosure
-from consent_ledger.core.intake import subject_named_in
+from consent_ledger.core.intake import compact_json, subject_named_in
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timeline import Status, ViolationChange
 from consent_ledger.core.timestamps import to_micros
@@ -289,7 +289,7 @@ class BatchPipeline:
         sealers = {subject: SubjectSealer(key, subject) for subject, key in keys.items()}
         rows = []
         for record, event, fact in accepted:
-            payload = sealers[event.subject].seal(event.id, orjson.dumps(event.body))
+            payload = sealers[event.subject].seal(event.id, compact_json(event.body))
             payload_sha256 = _sha256(payload)
             frontier = frontiers.setdefault(record.partition, MerkleFrontier())
             leaf = leaf_hash(
@@ -326,7 +326,7 @@ class BatchPipeline:
             sizes[record.partition] = index + 1
             rows.append((
                 fact.seq, event.id, event.subject, event.type, event.instant, now, recorded_us,
-                record.partition, record.offset, event.digest, orjson.dumps(event.body), b"", index, b"",
+                record.partition, record.offset, event.digest, compact_json(event.body), b"", index, b"",
             ))  # fmt: skip
         await connection.copy_records_to_table(
             "ledger_entries", records=rows, columns=LEDGER_COLUMNS
