@@ -868,6 +868,19 @@ async def test_post_publishes_every_event_keyed_by_subject(
     }
 
 
+async def test_post_publishes_integers_beyond_64_bits_exactly(
+    settings: Settings, pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    configured = settings.with_(kafka_bootstrap=kafka_bootstrap)
+    await ensure_topics(kafka_bootstrap, {configured.events_topic: 1})
+    body = orjson.dumps(event("p-big", "dora"))[:-2] + b', "count": 1180591620717411303425}}'
+    async with api(configured, pool) as client:
+        response = await client.post("/v1/events", content=body)
+    assert response.status_code == 202, response.text
+    [record] = await read_topic(kafka_bootstrap, configured.events_topic, 1)
+    assert b'"count":1180591620717411303425' in record.value
+
+
 async def test_post_with_a_given_producer(
     settings: Settings, pool: asyncpg.Pool, kafka_bootstrap: str
 ) -> None:

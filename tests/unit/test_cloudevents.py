@@ -30,6 +30,11 @@ def test_binary_mode_round_trips_to_the_structured_event() -> None:
     assert structured_from_binary(headers, orjson.dumps(EVENT["data"])) == EVENT
 
 
+def test_binary_mode_data_keeps_integers_beyond_64_bits_exact() -> None:
+    value = b'{"purpose": "marketing", "count": 1180591620717411303425}'
+    assert structured_from_binary(binary_headers(EVENT), value)["data"]["count"] == 2**70 + 1
+
+
 def test_binary_and_structured_records_are_the_same_event() -> None:
     binary = check_record(Record(0, 0, orjson.dumps(EVENT["data"]), binary_headers(EVENT)))
     structured = validate(orjson.dumps(EVENT))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-import orjson
+import msgspec
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -221,10 +221,10 @@ def _parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise ApiError(400, "invalid-json", "the body is empty; send an event or an array of them")
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return msgspec.json.decode(raw)  # exact for integers beyond 64 bits, unlike orjson
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         problem = str(exc)
-    # orjson refuses integers beyond 64 bits, which are valid JSON.
+    # What msgspec refuses, the standard library may still read (lone surrogates).
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
+import msgspec
 
 _PREFIX = "ce_"
 
@@ -33,8 +33,8 @@ def structured_from_binary(headers: Sequence[tuple[str, bytes]], value: bytes) -
             event["datacontenttype"] = text
     if value:
         try:
-            event["data"] = orjson.loads(value)
-        except orjson.JSONDecodeError:
+            event["data"] = msgspec.json.decode(value)  # exact numbers, unlike orjson
+        except (msgspec.DecodeError, UnicodeDecodeError):
             event["data"] = value.decode("utf-8", errors="replace")
     return event
 
