@@ -947,6 +947,7 @@ async def test_post_with_an_invalid_event_publishes_nothing(
         (b"", "invalid-json"),
         (b"[1, 2", "invalid-json"),
         (b'{"id": NaN}', "invalid-json"),
+        (b'{"id": "e", "x": 1e400}', "invalid-json"),  # no float holds it: intake refuses it too
         (b"[]", "empty-batch"),
     ],
 )

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-import msgspec
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -44,9 +42,11 @@ from consent_ledger.api.queries import LedgerReader, LedgerView, Row
 from consent_ledger.core.events import Event
 from consent_ledger.core.facts import ConsentChange
 from consent_ledger.core.intake import (
+    InvalidJson,
     Rejection,
     ValidEvent,
     compact_json,
+    parse_json,
     parse_json_object,
     validate_parsed,
 )
@@ -221,18 +221,9 @@ def _parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise ApiError(400, "invalid-json", "the body is empty; send an event or an array of them")
     try:
-        return msgspec.json.decode(raw)  # exact for integers beyond 64 bits, unlike orjson
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        problem = str(exc)
-    # What msgspec refuses, the standard library may still read (lone surrogates).
-    try:
-        return json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid-json", f"the body is not JSON: {problem}") from None
-
-
-def _refuse_constant(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
+        return parse_json(raw)  # exactly as the worker's intake reads records
+    except InvalidJson as exc:
+        raise ApiError(400, "invalid-json", f"the body is {exc}") from None
 
 
 # -- GET /v1/violations --------------------------------------------------------

@@ -100,18 +100,31 @@ def compact_json(body: Mapping[str, Any]) -> bytes:
 _DECODE_JSON = msgspec.json.Decoder()
 
 
-def parse_json_object(raw: bytes | str) -> dict[str, Any]:
-    """Parse one record or line; raise :class:`_Invalid` unless it is a JSON object.
+class InvalidJson(ValueError):
+    """The bytes are not JSON (or hold a number no JSON reader keeps: 1e400)."""
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Parse any JSON value exactly; raise :class:`InvalidJson` saying why not.
 
     msgspec parses first: as fast as orjson, and exact for integers beyond 64
     bits (orjson turns those into floats, which would make two different events
     look the same). What it refuses, the standard library decides, for a precise
-    reason.
+    reason, refusing NaN, Infinity and numbers beyond a float's range as msgspec
+    does.
     """
     try:
-        value = _DECODE_JSON.decode(raw)
+        return _DECODE_JSON.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
-        value = _parse_with_stdlib(raw)
+        return _parse_with_stdlib(raw)
+
+
+def parse_json_object(raw: bytes | str) -> dict[str, Any]:
+    """Parse one record or line; raise :class:`_Invalid` unless it is a JSON object."""
+    try:
+        value = parse_json(raw)
+    except InvalidJson as exc:
+        raise _Invalid(Reason.INVALID_JSON, str(exc)) from None
     if not isinstance(value, dict):
         raise _Invalid(Reason.INVALID_JSON, f"expected a JSON object, got {_json_kind(value)}")
     return value
@@ -132,7 +145,7 @@ def _parse_with_stdlib(raw: bytes | str) -> Any:
         text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
         return json.loads(text, parse_constant=refuse, parse_float=finite)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _Invalid(Reason.INVALID_JSON, f"not valid JSON: {exc}") from None
+        raise InvalidJson(f"not valid JSON: {exc}") from None
 
 
 def _json_kind(value: Any) -> str:
