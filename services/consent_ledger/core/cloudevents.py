@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
+from consent_ledger.core.intake import InvalidJson, parse_json
 
 _PREFIX = "ce_"
 
@@ -33,8 +33,8 @@ def structured_from_binary(headers: Sequence[tuple[str, bytes]], value: bytes) -
             event["datacontenttype"] = text
     if value:
         try:
-            event["data"] = msgspec.json.decode(value)  # exact numbers, unlike orjson
-        except (msgspec.DecodeError, UnicodeDecodeError):
+            event["data"] = parse_json(value)  # as intake reads structured records
+        except InvalidJson:
             event["data"] = value.decode("utf-8", errors="replace")
     return event
 
