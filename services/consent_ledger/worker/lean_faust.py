@@ -61,11 +61,12 @@ class LeanConsumer(AIOKafkaConsumer):
     faust's loop (``Consumer._drain_messages``) awaits every record's handler
     through ``Service.wait_first(handler, suspend_flow.wait())``, which creates
     four tasks per record so that a rebalance can abandon a handler blocked on
-    flow control. The handler only blocks while flow control is suspended;
-    while it is active the handler runs to completion without waiting (a full
-    stream buffer pauses the partition's fetching instead of blocking). This
-    loop therefore awaits the handler directly while flow is active, and takes
-    faust's guarded path otherwise. Everything else (read offsets, gaps in
+    flow control. While flow is active the handler waits only when the
+    channel's buffer is completely full (a buffer under high pressure pauses
+    the partition's fetching instead, and the buffer holds several fetches),
+    and that wait ends as soon as the worker takes its next batch, which it
+    also does during a rebalance. This loop therefore awaits the handler
+    directly while flow is active, and takes faust's guarded path otherwise. Everything else (read offsets, gaps in
     offsets, commit every N acks, stopping) is faust's loop unchanged.
     """
 
