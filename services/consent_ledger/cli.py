@@ -14,16 +14,17 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consent_ledger.core.offline import OfflineLedger
 from consent_ledger.core.policy import Policy, PolicyError, load_policy, load_reference_policy
 from consent_ledger.core.timeline import Violation
-from consent_ledger.log import configure_logging
 from consent_ledger.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_USAGE = 0, 1, 2
 
@@ -106,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging() -> None:
+    from consent_ledger.log import configure_logging  # structlog: not needed by check
+
+    configure_logging()
+
+
 def _settings() -> Settings:
     try:
         return Settings.from_env()
@@ -116,7 +123,7 @@ def _settings() -> Settings:
 def _dev(args: argparse.Namespace) -> int:
     from consent_ledger.dev import DevStack
 
-    configure_logging()
+    _configure_logging()
     settings = _settings()
     if args.data_dir is not None:
         settings = settings.with_(data_dir=args.data_dir)
@@ -129,7 +136,7 @@ def _dev(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from consent_ledger.worker.app import run_worker
 
-    configure_logging()
+    _configure_logging()
     settings = _settings()
     if not settings.kafka_bootstrap or not settings.database_url:
         raise UsageError("set LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
@@ -142,7 +149,7 @@ def _api(args: argparse.Namespace) -> int:
 
     from consent_ledger.api.app import serve
 
-    configure_logging()
+    _configure_logging()
     settings = _settings()
     if not settings.database_url:
         raise UsageError("set LEDGER_DATABASE_URL")
@@ -172,7 +179,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
     from consent_ledger.ledger.migrate import migrate
 
-    configure_logging()
+    _configure_logging()
     settings = _settings()
     if not settings.database_url:
         raise UsageError("set LEDGER_DATABASE_URL")

@@ -445,3 +445,16 @@ def test_the_installed_console_script(tmp_path: Path) -> None:
         [str(script), "check", "--nope"], capture_output=True, timeout=60, check=False
     )
     assert bad_flag.returncode == 2
+
+
+def test_check_starts_without_the_service_libraries() -> None:
+    # check is run on files by hand and in pipelines: start-up time counts, and
+    # pydantic, structlog and cryptography add a tenth of a second before line one.
+    probe = (
+        "import sys, consent_ledger.cli; "
+        "print(sorted({'pydantic', 'structlog', 'cryptography', 'faust'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -9,20 +9,12 @@ The JSON Schemas in ``schemas/`` are generated from these models.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from consent_ledger.core.timestamps import RFC3339_PATTERN, parse_datetime
-
-EVENT_TYPES = (
-    "ConsentGiven",
-    "ConsentWithdrawn",
-    "DataShared",
-    "VisitorRegistered",
-    "ErasureRequested",
-)
-SUBJECT_ROLES = ("customer_contact", "user", "jobseeker", "visitor")
+from consent_ledger.core.vocabulary import EVENT_TYPES, SUBJECT_ROLES
 
 SubjectRole: TypeAlias = Literal["customer_contact", "user", "jobseeker", "visitor"]
 EventType: TypeAlias = Literal[
@@ -191,3 +183,6 @@ EVENT_MODELS: dict[str, type[_Event]] = {
     "VisitorRegistered": VisitorRegistered,
     "ErasureRequested": ErasureRequested,
 }
+assert tuple(EVENT_MODELS) == EVENT_TYPES
+assert get_args(SubjectRole) == SUBJECT_ROLES
+assert get_args(EventType) == EVENT_TYPES

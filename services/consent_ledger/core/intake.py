@@ -24,8 +24,8 @@ from typing import Any, Final, NamedTuple, cast
 import msgspec
 import orjson
 
-from consent_ledger.core.events import EVENT_TYPES, SUBJECT_ROLES
 from consent_ledger.core.timestamps import InvalidTimestamp, parse_instant
+from consent_ledger.core.vocabulary import EVENT_TYPES, SUBJECT_ROLES
 
 
 class Reason(StrEnum):

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from consent_ledger.core.events import SUBJECT_ROLES
+from consent_ledger.core.vocabulary import SUBJECT_ROLES
 
 BASES = ("consent", "contract", "legitimate_interest", "legal_obligation")
 REFERENCE_POLICY = "reference.yaml"
