@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+COMPILED := .venv-compiled
+COMPILED_STAMP := $(COMPILED)/.installed
+SOURCES := $(shell find services -name '*.py' -o -name '*.yaml' -o -name '*.sql')
 
-.PHONY: help install run test test-unit lint fmt typecheck schemas scenarios bench clean
+.PHONY: help install compiled run test test-unit test-compiled lint fmt typecheck schemas scenarios bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}'
@@ -19,6 +22,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package with its dev tools
 
+# The core compiled with mypyc (setup.py), installed as a wheel, never in place:
+# rebuilt whenever a source changes.
+$(COMPILED_STAMP): pyproject.toml setup.py $(SOURCES)
+	rm -rf $(COMPILED)
+	$(PYTHON) -m venv $(COMPILED)
+	$(COMPILED)/bin/pip install --quiet --upgrade pip
+	CONSENT_LEDGER_COMPILE=1 $(COMPILED)/bin/pip install --quiet '.[dev]'
+	touch $(COMPILED_STAMP)
+
+compiled: $(COMPILED_STAMP) ## install the mypyc-compiled build into .venv-compiled
+
 run: $(STAMP) ## the whole service on embedded Kafka + PostgreSQL, with a demo producer
 	$(BIN)/consent-ledger dev --demo
 
@@ -27,6 +41,9 @@ test: $(STAMP) ## every test: unit, integration, end to end (real broker and Pos
 
 test-unit: $(STAMP) ## the fast unit tests of the pure core
 	$(BIN)/pytest -m unit
+
+test-compiled: $(COMPILED_STAMP) ## the unit tests (acceptance scenarios included) on the compiled build
+	$(COMPILED)/bin/pytest -m unit -p no:cacheprovider
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check services tests bench
@@ -45,9 +62,10 @@ schemas: $(STAMP) ## regenerate schemas/ from the event models
 scenarios: $(STAMP) ## run the shared acceptance scenarios through `check`
 	$(BIN)/python ../shared/tools/check_scenarios.py $(BIN)/consent-ledger tests/data/scenarios
 
-bench: $(STAMP) ## benchmarks: print figures (check rate and memory, end-to-end rates)
+bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and memory, end-to-end rates)
 	$(BIN)/python bench/bench_check.py
-	$(BIN)/python bench/bench_service.py
+	$(COMPILED)/bin/python bench/bench_check.py
+	$(COMPILED)/bin/python bench/bench_service.py
 
 clean: ## remove the virtual environment, caches and local data
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .ledger-data build *.egg-info services/*.egg-info
+	rm -rf $(VENV) $(COMPILED) .pytest_cache .mypy_cache .ruff_cache .hypothesis .ledger-data build *.egg-info services/*.egg-info

@@ -18,15 +18,27 @@ from pathlib import Path
 import orjson
 from machine import describe
 
+from consent_ledger.core import intake
 from consent_ledger.demo import EventFactory
 
 TARGET_RATE = 100_000
 TARGET_MEMORY_MB = 300
 
 
+def build() -> str:
+    """Whether this interpreter runs the mypyc-compiled core (make compiled) or pure Python."""
+    compiled = not intake.__file__.endswith(".py")
+    return (
+        "core compiled with mypyc"
+        if compiled
+        else "pure Python (make compiled for the compiled core)"
+    )
+
+
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     print(describe(), flush=True)
+    print(f"build: {build()}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "events.jsonl"
         factory = EventFactory(seed=11, subjects=max(1_000, count // 20))

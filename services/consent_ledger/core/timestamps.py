@@ -28,13 +28,15 @@ _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _MINUTES: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> minutes since the epoch
 
 
-def parse_instant(text: str) -> int:
+def parse_instant(text: object) -> int:
     """Return the instant ``text`` names, in microseconds since the epoch (UTC).
 
     The hot path of intake: integer arithmetic and a cache of the minutes seen,
     no datetime objects; anything unusual goes the slow, precise way.
     """
-    match = _RFC3339.match(text) if isinstance(text, str) else None
+    if not isinstance(text, str):
+        return to_micros(parse_datetime(text))  # raises: not a string
+    match = _RFC3339.match(text)
     if match is None:
         return to_micros(parse_datetime(text))  # raises with the precise problem
     minute_key = text[:16]
@@ -91,7 +93,7 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146_097 + day_of_era - 719_468
 
 
-def parse_datetime(text: str) -> datetime:
+def parse_datetime(text: object) -> datetime:
     """Return ``text`` as an aware datetime, or raise :class:`InvalidTimestamp`."""
     if not isinstance(text, str):
         raise InvalidTimestamp(f"expected a string, got {type(text).__name__}")
