@@ -281,7 +281,7 @@ def _check(args: argparse.Namespace) -> int:
     gc.disable()
     try:
         with args.events.open("rb") as lines:
-            ledger.ingest_lines(lines)
+            ledger.ingest_file(lines)
     except OSError as exc:
         raise UsageError(f"cannot read {args.events}: {exc.strerror or exc}") from None
     finally:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+import os
+import pathlib
+import threading
+from typing import Any, BinaryIO
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +22,7 @@ from consent_ledger.core.intake import (
     ValidEvent,
     admit,
     compact_json,
+    content_digest,
     validate,
 )
 from consent_ledger.core.offline import OfflineLedger
@@ -583,7 +587,7 @@ def test_a_str_record_is_read_like_bytes() -> None:
     from_bytes = validate(line(body))
     assert isinstance(from_text, ValidEvent)
     assert isinstance(from_bytes, ValidEvent)
-    assert from_text.digest == from_bytes.digest
+    assert content_digest(from_text.body) == content_digest(from_bytes.body)
     assert from_text.instant == from_bytes.instant
 
 
@@ -613,8 +617,14 @@ def valid(raw: bytes | str) -> ValidEvent:
     return checked
 
 
+def decide(event: ValidEvent, earlier: ValidEvent | None) -> Admission | Rejection:
+    """admit() for ``event`` after ``earlier`` was accepted under its id, if it was."""
+    accepted = content_digest(earlier.body) if earlier is not None else None
+    return admit(event, content_digest(event.body), accepted)
+
+
 def test_the_first_time_an_id_is_seen_it_is_accepted() -> None:
-    assert admit(valid(line(event())), None) is Admission.ACCEPT
+    assert decide(valid(line(event())), None) is Admission.ACCEPT
 
 
 @pytest.mark.parametrize(
@@ -641,7 +651,7 @@ def test_same_content_is_a_duplicate(redelivered: Any) -> None:
     body = event(subject="Åse", data=VALID_DATA["DataShared"] | {"note": "blåbær"})
     first = valid(json.dumps(body, ensure_ascii=False))
     again = valid(redelivered(body))
-    assert admit(again, first.digest) is Admission.DUPLICATE
+    assert decide(again, first) is Admission.DUPLICATE
 
 
 @pytest.mark.parametrize(
@@ -659,7 +669,7 @@ def test_same_content_is_a_duplicate(redelivered: Any) -> None:
 )
 def test_other_content_under_the_same_id_is_a_conflict(other: dict[str, Any]) -> None:
     first = valid(line(event()))
-    conflict = admit(valid(line(other)), first.digest)
+    conflict = decide(valid(line(other)), first)
     assert isinstance(conflict, Rejection)
     assert conflict.reason is Reason.ID_CONFLICT
     assert conflict.event_id == "evt-1"
@@ -670,11 +680,11 @@ def test_big_integers_decide_sameness_exactly() -> None:
     """orjson would read integers beyond 64 bits as floats, which would make these equal."""
     base = 123456789012345678901234567890
     first = valid(line(event(n=base)))
-    assert admit(valid(line(event(n=base))), first.digest) is Admission.DUPLICATE
-    assert isinstance(admit(valid(line(event(n=base + 1))), first.digest), Rejection)
+    assert decide(valid(line(event(n=base))), first) is Admission.DUPLICATE
+    assert isinstance(decide(valid(line(event(n=base + 1))), first), Rejection)
     low = valid(line(event(n=-9223372036854775809)))
-    assert isinstance(admit(valid(line(event(n=-9223372036854775810))), low.digest), Rejection)
-    assert isinstance(admit(valid(line(event(n=float(base)))), first.digest), Rejection)
+    assert isinstance(decide(valid(line(event(n=-9223372036854775810))), low), Rejection)
+    assert isinstance(decide(valid(line(event(n=float(base)))), first), Rejection)
 
 
 def test_duplicates_and_conflicts_through_the_ledger() -> None:
@@ -693,6 +703,48 @@ def test_duplicates_and_conflicts_through_the_ledger() -> None:
     assert [(r.line, r.rejection.reason) for r in ledger.rejected] == [(3, Reason.ID_CONFLICT)]
     # The conflicting version changed nothing: the first one's verdict stands.
     assert [v.key for v in ledger.open_violations()] == [("evt-1", "partner-not-certified")]
+
+
+def pipe_of(content: bytes) -> BinaryIO:
+    """A pipe holding ``content``: a file that cannot be read again."""
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(write_end, content), os.close(write_end)))
+    writer.start()
+    return os.fdopen(read_end, "rb")
+
+
+@pytest.mark.parametrize("source", ["file", "pipe"])
+@pytest.mark.parametrize("padding", [0, 200_000], ids=["short lines", "lines beyond 64 KiB"])
+def test_a_file_is_judged_like_its_lines(source: str, padding: int, tmp_path: pathlib.Path) -> None:
+    # check reads an id's first line again when the id comes back, instead of
+    # keeping its digest: the same answers, from a file or from a pipe.
+    original = event(
+        data=VALID_DATA["DataShared"] | {"recipient": {"kind": "partner", "id": "acme"}},
+        padding="x" * padding,
+    )
+    content = b"\n".join([
+        line(event(id="evt-0", data=VALID_DATA["DataShared"] | {"note": "\n"})),
+        line(original),
+        json.dumps(original, indent=2, sort_keys=True).replace("\n", "").encode(),
+        line(edited(original, ("data", "recipient", "id"), "northwind-consulting")),
+        b"",
+        line(original),  # the last line, with no line break after it
+    ])  # fmt: skip
+    by_lines = OfflineLedger(load_reference_policy())
+    by_lines.ingest_lines(content.splitlines())
+    from_file = OfflineLedger(load_reference_policy())
+    if source == "file":
+        (tmp_path / "events.jsonl").write_bytes(content)
+        with (tmp_path / "events.jsonl").open("rb") as opened:
+            from_file.ingest_file(opened)
+    else:
+        with pipe_of(content) as opened:
+            from_file.ingest_file(opened)
+
+    assert from_file.counts == by_lines.counts
+    assert (from_file.counts.accepted, from_file.counts.duplicates) == (2, 2)
+    assert [(r.line, r.rejection.reason) for r in from_file.rejected] == [(4, Reason.ID_CONFLICT)]
+    assert from_file.open_violations() == by_lines.open_violations()
 
 
 def test_a_rejected_event_does_not_take_its_id() -> None:

@@ -22,6 +22,7 @@ from consent_ledger.core.intake import (
     Rejection,
     ValidEvent,
     admit,
+    content_digest,
     validate,
     validate_parsed,
 )
@@ -47,6 +48,7 @@ class Accepted(NamedTuple):
     record: Record
     event: ValidEvent
     fact: Fact
+    digest: bytes  # of the event's content: see intake.content_digest
 
 
 @dataclass(slots=True)
@@ -92,15 +94,16 @@ def settle_batch(
         if isinstance(result, Rejection):
             outcome.rejected.append((record, result))
             continue
+        digest = content_digest(result.body)
         earlier = in_batch.get(result.id) or accepted_digests.get(result.id)
-        admission = admit(result, earlier)
+        admission = admit(result, digest, earlier)
         if isinstance(admission, Rejection):
             outcome.rejected.append((record, admission))
             continue
         if admission is Admission.DUPLICATE:
             outcome.duplicates.append(record)
             continue
-        in_batch[result.id] = result.digest
+        in_batch[result.id] = digest
         fact = fact_of(result, next(sequence))
         subject = files.get(result.subject)
         if subject is None:
@@ -109,7 +112,7 @@ def settle_batch(
         outcome.changes.extend(subject.record(fact, policy))
         if isinstance(fact, Erasure) and subject.erased_at != was_erased:
             outcome.erased[result.subject] = fact
-        outcome.accepted.append(Accepted(record, result, fact))
+        outcome.accepted.append(Accepted(record, result, fact, digest))
     return outcome
 
 

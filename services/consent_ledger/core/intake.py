@@ -8,7 +8,9 @@ checks the two agree on every input it generates.
 
 The checks run in the order CONTRACT §2 gives; the first that fails is the
 reason. ``id-conflict`` needs history, so it is decided by :func:`admit`
-against the digest of the event accepted earlier under the same id.
+against the digest of the event accepted earlier under the same id. Digests
+are the caller's to compute (:func:`content_digest`): ``check`` computes one
+only when an id comes again.
 """
 
 from __future__ import annotations
@@ -48,14 +50,13 @@ class Rejection:
 
 
 class ValidEvent(NamedTuple):
-    """A well-formed event: its parsed body, event time and content digest."""
+    """A well-formed event: its parsed body and event time."""
 
     id: str
     type: str
     subject: str
     instant: int
     body: dict[str, Any]
-    digest: bytes
 
 
 class Admission(StrEnum):
@@ -216,7 +217,7 @@ def validate_object(body: dict[str, Any]) -> ValidEvent:
         problem = "missing" if "data" not in body else f"{_json_kind(data)}, not an object"
         raise _Invalid(Reason.INVALID_DATA, f"'data' is {problem}")
     data_rules(data)
-    return ValidEvent(event_id, event_type, subject, instant, body, content_digest(body))
+    return ValidEvent(event_id, event_type, subject, instant, body)
 
 
 def subject_named_in(raw: bytes) -> str | None:
@@ -230,11 +231,12 @@ def subject_named_in(raw: bytes) -> str | None:
     return subject if isinstance(subject, str) else None
 
 
-def admit(event: ValidEvent, accepted_digest: bytes | None) -> Admission | Rejection:
-    """Decide a valid event against the digest accepted before under its id, if any."""
+def admit(event: ValidEvent, digest: bytes, accepted_digest: bytes | None) -> Admission | Rejection:
+    """Decide a valid event, whose content digest is ``digest``, against the
+    digest accepted before under its id, if any."""
     if accepted_digest is None:
         return Admission.ACCEPT
-    if accepted_digest == event.digest:
+    if accepted_digest == digest:
         return Admission.DUPLICATE
     return Rejection(
         Reason.ID_CONFLICT,

@@ -3,15 +3,28 @@
 Runs the same intake and subject files as the stream worker, over the lines of
 a file in order, and reports the open violations, the rejected lines and the
 counts of CONTRACT §5.
+
+An id's first event is only remembered by where its line starts in the file:
+its content digest is computed when the id comes again (rare), not for every
+event, and a line's offset takes half the memory of a digest. A file that
+cannot be read again (a pipe) has its digests kept instead.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from consent_ledger.core.facts import fact_of
-from consent_ledger.core.intake import Admission, Rejection, admit, validate
+from consent_ledger.core.intake import (
+    Rejection,
+    admit,
+    content_digest,
+    parse_json_object,
+    validate,
+)
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timeline import SubjectFile, Violation
 
@@ -36,24 +49,31 @@ class OfflineLedger:
     policy: Policy
     counts: Counts = field(default_factory=Counts)
     rejected: list[RejectedLine] = field(default_factory=list)
-    _digests: dict[str, bytes] = field(default_factory=dict)
+    # Accepted ids: where the event's line starts in the file, or its digest.
+    _accepted: dict[str, int | bytes] = field(default_factory=dict)
     _files: dict[str, SubjectFile] = field(default_factory=dict)
+    _source: int | None = None  # the file descriptor lines are read again from
 
-    def ingest(self, raw: bytes | str, line: int) -> None:
-        """Validate, admit and judge one record; ``line`` is its 1-based position."""
+    def ingest(self, raw: bytes | str, line: int, offset: int | None = None) -> None:
+        """Validate, admit and judge one record; ``line`` is its 1-based position,
+        ``offset`` where it starts in the file being read, if it can be read again."""
         checked = validate(raw)
         if isinstance(checked, Rejection):
             self._reject(line, checked)
             return
-        admission = admit(checked, self._digests.get(checked.id))
-        if isinstance(admission, Rejection):
-            self._reject(line, admission)
-            return
-        if admission is Admission.DUPLICATE:
-            self.counts.duplicates += 1
+        earlier = self._accepted.get(checked.id)
+        if earlier is not None:
+            admission = admit(checked, content_digest(checked.body), self._digest_of(earlier))
+            if isinstance(admission, Rejection):
+                self._reject(line, admission)
+            else:
+                self.counts.duplicates += 1
             return
         self.counts.accepted += 1
-        self._digests[checked.id] = checked.digest
+        self._accepted[checked.id] = (
+            offset if offset is not None and self._source is not None
+            else content_digest(checked.body)
+        )  # fmt: skip
         subject = self._files.get(checked.subject)
         if subject is None:
             subject = self._files[checked.subject] = SubjectFile(checked.subject)
@@ -64,6 +84,22 @@ class OfflineLedger:
         for number, raw in enumerate(lines, start=1):
             if raw.strip():
                 self.ingest(raw, number)
+
+    def ingest_file(self, source: BinaryIO) -> None:
+        """Ingest every non-blank line of an open file, numbering lines from 1."""
+        self._source = source.fileno() if source.seekable() else None
+        offset = 0
+        for number, raw in enumerate(source, start=1):
+            if raw.strip():
+                self.ingest(raw, number, offset)
+            offset += len(raw)
+
+    def _digest_of(self, accepted: int | bytes) -> bytes:
+        if isinstance(accepted, bytes):
+            return accepted
+        assert self._source is not None
+        body = parse_json_object(_line_at(self._source, accepted))  # valid: it was accepted
+        return content_digest(body)
 
     def _reject(self, line: int, rejection: Rejection) -> None:
         self.counts.rejected += 1
@@ -78,3 +114,16 @@ class OfflineLedger:
             for violation in by_rule.values()
         ]
         return sorted(found, key=lambda violation: violation.key)
+
+
+def _line_at(descriptor: int, offset: int) -> bytes:
+    """The line starting at ``offset`` in a file, read without moving its position."""
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.pread(descriptor, 65_536, offset)
+        end = chunk.find(b"\n")
+        if end >= 0 or not chunk:
+            chunks.append(chunk[:end] if end >= 0 else chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)

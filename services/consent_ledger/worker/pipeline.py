@@ -288,7 +288,7 @@ class BatchPipeline:
         recorded_us = to_micros(now)
         sealers = {subject: SubjectSealer(key, subject) for subject, key in keys.items()}
         rows = []
-        for record, event, fact in accepted:
+        for record, event, fact, digest in accepted:
             payload = sealers[event.subject].seal(event.id, compact_json(event.body))
             payload_sha256 = _sha256(payload)
             frontier = frontiers.setdefault(record.partition, MerkleFrontier())
@@ -298,7 +298,7 @@ class BatchPipeline:
             index = frontier.append(leaf)
             rows.append((
                 fact.seq, event.id, event.subject, event.type, event.instant, now, recorded_us,
-                record.partition, record.offset, event.digest, payload, payload_sha256, index, leaf,
+                record.partition, record.offset, digest, payload, payload_sha256, index, leaf,
             ))  # fmt: skip
         await connection.copy_records_to_table(
             "ledger_entries", records=rows, columns=LEDGER_COLUMNS
@@ -321,12 +321,12 @@ class BatchPipeline:
             await connection.fetch(LOG_SIZES, sorted({a.record.partition for a in accepted}))
         )
         rows = []
-        for record, event, fact in accepted:
+        for record, event, fact, digest in accepted:
             index = sizes.get(record.partition, 0)
             sizes[record.partition] = index + 1
             rows.append((
                 fact.seq, event.id, event.subject, event.type, event.instant, now, recorded_us,
-                record.partition, record.offset, event.digest, compact_json(event.body), b"", index, b"",
+                record.partition, record.offset, digest, compact_json(event.body), b"", index, b"",
             ))  # fmt: skip
         await connection.copy_records_to_table(
             "ledger_entries", records=rows, columns=LEDGER_COLUMNS
@@ -342,7 +342,7 @@ class BatchPipeline:
         consents: list[tuple[Any, ...]] = []
         disclosures: list[tuple[Any, ...]] = []
         latest: dict[tuple[str, str], ConsentChange] = {}
-        for _, event, fact in outcome.accepted:
+        for _, event, fact, _ in outcome.accepted:
             if fact.subject in forgotten:
                 continue
             data = event.body["data"]
