@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -127,19 +128,47 @@ REFUSED: list[Any] = [
     "9999-12-31T23:59:59-01:00",  # no such instant in UTC
     "9999-12-31T23:59:60Z",
     "0001-01-01T00:00:00+01:00",
+    # What follows a known minute is checked by hand: each part of it.
+    "2026-03-01T08:00:0aZ",
+    "2026-03-01T08:00:00.1\u0665Z",
+    "2026-03-01T08:00:00.Z1",
+    "2026-03-01T08:00:00.+01:00",
+    "2026-03-01T08:00:00+01:00Z",
+    "2026-03-01T08:00:00Z+01:00",
+    "2026-03-01T08:00:00.5.5Z",
+    "2026-03-01T08:00:00-1a:00",
+    "2026-03-01T08:00:00+01:0a",
+    "2026-03-01T08:00:00+01+00",
+    "2026-03-01T08:00:00*01:00",
+    "2026-03-01T08:00:00.12345+01:00:00",
+    "2026-03-01T08:00+01:00",
+    "2026-03-01T08:00.5Z",
 ]
 
 
+def prime(text: Any) -> None:
+    """Read a valid time in the minute ``text`` starts with, if there is one, so
+    that reading ``text`` takes the hot path for a minute seen before."""
+    with contextlib.suppress(InvalidTimestamp, TypeError):
+        parse_instant(text[:16] + ":00Z")
+
+
+@pytest.mark.parametrize("primed", [False, True], ids=["new minute", "known minute"])
 @pytest.mark.parametrize(("text", "micros"), ACCEPTED)
-def test_accepted_forms(text: str, micros: int) -> None:
+def test_accepted_forms(text: str, micros: int, primed: bool) -> None:
+    if primed:
+        prime(text)
     assert parse_instant(text) == micros
     moment = parse_datetime(text)
     assert moment.tzinfo is not None
     assert to_micros(moment) == micros
 
 
+@pytest.mark.parametrize("primed", [False, True], ids=["new minute", "known minute"])
 @pytest.mark.parametrize("text", REFUSED, ids=repr)
-def test_refused_forms(text: Any) -> None:
+def test_refused_forms(text: Any, primed: bool) -> None:
+    if primed:
+        prime(text)
     with pytest.raises(InvalidTimestamp) as refused:
         parse_instant(text)
     assert str(refused.value).strip()
@@ -205,6 +234,32 @@ def test_micros_round_trip() -> None:
     assert to_micros(from_micros(-1)) == -1
 
 
+FIRST, LAST = (
+    to_micros(datetime.min.replace(tzinfo=UTC)),
+    to_micros(datetime.max.replace(tzinfo=UTC)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    micros=st.one_of(
+        st.integers(FIRST, LAST),
+        st.integers(-(10**12), 10**12),  # around the epoch
+        st.sampled_from([FIRST, LAST, 0, -1, 951_782_400_000_000, 4_107_542_400_000_000]),
+    )
+)
+def test_formatting_agrees_with_datetime(micros: int) -> None:
+    # 951782400000000 is 2000-02-29, 4107542400000000 is 2100-03-01: leap rules.
+    written = from_micros(micros).isoformat().replace("+00:00", "Z")
+    assert format_micros(micros) == written
+
+
+@pytest.mark.parametrize("micros", [FIRST - 1, LAST + 1])
+def test_instants_outside_the_calendar_are_not_formatted(micros: int) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        format_micros(micros)
+
+
 # Naive bounds, a day inside datetime's range either side; the zone is drawn below.
 moments = st.datetimes(
     min_value=datetime(1, 1, 2),
@@ -231,6 +286,7 @@ def rfc3339(moment: datetime, digits: int, zulu: str) -> str:
 @given(moment=moments, digits=st.integers(0, 9), zulu=st.sampled_from(["", "Z", "z"]))
 def test_every_written_instant_reads_back(moment: datetime, digits: int, zulu: str) -> None:
     text = rfc3339(moment, digits, zulu)
+    prime(text)
     kept = moment.microsecond - moment.microsecond % 10 ** (6 - min(digits, 6))
     expected = to_micros(moment.replace(microsecond=kept))
     assert parse_instant(text) == expected
@@ -262,6 +318,7 @@ def test_the_fast_and_the_precise_reading_agree(
 ) -> None:
     """``parse_instant`` (hot path) and ``parse_datetime`` accept and refuse alike."""
     text = f"{year}-{month}-{day}T{hour}:{minute}:{second}{fraction}{zone}"
+    prime(text)
     try:
         precise: int | None = to_micros(parse_datetime(text))
     except InvalidTimestamp:

@@ -65,7 +65,11 @@ Fact: TypeAlias = ConsentChange | Disclosure | VisitorRegistration | Erasure
 
 
 def fact_of(event: ValidEvent, seq: int) -> Fact:
-    """Distil a valid event into the fact its verdicts depend on."""
+    """Distil a valid event into the fact its verdicts depend on.
+
+    Facts are built with positional arguments, in the order of their fields:
+    keywords make building a named tuple twice as costly, on the hot path.
+    """
     data: dict[str, Any] = event.body["data"]
     kind = event.type
     if kind == "DataShared":
@@ -76,13 +80,13 @@ def fact_of(event: ValidEvent, seq: int) -> Fact:
             event.subject,
             event.instant,
             seq,
-            purpose=data["purpose"],
-            role=data["subject_role"],
-            recipient_kind=recipient["kind"],
-            recipient_id=recipient["id"],
-            data_categories=tuple(data["data_categories"]),
-            legal_basis_kind=basis.get("kind"),
-            legal_basis_reference=basis.get("reference"),
+            data["purpose"],
+            data["subject_role"],
+            recipient["kind"],
+            recipient["id"],
+            tuple(data["data_categories"]),
+            basis.get("kind"),
+            basis.get("reference"),
         )
     if kind == "ConsentGiven":
         expires_at = data.get("expires_at")
@@ -92,13 +96,11 @@ def fact_of(event: ValidEvent, seq: int) -> Fact:
             event.instant,
             seq,
             data["purpose"],
-            granted=True,
-            expires_at=parse_instant(expires_at) if expires_at is not None else None,
+            True,
+            parse_instant(expires_at) if expires_at is not None else None,
         )
     if kind == "ConsentWithdrawn":
-        return ConsentChange(
-            event.id, event.subject, event.instant, seq, data["purpose"], granted=False
-        )
+        return ConsentChange(event.id, event.subject, event.instant, seq, data["purpose"], False)
     if kind == "VisitorRegistered":
         return VisitorRegistration(
             event.id, event.subject, event.instant, seq, data.get("rights_notice")
