@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from consent_ledger.core.facts import ConsentChange, Disclosure, Fact, VisitorRegistration, fact_of
+from consent_ledger.core.facts import (
+    ConsentChange,
+    Disclosure,
+    Erasure,
+    Fact,
+    VisitorRegistration,
+    fact_of,
+)
 from consent_ledger.core.intake import ValidEvent, validate
 from consent_ledger.core.policy import Policy, load_reference_policy, parse_policy
 from consent_ledger.core.timestamps import parse_instant
@@ -93,6 +100,86 @@ def fact(body: dict[str, Any], seq: int = 1) -> Fact:
     checked = validate(json.dumps(body).encode())
     assert isinstance(checked, ValidEvent), checked
     return fact_of(checked, seq)
+
+
+def erasure(time: str = T) -> dict[str, Any]:
+    return envelope("ErasureRequested", "er-1", time, {"reason": "asked"})
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            shared(legal_basis={"kind": "court_order", "reference": "TOSLO-1"}),
+            Disclosure(
+                event_id="ds-1", subject="ola", instant=parse_instant(T), seq=7, purpose="delivery",
+                role="user", recipient_kind="group_company", recipient_id="visma-spcs-ab",
+                data_categories=("contact_details",), legal_basis_kind="court_order",
+                legal_basis_reference="TOSLO-1",
+            ),
+            id="DataShared",
+        ),
+        pytest.param(
+            shared(),
+            Disclosure(
+                event_id="ds-1", subject="ola", instant=parse_instant(T), seq=7, purpose="delivery",
+                role="user", recipient_kind="group_company", recipient_id="visma-spcs-ab",
+                data_categories=("contact_details",),
+            ),
+            id="DataShared without a legal basis",
+        ),
+        pytest.param(
+            granted(T, expires_at=LATER),
+            ConsentChange(
+                event_id=f"cg-{T}", subject="ola", instant=parse_instant(T), seq=7,
+                purpose="marketing", granted=True, expires_at=parse_instant(LATER),
+            ),
+            id="ConsentGiven",
+        ),
+        pytest.param(
+            withdrawn(T),
+            ConsentChange(
+                event_id=f"cw-{T}", subject="ola", instant=parse_instant(T), seq=7,
+                purpose="marketing", granted=False,
+            ),
+            id="ConsentWithdrawn",
+        ),
+        pytest.param(
+            visitor("visitor-notice-v3"),
+            VisitorRegistration(
+                event_id="vr-1", subject="ola", instant=parse_instant(T), seq=7,
+                rights_notice="visitor-notice-v3",
+            ),
+            id="VisitorRegistered",
+        ),
+        pytest.param(
+            erasure(),
+            Erasure(event_id="er-1", subject="ola", instant=parse_instant(T), seq=7),
+            id="ErasureRequested",
+        ),
+    ],
+)  # fmt: skip
+def test_facts_are_what_their_classes_build(body: dict[str, Any], expected: Fact) -> None:
+    # fact_of builds named tuples with tuple.__new__, which checks neither the
+    # number of fields nor their order: the classes' own constructors do.
+    built = fact_of(validate_event(body), 7)
+    assert type(built) is type(expected)
+    assert built._asdict() == expected._asdict()
+    assert len(built) == len(type(expected)._fields)
+
+
+def test_a_valid_event_is_what_its_class_builds() -> None:
+    event = validate_event(shared())
+    assert event == ValidEvent(
+        id="ds-1", type="DataShared", subject="ola", instant=parse_instant(T), body=event.body
+    )
+    assert event._asdict()["subject"] == "ola"
+
+
+def validate_event(body: dict[str, Any]) -> ValidEvent:
+    checked = validate(json.dumps(body).encode())
+    assert isinstance(checked, ValidEvent), checked
+    return checked
 
 
 def history(*consents: dict[str, Any]) -> list[ConsentChange]:

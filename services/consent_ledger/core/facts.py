@@ -67,44 +67,49 @@ Fact: TypeAlias = ConsentChange | Disclosure | VisitorRegistration | Erasure
 def fact_of(event: ValidEvent, seq: int) -> Fact:
     """Distil a valid event into the fact its verdicts depend on.
 
-    Facts are built with positional arguments, in the order of their fields:
-    keywords make building a named tuple twice as costly, on the hot path.
+    ``tuple.__new__(Fact, fields)`` builds a named tuple in C from all its fields,
+    in order: calling the class runs its generated ``__new__``, a Python frame
+    that cost a tenth of ``check``'s time once the core is compiled. A test
+    checks each kind against the class's own constructor.
     """
     data: dict[str, Any] = event.body["data"]
     kind = event.type
     if kind == "DataShared":
         recipient = data["recipient"]
         basis = data.get("legal_basis") or {}
-        return Disclosure(
-            event.id,
-            event.subject,
-            event.instant,
-            seq,
-            data["purpose"],
-            data["subject_role"],
-            recipient["kind"],
-            recipient["id"],
-            tuple(data["data_categories"]),
-            basis.get("kind"),
-            basis.get("reference"),
+        return tuple.__new__(
+            Disclosure,
+            (
+                event.id,
+                event.subject,
+                event.instant,
+                seq,
+                data["purpose"],
+                data["subject_role"],
+                recipient["kind"],
+                recipient["id"],
+                tuple(data["data_categories"]),
+                basis.get("kind"),
+                basis.get("reference"),
+            ),
         )
     if kind == "ConsentGiven":
         expires_at = data.get("expires_at")
-        return ConsentChange(
-            event.id,
-            event.subject,
-            event.instant,
-            seq,
-            data["purpose"],
-            True,
-            parse_instant(expires_at) if expires_at is not None else None,
+        expiry = parse_instant(expires_at) if expires_at is not None else None
+        return tuple.__new__(
+            ConsentChange,
+            (event.id, event.subject, event.instant, seq, data["purpose"], True, expiry),
         )
     if kind == "ConsentWithdrawn":
-        return ConsentChange(event.id, event.subject, event.instant, seq, data["purpose"], False)
+        return tuple.__new__(
+            ConsentChange,
+            (event.id, event.subject, event.instant, seq, data["purpose"], False, None),
+        )
     if kind == "VisitorRegistered":
-        return VisitorRegistration(
-            event.id, event.subject, event.instant, seq, data.get("rights_notice")
+        return tuple.__new__(
+            VisitorRegistration,
+            (event.id, event.subject, event.instant, seq, data.get("rights_notice")),
         )
     if kind == "ErasureRequested":
-        return Erasure(event.id, event.subject, event.instant, seq)
+        return tuple.__new__(Erasure, (event.id, event.subject, event.instant, seq))
     raise ValueError(f"not a valid event type: {kind!r}")  # validate() lets none through
