@@ -52,17 +52,19 @@ class Violation(NamedTuple):
     explanation: str
     occurred_at: int  # the event's time, microseconds since the epoch
 
+    # A StrEnum's str() is its value, without the interpreted property .value is.
+
     @property
     def key(self) -> tuple[str, str]:
-        return (self.event_id, self.rule.value)
+        return (self.event_id, str(self.rule))
 
     def to_document(self) -> dict[str, str]:
         """The JSON form ``check --json`` prints and alerts carry."""
         return {
             "event_id": self.event_id,
-            "rule": self.rule.value,
+            "rule": str(self.rule),
             "subject": self.subject,
-            "severity": self.severity.value,
+            "severity": str(self.severity),
             "clause": self.clause,
             "explanation": self.explanation,
             "occurred_at": format_micros(self.occurred_at),
