@@ -42,8 +42,8 @@ test: $(STAMP) ## every test: unit, integration, end to end (real broker and Pos
 test-unit: $(STAMP) ## the fast unit tests of the pure core
 	$(BIN)/pytest -m unit
 
-test-compiled: $(COMPILED_STAMP) ## the unit tests (acceptance scenarios included) on the compiled build
-	$(COMPILED)/bin/pytest -m unit -p no:cacheprovider
+test-compiled: $(COMPILED_STAMP) ## unit and integration tests (scenarios included) on the compiled build
+	$(COMPILED)/bin/pytest -m "unit or integration" -p no:cacheprovider
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check services tests bench

@@ -1,8 +1,9 @@
 """Optional compiled build of the pure core, with mypyc.
 
-``CONSENT_LEDGER_COMPILE=1 pip install .`` compiles the modules below into C
-extensions: the same source, type-checked by mypy strict, runs about a third
-faster (``make bench`` measures it). Without the variable, or for an editable
+``CONSENT_LEDGER_COMPILE=1 pip install .`` compiles the modules below (the pure
+core, and the ledger's hashing and sealing) into C extensions: the same source,
+type-checked by mypy strict, runs `check` 1.5-2 times as fast (``make bench``
+measures it). Without the variable, or for an editable
 install, the package stays pure Python: a compiled module would shadow later
 edits of its source. Compiling needs a C compiler and the Python headers.
 """
@@ -24,6 +25,9 @@ COMPILED_MODULES = [
     "services/consent_ledger/core/cloudevents.py",
     "services/consent_ledger/core/batch.py",
     "services/consent_ledger/core/offline.py",
+    "services/consent_ledger/ledger/merkle.py",
+    "services/consent_ledger/ledger/entry.py",
+    "services/consent_ledger/ledger/shredding.py",
 ]
 
 
