@@ -13,12 +13,7 @@ import binascii
 import os
 from pathlib import Path
 
-from consent_ledger.ledger.shredding import (
-    KEY_SIZE,
-    new_subject_key,
-    unwrap_key,
-    wrap_key,
-)
+from consent_ledger.ledger.shredding import KEY_SIZE, KeyWrapper, new_subject_key
 
 
 class MasterKeyError(ValueError):
@@ -32,15 +27,15 @@ class KeyRing:
     def __init__(self, master_key: bytes) -> None:
         if len(master_key) != KEY_SIZE:
             raise MasterKeyError(f"the master key must be {KEY_SIZE} bytes, got {len(master_key)}")
-        self._master = master_key
+        self._wrapper = KeyWrapper(master_key)
 
     def new_key(self, subject: str) -> tuple[bytes, bytes]:
         """A fresh data key for ``subject`` and its wrapped form to store."""
         key = new_subject_key()
-        return key, wrap_key(self._master, subject, key)
+        return key, self._wrapper.wrap(subject, key)
 
     def unwrap(self, subject: str, wrapped: bytes) -> bytes:
-        return unwrap_key(self._master, subject, wrapped)
+        return self._wrapper.unwrap(subject, wrapped)
 
 
 def decode_master_key(text: str, origin: str) -> bytes:

@@ -119,9 +119,9 @@ _NONCES = _Nonces()
 _VERSION_BYTE: Final = bytes((_VERSION,))
 
 
-def _seal(key: bytes, aad: bytes, plaintext: bytes) -> bytes:
+def _seal(cipher: AESGCM, aad: bytes, plaintext: bytes) -> bytes:
     nonce = _NONCES.take()
-    return _VERSION_BYTE + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+    return _VERSION_BYTE + nonce + cipher.encrypt(nonce, plaintext, aad)
 
 
 class SubjectSealer:
@@ -136,18 +136,16 @@ class SubjectSealer:
 
     def seal(self, event_id: str, plaintext: bytes) -> bytes:
         """Exactly what ``seal(key, subject, event_id, plaintext)`` gives."""
-        nonce = _NONCES.take()
-        aad = self._aad_prefix + _length_prefixed(event_id)
-        return _VERSION_BYTE + nonce + self._cipher.encrypt(nonce, plaintext, aad)
+        return _seal(self._cipher, self._aad_prefix + _length_prefixed(event_id), plaintext)
 
 
-def _open(key: bytes, aad: bytes, sealed: bytes) -> bytes | None:
+def _open(cipher: AESGCM, aad: bytes, sealed: bytes) -> bytes | None:
     """The plaintext, or None when the bytes do not authenticate."""
     if len(sealed) < 1 + _NONCE_SIZE + _TAG_SIZE or sealed[0] != _VERSION:
         return None
     nonce = sealed[1 : 1 + _NONCE_SIZE]
     try:
-        return AESGCM(key).decrypt(nonce, sealed[1 + _NONCE_SIZE :], aad)
+        return cipher.decrypt(nonce, sealed[1 + _NONCE_SIZE :], aad)
     except InvalidTag:
         return None
 
@@ -163,7 +161,7 @@ def seal(key: bytes, subject: str, event_id: str, plaintext: bytes) -> bytes:
     Raises ValueError when ``key`` is not 32 bytes.
     """
     _check_key(key, "a subject key")
-    return _seal(key, _payload_aad(subject, event_id), plaintext)
+    return _seal(AESGCM(key), _payload_aad(subject, event_id), plaintext)
 
 
 def open_sealed(key: bytes, subject: str, event_id: str, sealed: bytes) -> bytes:
@@ -175,7 +173,7 @@ def open_sealed(key: bytes, subject: str, event_id: str, sealed: bytes) -> bytes
         ValueError: ``key`` is not 32 bytes (a programming error, not a shredded key).
     """
     _check_key(key, "a subject key")
-    plaintext = _open(key, _payload_aad(subject, event_id), sealed)
+    plaintext = _open(AESGCM(key), _payload_aad(subject, event_id), sealed)
     if plaintext is None:
         raise PayloadUnreadable(
             f"payload of event {event_id!r} cannot be opened with this key "
@@ -184,14 +182,39 @@ def open_sealed(key: bytes, subject: str, event_id: str, sealed: bytes) -> bytes
     return plaintext
 
 
+class KeyWrapper:
+    """Wraps and unwraps subject keys under one key-encryption key, with one
+    AES-GCM context (the worker unwraps the keys of every subject in a batch)."""
+
+    def __init__(self, kek: bytes) -> None:
+        _check_key(kek, "the key-encryption key")
+        self._cipher = AESGCM(kek)
+
+    def wrap(self, subject: str, subject_key: bytes) -> bytes:
+        """Encrypt a subject key, bound to ``subject``.
+
+        Raises ValueError when the subject key is not 32 bytes."""
+        _check_key(subject_key, "a subject key")
+        return _seal(self._cipher, _key_aad(subject), subject_key)
+
+    def unwrap(self, subject: str, wrapped: bytes) -> bytes:
+        """Recover a subject key wrapped for the same subject.
+
+        Raises KeyUnwrapError: wrong KEK, another subject's key, or altered bytes."""
+        key = _open(self._cipher, _key_aad(subject), wrapped)
+        if key is None or len(key) != KEY_SIZE:
+            raise KeyUnwrapError(
+                "the wrapped subject key cannot be unwrapped with this KEK for this subject"
+            )
+        return key
+
+
 def wrap_key(kek: bytes, subject: str, subject_key: bytes) -> bytes:
     """Encrypt a subject key under the key-encryption key, bound to ``subject``.
 
     Raises ValueError when either key is not 32 bytes.
     """
-    _check_key(kek, "the key-encryption key")
-    _check_key(subject_key, "a subject key")
-    return _seal(kek, _key_aad(subject), subject_key)
+    return KeyWrapper(kek).wrap(subject, subject_key)
 
 
 def unwrap_key(kek: bytes, subject: str, wrapped: bytes) -> bytes:
@@ -201,10 +224,4 @@ def unwrap_key(kek: bytes, subject: str, wrapped: bytes) -> bytes:
         KeyUnwrapError: wrong KEK, another subject's key, or altered bytes.
         ValueError: ``kek`` is not 32 bytes.
     """
-    _check_key(kek, "the key-encryption key")
-    key = _open(kek, _key_aad(subject), wrapped)
-    if key is None or len(key) != KEY_SIZE:
-        raise KeyUnwrapError(
-            "the wrapped subject key cannot be unwrapped with this KEK for this subject"
-        )
-    return key
+    return KeyWrapper(kek).unwrap(subject, wrapped)
