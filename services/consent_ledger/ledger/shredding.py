@@ -99,20 +99,24 @@ class _Nonces:
     def __init__(self, per_draw: int = 1024) -> None:
         self._per_draw = per_draw
         self._pool = b""
+        self._next = 0  # where the next nonce starts in the pool
         self._lock = threading.Lock()
         # A forked child must not hand out the nonces its parent still holds.
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
         self._pool = b""
+        self._next = 0
         self._lock = threading.Lock()
 
     def take(self) -> bytes:
         with self._lock:
-            if not self._pool:
+            start = self._next
+            if start >= len(self._pool):
                 self._pool = os.urandom(_NONCE_SIZE * self._per_draw)
-            nonce, self._pool = self._pool[:_NONCE_SIZE], self._pool[_NONCE_SIZE:]
-            return nonce
+                start = 0
+            self._next = start + _NONCE_SIZE
+            return self._pool[start : start + _NONCE_SIZE]
 
 
 _NONCES = _Nonces()
