@@ -42,6 +42,7 @@ class Record(NamedTuple):
 class Checked(NamedTuple):
     record: Record
     outcome: ValidEvent | Rejection
+    digest: bytes = b""  # a valid event's content digest (intake.content_digest)
 
 
 class Accepted(NamedTuple):
@@ -63,12 +64,16 @@ class BatchOutcome:
 
 
 def check_record(record: Record) -> Checked:
-    """Intake checks that need no history, for either CloudEvents mode."""
+    """Intake checks that need no history, for either CloudEvents mode, and the
+    content digest of a valid event (pure work: the worker does it before its
+    transaction)."""
     if record.headers and is_binary_mode(record.headers):
-        return Checked(
-            record, validate_parsed(structured_from_binary(record.headers, record.value))
-        )
-    return Checked(record, validate(record.value))
+        outcome = validate_parsed(structured_from_binary(record.headers, record.value))
+    else:
+        outcome = validate(record.value)
+    if isinstance(outcome, Rejection):
+        return Checked(record, outcome)
+    return Checked(record, outcome, content_digest(outcome.body))
 
 
 def check_records(records: Sequence[Record]) -> list[Checked]:
@@ -90,11 +95,10 @@ def settle_batch(
     """
     outcome = BatchOutcome()
     in_batch: dict[str, bytes] = {}
-    for record, result in checked:
+    for record, result, digest in checked:
         if isinstance(result, Rejection):
             outcome.rejected.append((record, result))
             continue
-        digest = content_digest(result.body)
         earlier = in_batch.get(result.id) or accepted_digests.get(result.id)
         admission = admit(result, digest, earlier)
         if isinstance(admission, Rejection):
@@ -139,7 +143,7 @@ def batch_needs(checked: Sequence[Checked]) -> BatchNeeds:
     subjects: dict[str, None] = {}
     timelines: dict[tuple[str, str], None] = {}
     earliest: dict[tuple[str, str | None], int] = {}
-    for _, result in checked:
+    for _, result, _ in checked:
         if not isinstance(result, ValidEvent):
             continue
         ids[result.id] = None
