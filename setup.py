@@ -2,10 +2,10 @@
 
 ``CONSENT_LEDGER_COMPILE=1 pip install .`` compiles the modules below (the pure
 core, and the ledger's hashing and sealing) into C extensions: the same source,
-type-checked by mypy strict, runs `check` 1.5-2 times as fast (``make bench``
-measures it). Without the variable, or for an editable
-install, the package stays pure Python: a compiled module would shadow later
-edits of its source. Compiling needs a C compiler and the Python headers.
+type-checked by mypy strict, runs ``check`` 1.5-2 times as fast (``make bench``
+measures it). Without the variable, or for an editable install, the package
+stays pure Python: a compiled module would shadow later edits of its source.
+Compiling needs a C compiler and the Python headers.
 """
 
 from __future__ import annotations
