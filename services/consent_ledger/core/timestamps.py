@@ -37,11 +37,13 @@ def parse_instant(text: object) -> int:
     if not isinstance(text, str):
         return to_micros(parse_datetime(text))  # raises: not a string
     minutes = _MINUTES.get(text[:16])
+    if minutes is None:
+        minutes = _remember_minute(text)
     if minutes is not None:
         instant = _instant_in_known_minute(text, minutes)
         if instant is not None:
             return instant
-    return _parse_instant(text)
+    return to_micros(parse_datetime(text))  # a leap second, or raises with the precise problem
 
 
 def _instant_in_known_minute(text: str, minutes: int) -> int | None:
@@ -96,31 +98,17 @@ def _number(text: str, start: int, end: int) -> int:
     return value
 
 
-def _parse_instant(text: str) -> int:
-    """:func:`parse_instant` by the pattern; remembers the minute for next time."""
-    match = _RFC3339.match(text)
-    if match is None:
-        return to_micros(parse_datetime(text))  # raises with the precise problem
-    minute_key = text[:16]
-    minutes = _MINUTES.get(minute_key)
-    if minutes is None:
-        minutes = _minutes_since_epoch(text)
-        if minutes is None:
-            return to_micros(parse_datetime(text))  # raises with the precise problem
+def _remember_minute(text: str) -> int | None:
+    """Minutes since the epoch of the minute ``text`` starts with, remembered for
+    the next time, when ``text`` has the pattern's form and that minute exists."""
+    if _RFC3339.match(text) is None:
+        return None
+    minutes = _minutes_since_epoch(text)
+    if minutes is not None:
         if len(_MINUTES) > 100_000:
             _MINUTES.clear()
-        _MINUTES[minute_key] = minutes
-    _, _, _, _, _, second, fraction, zulu, sign, off_h, off_m = match.groups()
-    if second >= "60" or (not zulu and (off_h > "23" or off_m > "59")):
-        return to_micros(parse_datetime(text))  # a leap second, or raises
-    if not zulu:
-        offset = int(off_h) * 60 + int(off_m)
-        minutes -= offset if sign == "+" else -offset
-    micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
-    instant = (minutes * 60 + int(second)) * 1_000_000 + micros
-    if not _FIRST_INSTANT <= instant <= _LAST_INSTANT:
-        return to_micros(parse_datetime(text))  # raises: no such instant in UTC
-    return instant
+        _MINUTES[text[:16]] = minutes
+    return minutes
 
 
 def _minutes_since_epoch(text: str) -> int | None:
