@@ -164,8 +164,7 @@ def seal(key: bytes, subject: str, event_id: str, plaintext: bytes) -> bytes:
 
     Raises ValueError when ``key`` is not 32 bytes.
     """
-    _check_key(key, "a subject key")
-    return _seal(AESGCM(key), _payload_aad(subject, event_id), plaintext)
+    return SubjectSealer(key, subject).seal(event_id, plaintext)
 
 
 def open_sealed(key: bytes, subject: str, event_id: str, sealed: bytes) -> bytes:
