@@ -37,7 +37,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from machine import describe
+from machine import CpuMeter, describe
 
 from consent_ledger.demo import EventFactory
 from consent_ledger.embedded import (
@@ -161,7 +161,12 @@ async def counted_at_least(dsn: str, records: int) -> int:
 
 
 async def steady_latency(
-    env: dict[str, str], dsn: str, bootstrap: str, topic: str, worker_count: int
+    env: dict[str, str],
+    dsn: str,
+    bootstrap: str,
+    topic: str,
+    worker_count: int,
+    servers: dict[str, list[int]],
 ) -> list[float]:
     """Publish at STEADY_RATE; after WARMUP_SECONDS (group joins, rebalances), the
     latency of each event of the next STEADY_SECONDS, from the call that sends it
@@ -177,12 +182,21 @@ async def steady_latency(
     An event is committed (and visible to the API) once its partition's stored
     position passes its offset: the position commits in the same transaction as
     the rows. Watching the positions is one small query per poll, so the
-    measurement does not load the database it measures."""
+    measurement does not load the database it measures.
+
+    Prints the CPU each process took while the load was steady (``servers``:
+    the broker's and PostgreSQL's processes, where this benchmark started
+    them): on two shared cores the latency follows how busy they are."""
     factory = EventFactory(seed=99, subjects=20_000, live=True)
     sent: dict[tuple[int, int], float] = {}  # (partition, offset) -> sent at
     pending: dict[int, list[int]] = {}  # partition -> offsets not yet seen committed
     visible: dict[tuple[int, int], float] = {}
-    async with workers(env, worker_count):
+    async with workers(env, worker_count) as processes:
+        meter = CpuMeter(
+            {"worker(s)": [process.pid for process in processes]}
+            | servers
+            | {"load generator and watcher": [os.getpid()]}
+        )
         before = await counted(dsn)
         while await counted(dsn) == before:  # the group has joined and consumes
             await publish(bootstrap, topic, [factory.next_event()])
@@ -233,6 +247,8 @@ async def steady_latency(
             delay = started + number / STEADY_RATE - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if number == STEADY_RATE * WARMUP_SECONDS:
+                meter.start()
             event = factory.next_event()
             sent_at = time.perf_counter()
             future = await producer.send(
@@ -243,12 +259,17 @@ async def steady_latency(
             )
             futures.append(future)
         await asyncio.gather(*futures)
+        shares = meter.shares()
         stop.set()
         await asyncio.wait_for(watcher, timeout=60)
         gc.enable()
         await producer.stop()
         await connection.close()
     gaps.sort()
+    say(
+        "  CPU while steady, % of one core: "
+        + ", ".join(f"{name} {share:.0f}" for name, share in shares.items())
+    )
     say(
         f"  this benchmark's own watcher: polls every 5 ms, gaps p99 {gaps[int(len(gaps) * 0.99)] * 1000:.0f} ms, "
         f"max {gaps[-1] * 1000:.0f} ms (a gap delays what it sees: counted as latency)"
@@ -369,7 +390,12 @@ async def main() -> None:
     try:
         results = {} if latency_only else await sustained_rates(server, bootstrap, count)
         async with ledger_database(server, bootstrap) as (env, dsn, topic):
-            latencies = await steady_latency(env, dsn, bootstrap, topic, LATENCY_WORKERS)
+            servers = {"broker": [broker.pid] if broker and broker.pid else []}
+            servers["PostgreSQL"] = [postgres.pid] if postgres and postgres.pid else []
+            latencies = await steady_latency(
+                env, dsn, bootstrap, topic, LATENCY_WORKERS,
+                {name: pids for name, pids in servers.items() if pids},
+            )  # fmt: skip
             say(
                 f"latency send -> committed (visible to the API), {LATENCY_WORKERS} worker(s), "
                 f"{STEADY_RATE:,}/s for {STEADY_SECONDS} s: p50 {statistics.median(latencies):.0f} ms, "

@@ -28,3 +28,58 @@ def describe() -> str:
         f"machine: {os.cpu_count()} cores; reference Python loop {python_speed():.1f} M iterations/s "
         "(compare rates only between runs with similar figures)"
     )
+
+
+class CpuMeter:
+    """CPU spent by named process trees (a process and its descendants, as
+    PostgreSQL's backends are the postmaster's; a tree stops where another
+    named one starts) between two readings."""
+
+    def __init__(self, roots: dict[str, list[int]]) -> None:
+        self._roots = roots
+        self._started: dict[str, float] = {}
+        self._at = 0.0
+
+    def start(self) -> None:
+        self._started, self._at = self._read(), time.perf_counter()
+
+    def shares(self) -> dict[str, float]:
+        """Each tree's CPU since :meth:`start`, in percent of one core."""
+        now, elapsed = self._read(), time.perf_counter() - self._at
+        return {
+            name: 100 * (now.get(name, 0.0) - self._started.get(name, 0.0)) / elapsed
+            for name in self._roots
+        }
+
+    def _read(self) -> dict[str, float]:
+        processes = _processes()
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _) in processes.items():
+            children.setdefault(parent, []).append(pid)
+        named = {pid for roots in self._roots.values() for pid in roots}
+        totals = {}
+        for name, roots in self._roots.items():
+            seen, stack = set(), list(roots)
+            while stack:
+                pid = stack.pop()
+                if pid not in seen:
+                    seen.add(pid)
+                    stack.extend(child for child in children.get(pid, []) if child not in named)
+            totals[name] = sum(processes[pid][1] for pid in seen if pid in processes)
+        return totals
+
+
+def _processes() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds: user + system) of every process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        found[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    return found
