@@ -2,13 +2,21 @@
 
 Per batch: check every record (pure), then in one transaction lock the
 batch's partition positions, skip records a previous run already committed,
-load what the ledger knows of the batch's ids and subjects, settle the batch
-with the core, and write everything it decided: ledger entries (sealed
-payloads, Merkle leaves), facts, the current-consent projection, erasures,
-violations, outbox messages (alerts, rejected copies), rejected records, and
-the new positions and counts. The caller commits Kafka offsets only after this
-returns, so a crash anywhere loses nothing, and a replayed batch is skipped by
-the positions stored with the rows it produced.
+read what the ledger knows of the batch's ids and subjects (one statement:
+ledger/batch_state.py), settle the batch with the core, and write everything
+it decided in one more statement: ledger entries (sealed payloads, Merkle
+leaves), facts, the current-consent projection, violations, outbox messages
+(alerts, rejected copies), rejected records, and the new positions and
+counts. Erasures, which are rare, take a few statements of their own. The
+caller commits Kafka offsets only after this returns, so a crash anywhere
+loses nothing, and a replayed batch is skipped by the positions stored with
+the rows it produced.
+
+Five round trips per batch (BEGIN, lock, read, write, COMMIT: folding them
+further would need pipelining, which asyncpg lacks), against two dozen when
+each table had its statement or COPY: on two shared cores a round trip costs
+more than the rows it carries, and small batches, the ones a steady load
+makes, are nearly all round trips.
 """
 
 from __future__ import annotations
@@ -26,7 +34,6 @@ import orjson
 import structlog
 
 from consent_ledger.core.batch import (
-    Accepted,
     BatchOutcome,
     Checked,
     Record,
@@ -35,65 +42,123 @@ from consent_ledger.core.batch import (
     settle_batch,
 )
 from consent_ledger.core.facts import ConsentChange, Disclosure
-from consent_ledger.core.intake import compact_json, subject_named_in
+from consent_ledger.core.intake import Rejection, compact_json, subject_named_in
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timeline import Status, ViolationChange
 from consent_ledger.core.timestamps import to_micros
+from consent_ledger.ledger.batch_state import BatchState, load_batch_state
 from consent_ledger.ledger.entry import encode_entry
 from consent_ledger.ledger.keyring import KeyRing
 from consent_ledger.ledger.merkle import MerkleFrontier, leaf_hash
 from consent_ledger.ledger.shredding import SubjectSealer, new_subject_key
-from consent_ledger.ledger.sql import as_columns
-from consent_ledger.ledger.subject_files import ERASURES, load_subject_files
+from consent_ledger.ledger.sql import NamedStatement, as_columns
 from consent_ledger.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 # Creates missing rows and locks them all, in partition order, in one statement:
-# the no-op update takes the row lock and returns the stored position.
+# the no-op update takes the row lock and returns the stored position. Its own
+# statement: what the batch reads next must be read after the lock is held.
 LOCK_POSITIONS = """
 INSERT INTO consumer_positions (topic, kafka_partition, next_offset)
 SELECT $1, p, 0 FROM unnest($2::int[]) AS p ORDER BY p
 ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = consumer_positions.next_offset
 RETURNING kafka_partition, next_offset
 """
-# Lookups take the batch's keys one by one through the index, whatever the
-# planner's statistics say (see subject_files.py).
-ACCEPTED_DIGESTS = """
-SELECT e.* FROM unnest($1::text[]) AS batch(event_id)
-CROSS JOIN LATERAL (
-    SELECT event_id, digest FROM ledger_entries WHERE event_id = batch.event_id OFFSET 0
-) e
-"""
-RESERVE_SEQ = "SELECT nextval('ledger_seq') FROM generate_series(1, $1)"
-SUBJECT_KEYS = """
-SELECT k.* FROM unnest($1::text[]) AS batch(subject)
-CROSS JOIN LATERAL (
-    SELECT subject, wrapped_key FROM subject_keys WHERE subject = batch.subject OFFSET 0
-) k
-"""
-INSERT_KEYS = """
-INSERT INTO subject_keys (subject, wrapped_key) SELECT * FROM unnest($1::text[], $2::bytea[])
-"""
-LOCK_LOGS = """
-SELECT kafka_partition, frontier FROM merkle_logs
-WHERE kafka_partition = ANY($1::int[]) FOR UPDATE
-"""
-LOG_SIZES = """
-SELECT kafka_partition, size FROM merkle_logs WHERE kafka_partition = ANY($1::int[]) FOR UPDATE
-"""
-UPSERT_LOG = """
-INSERT INTO merkle_logs (kafka_partition, size, frontier) VALUES ($1, $2, $3)
-ON CONFLICT (kafka_partition) DO UPDATE SET size = EXCLUDED.size, frontier = EXCLUDED.frontier
-"""
-UPSERT_CURRENT_CONSENT = """
-INSERT INTO current_consents (subject, purpose, event_id, occurred_us, seq, granted, expires_us)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bool[], $7::bigint[])
-ON CONFLICT (subject, purpose) DO UPDATE SET
-    event_id = EXCLUDED.event_id, occurred_us = EXCLUDED.occurred_us, seq = EXCLUDED.seq,
-    granted = EXCLUDED.granted, expires_us = EXCLUDED.expires_us
-WHERE (current_consents.occurred_us, current_consents.seq) < (EXCLUDED.occurred_us, EXCLUDED.seq)
-"""
+# Everything a batch writes, one data-modifying CTE per table, each fed by
+# unnest() over column arrays (empty arrays insert nothing). Outbox rows keep
+# the order of their arrays, so alerts are relayed in the order decided.
+WRITE_BATCH = NamedStatement.parse("""
+WITH new_keys AS (
+    INSERT INTO subject_keys (subject, wrapped_key)
+    SELECT * FROM unnest($key_subject::text[], $key_wrapped::bytea[])
+), entries AS (
+    INSERT INTO ledger_entries (seq, event_id, subject, type, occurred_us, recorded_at, recorded_us,
+                                kafka_partition, kafka_offset, digest, payload, payload_sha256,
+                                leaf_index, leaf_hash)
+    SELECT seq, event_id, subject, type, occurred_us, $now, $now_us, kafka_partition, kafka_offset,
+           digest, payload, payload_sha256, leaf_index, leaf_hash
+    FROM unnest($entry_seq::bigint[], $entry_event_id::text[], $entry_subject::text[],
+                $entry_type::text[], $entry_occurred_us::bigint[], $entry_partition::int[],
+                $entry_offset::bigint[], $entry_digest::bytea[], $entry_payload::bytea[],
+                $entry_payload_sha256::bytea[], $entry_leaf_index::bigint[], $entry_leaf_hash::bytea[])
+        AS e(seq, event_id, subject, type, occurred_us, kafka_partition, kafka_offset, digest,
+             payload, payload_sha256, leaf_index, leaf_hash)
+), logs AS (
+    INSERT INTO merkle_logs (kafka_partition, size, frontier)
+    SELECT * FROM unnest($log_partition::int[], $log_size::bigint[], $log_frontier::bytea[])
+    ON CONFLICT (kafka_partition) DO UPDATE SET size = EXCLUDED.size, frontier = EXCLUDED.frontier
+), consents AS (
+    INSERT INTO consent_changes (event_id, subject, purpose, occurred_us, seq, granted, expires_us,
+                                 controller, channel)
+    SELECT * FROM unnest($consent_event_id::text[], $consent_subject::text[],
+                         $consent_purpose::text[], $consent_occurred_us::bigint[],
+                         $consent_seq::bigint[], $consent_granted::bool[],
+                         $consent_expires_us::bigint[], $consent_controller::text[],
+                         $consent_channel::text[])
+), current_state AS (
+    INSERT INTO current_consents (subject, purpose, event_id, occurred_us, seq, granted, expires_us)
+    SELECT * FROM unnest($current_subject::text[], $current_purpose::text[],
+                         $current_event_id::text[], $current_occurred_us::bigint[],
+                         $current_seq::bigint[], $current_granted::bool[],
+                         $current_expires_us::bigint[])
+    ON CONFLICT (subject, purpose) DO UPDATE SET
+        event_id = EXCLUDED.event_id, occurred_us = EXCLUDED.occurred_us, seq = EXCLUDED.seq,
+        granted = EXCLUDED.granted, expires_us = EXCLUDED.expires_us
+    WHERE (current_consents.occurred_us, current_consents.seq) < (EXCLUDED.occurred_us, EXCLUDED.seq)
+), shared AS (
+    -- data categories arrive as JSON arrays: unnest() cannot carry one array per row
+    INSERT INTO disclosures (event_id, subject, purpose, occurred_us, seq, subject_role, controller,
+                             recipient_kind, recipient_id, data_categories, legal_basis_kind,
+                             legal_basis_reference)
+    SELECT event_id, subject, purpose, occurred_us, seq, subject_role, controller, recipient_kind,
+           recipient_id,
+           ARRAY(SELECT category FROM jsonb_array_elements_text(categories::jsonb)
+                 WITH ORDINALITY AS listed(category, position) ORDER BY position),
+           legal_basis_kind, legal_basis_reference
+    FROM unnest($shared_event_id::text[], $shared_subject::text[], $shared_purpose::text[],
+                $shared_occurred_us::bigint[], $shared_seq::bigint[], $shared_role::text[],
+                $shared_controller::text[], $shared_recipient_kind::text[],
+                $shared_recipient_id::text[], $shared_categories::text[],
+                $shared_basis_kind::text[], $shared_basis_reference::text[])
+        AS d(event_id, subject, purpose, occurred_us, seq, subject_role, controller, recipient_kind,
+             recipient_id, categories, legal_basis_kind, legal_basis_reference)
+), judged AS (
+    INSERT INTO violations (event_id, rule, subject, severity, clause, explanation, status,
+                            occurred_us, detected_at, updated_at)
+    SELECT event_id, rule, subject, severity, clause, explanation, status, occurred_us, $now, $now
+    FROM unnest($violation_event_id::text[], $violation_rule::text[], $violation_subject::text[],
+                $violation_severity::text[], $violation_clause::text[],
+                $violation_explanation::text[], $violation_status::text[],
+                $violation_occurred_us::bigint[])
+        AS v(event_id, rule, subject, severity, clause, explanation, status, occurred_us)
+    ON CONFLICT (event_id, rule) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
+), messages AS (
+    INSERT INTO outbox (topic, key, value, headers, subject)
+    SELECT topic, key, value, headers::jsonb, subject
+    FROM unnest($outbox_topic::text[], $outbox_key::bytea[], $outbox_value::bytea[],
+                $outbox_headers::text[], $outbox_subject::text[])
+        AS m(topic, key, value, headers, subject)
+), refused AS (
+    INSERT INTO rejected_events (kafka_partition, kafka_offset, reason, detail, event_id, subject,
+                                 raw, recorded_at)
+    SELECT kafka_partition, kafka_offset, reason, detail, event_id, subject, raw, $now
+    FROM unnest($rejected_partition::int[], $rejected_offset::bigint[], $rejected_reason::text[],
+                $rejected_detail::text[], $rejected_event_id::text[], $rejected_subject::text[],
+                $rejected_raw::bytea[])
+        AS r(kafka_partition, kafka_offset, reason, detail, event_id, subject, raw)
+)
+UPDATE consumer_positions AS position SET
+    next_offset = p.next_offset, accepted = position.accepted + p.accepted,
+    duplicates = position.duplicates + p.duplicates, rejected = position.rejected + p.rejected,
+    batches = position.batches + 1, batch_seconds = position.batch_seconds + $seconds,
+    updated_at = now()
+FROM unnest($position_partition::int[], $position_next_offset::bigint[],
+            $position_accepted::bigint[], $position_duplicates::bigint[],
+            $position_rejected::bigint[])
+    AS p(kafka_partition, next_offset, accepted, duplicates, rejected)
+WHERE position.topic = $topic AND position.kafka_partition = p.kafka_partition
+""")
 UPSERT_ERASURE = """
 INSERT INTO erasures (subject, event_id, erased_us, recorded_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (subject) DO UPDATE SET event_id = EXCLUDED.event_id, erased_us = EXCLUDED.erased_us
@@ -116,36 +181,25 @@ SCRUB_OUTBOX = (
         jsonb_set(convert_from(value, 'UTF8')::jsonb, '{violation,explanation}', to_jsonb($3::text))::text,
         'UTF8') WHERE subject = ANY($1::text[]) AND topic = $2""",
 )
-UPSERT_VIOLATION = """
-INSERT INTO violations (event_id, rule, subject, severity, clause, explanation, status,
-                        occurred_us, detected_at, updated_at)
-SELECT event_id, rule, subject, severity, clause, explanation, status, occurred_us, $9, $9
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::bigint[]) AS change(event_id, rule, subject, severity, clause, explanation, status, occurred_us)
-ON CONFLICT (event_id, rule) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
-"""
-ADVANCE_POSITION = """
-UPDATE consumer_positions SET next_offset = $3, accepted = accepted + $4,
-    duplicates = duplicates + $5, rejected = rejected + $6,
-    batches = batches + 1, batch_seconds = batch_seconds + $7, updated_at = now()
-WHERE topic = $1 AND kafka_partition = $2
-"""
-LEDGER_COLUMNS = (
-    "seq", "event_id", "subject", "type", "occurred_us", "recorded_at", "recorded_us",
-    "kafka_partition", "kafka_offset", "digest", "payload", "payload_sha256", "leaf_index", "leaf_hash",
+ENTRY_COLUMNS = (
+    "seq", "event_id", "subject", "type", "occurred_us", "partition", "offset", "digest",
+    "payload", "payload_sha256", "leaf_index", "leaf_hash",
 )  # fmt: skip
 CONSENT_COLUMNS = (
     "event_id", "subject", "purpose", "occurred_us", "seq", "granted", "expires_us",
     "controller", "channel",
 )  # fmt: skip
-DISCLOSURE_COLUMNS = (
-    "event_id", "subject", "purpose", "occurred_us", "seq", "subject_role", "controller",
-    "recipient_kind", "recipient_id", "data_categories", "legal_basis_kind", "legal_basis_reference",
+CURRENT_COLUMNS = ("subject", "purpose", "event_id", "occurred_us", "seq", "granted", "expires_us")
+SHARED_COLUMNS = (
+    "event_id", "subject", "purpose", "occurred_us", "seq", "role", "controller",
+    "recipient_kind", "recipient_id", "categories", "basis_kind", "basis_reference",
 )  # fmt: skip
-REJECTED_COLUMNS = (
-    "kafka_partition", "kafka_offset", "reason", "detail", "event_id", "subject", "raw", "recorded_at",
+VIOLATION_COLUMNS = (
+    "event_id", "rule", "subject", "severity", "clause", "explanation", "status", "occurred_us",
 )  # fmt: skip
 OUTBOX_COLUMNS = ("topic", "key", "value", "headers", "subject")
+REJECTED_COLUMNS = ("partition", "offset", "reason", "detail", "event_id", "subject", "raw")
+POSITION_COLUMNS = ("partition", "next_offset", "accepted", "duplicates", "rejected")
 
 
 @dataclass(slots=True)
@@ -160,6 +214,7 @@ class BatchReport:
     opened_by_rule: Counter[str] = field(default_factory=Counter)
     retracted_by_rule: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    outbox: int = 0  # messages written for the relay
     stages_ms: dict[str, float] = field(default_factory=dict)  # where the time went
     outcome: BatchOutcome | None = None  # what was decided, record by record
 
@@ -185,10 +240,7 @@ class BatchPipeline:
         topic = self._settings.events_topic
         partitions = sorted({record.partition for record in records})
         async with self._pool.acquire() as connection, connection.transaction():
-            positions = {
-                row["kafka_partition"]: row["next_offset"]
-                for row in await connection.fetch(LOCK_POSITIONS, topic, partitions)
-            }
+            positions = dict(await connection.fetch(LOCK_POSITIONS, topic, partitions))
             fresh = [
                 item for item in checked if item.record.offset >= positions[item.record.partition]
             ]
@@ -207,28 +259,51 @@ class BatchPipeline:
     ) -> None:
         stage = time.perf_counter()
         needs = batch_needs(checked)
-        digests = {
-            row["event_id"]: row["digest"]
-            for row in await connection.fetch(ACCEPTED_DIGESTS, needs.ids)
+        named = (subject_named_in(item.record.value) for item in checked
+                 if isinstance(item.outcome, Rejection))  # fmt: skip
+        state = await load_batch_state(
+            connection,
+            needs,
+            sorted({item.record.partition for item in checked}),
+            [subject for subject in named if subject],
+        )
+        erased_before = {
+            subject for subject, file in state.files.items() if file.erased_at is not None
         }
-        files = await load_subject_files(connection, needs)
-        erased_before = {subject for subject, file in files.items() if file.erased_at is not None}
-        sequence = iter([row[0] for row in await connection.fetch(RESERVE_SEQ, len(needs.ids))])
         report.stages_ms["load"] = _ms_since(stage)
         stage = time.perf_counter()
-        outcome = settle_batch(checked, digests, files, self._policy, sequence)
+        outcome = settle_batch(
+            checked, state.digests, state.files, self._policy, iter(state.sequence)
+        )
         report.stages_ms["settle"] = _ms_since(stage)
         stage = time.perf_counter()
         now = datetime.now(UTC)
         forgotten = erased_before | set(outcome.erased)
-        await self._write_entries(connection, outcome.accepted, forgotten, now)
-        await self._write_facts(connection, outcome, forgotten)
-        await self._write_violations(connection, outcome.changes, now, forgotten)
-        await self._write_rejected(connection, outcome, now)
+        entries, new_keys, logs = self._entries(state, outcome, forgotten, now)
+        consents, current, shared = _facts(outcome, forgotten)
+        violations, alerts = self._violations(outcome.changes, forgotten, now)
+        rejected, copies = self._rejected(outcome, state.erased | set(outcome.erased))
+        positions = _positions(checked, outcome)
+        elapsed = time.perf_counter() - started
+        values = (
+            _named("key", ("subject", "wrapped"), new_keys)
+            | _named("entry", ENTRY_COLUMNS, entries)
+            | _named("log", ("partition", "size", "frontier"), logs)
+            | _named("consent", CONSENT_COLUMNS, consents)
+            | _named("current", CURRENT_COLUMNS, current)
+            | _named("shared", SHARED_COLUMNS, shared)
+            | _named("violation", VIOLATION_COLUMNS, violations)
+            | _named("outbox", OUTBOX_COLUMNS, alerts + copies)
+            | _named("rejected", REJECTED_COLUMNS, rejected)
+            | _named("position", POSITION_COLUMNS, positions)
+            | {"now": now, "now_us": to_micros(now), "seconds": elapsed,
+               "topic": self._settings.events_topic}
+        )  # fmt: skip
+        await connection.execute(WRITE_BATCH.text, *WRITE_BATCH.arguments(values))
         if outcome.erased:
-            await self._forget(connection, list(outcome.erased))
+            await self._forget(connection, outcome)
         report.stages_ms["write"] = _ms_since(stage)
-        await self._advance_positions(connection, checked, outcome, time.perf_counter() - started)
+        report.outbox = len(alerts) + len(copies)
         report.outcome = outcome
         for accepted in outcome.accepted:
             report.accepted_by_type[accepted.event.type] += 1
@@ -241,151 +316,88 @@ class BatchPipeline:
             )
             by_rule[change.violation.rule.value] += 1
 
-    async def _subject_keys(
-        self, connection: asyncpg.Connection, accepted: list[Accepted], forgotten: set[str]
-    ) -> dict[str, bytes]:
-        """Data keys of the batch's subjects, creating keys for new subjects.
-
-        Subjects erased before this batch get a throwaway key that is never
-        stored: what arrives for them is unreadable from the start.
-        """
-        subjects = list({item.event.subject for item in accepted})
-        keys: dict[str, bytes] = {}
-        for row in await connection.fetch(SUBJECT_KEYS, subjects):
-            keys[row["subject"]] = self._keyring.unwrap(row["subject"], row["wrapped_key"])
-        new_rows = []
-        for subject in subjects:
-            if subject in keys:
-                continue
-            if subject in forgotten:
-                keys[subject] = new_subject_key()  # never stored
-                continue
-            key, wrapped = self._keyring.new_key(subject)
-            keys[subject] = key
-            new_rows.append((subject, wrapped))
-        if new_rows:
-            await connection.execute(INSERT_KEYS, *as_columns(new_rows, 2))
-        return keys
-
-    async def _write_entries(
-        self,
-        connection: asyncpg.Connection,
-        accepted: list[Accepted],
-        forgotten: set[str],
-        now: datetime,
-    ) -> None:
-        if not accepted:
-            return
+    def _entries(
+        self, state: BatchState, outcome: BatchOutcome, forgotten: set[str], now: datetime
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, bytes]], list[tuple[int, int, bytes]]]:
+        """Ledger rows of the accepted events (sealed payloads, Merkle leaves), the
+        data keys of new subjects, and the grown Merkle logs."""
         if not self._settings.integrity:
-            await self._write_entries_without_integrity(connection, accepted, now)
-            return
-        keys = await self._subject_keys(connection, accepted, forgotten)
-        partitions = sorted({item.record.partition for item in accepted})
-        frontiers = {
-            row["kafka_partition"]: MerkleFrontier.from_bytes(row["frontier"])
-            for row in await connection.fetch(LOCK_LOGS, partitions)
-        }
-        recorded_us = to_micros(now)
+            return self._entries_without_integrity(state, outcome)
+        keys, new_keys = self._subject_keys(state, outcome, forgotten)
+        frontiers: dict[int, MerkleFrontier] = {}
         sealers = {subject: SubjectSealer(key, subject) for subject, key in keys.items()}
         rows = []
-        for record, event, fact, digest in accepted:
+        for record, event, fact, digest in outcome.accepted:
             payload = sealers[event.subject].seal(event.id, compact_json(event.body))
             payload_sha256 = _sha256(payload)
-            frontier = frontiers.setdefault(record.partition, MerkleFrontier())
+            frontier = frontiers.get(record.partition)
+            if frontier is None:
+                stored = state.logs.get(record.partition)
+                frontier = frontiers[record.partition] = (
+                    MerkleFrontier.from_bytes(stored[1]) if stored else MerkleFrontier()
+                )
             leaf = leaf_hash(
                 encode_entry(event.id, record.partition, record.offset, now, payload_sha256)
             )
             index = frontier.append(leaf)
             rows.append((
-                fact.seq, event.id, event.subject, event.type, event.instant, now, recorded_us,
-                record.partition, record.offset, digest, payload, payload_sha256, index, leaf,
+                fact.seq, event.id, event.subject, event.type, event.instant, record.partition,
+                record.offset, digest, payload, payload_sha256, index, leaf,
             ))  # fmt: skip
-        await connection.copy_records_to_table(
-            "ledger_entries", records=rows, columns=LEDGER_COLUMNS
-        )
-        await connection.executemany(
-            UPSERT_LOG,
-            [
-                (partition, frontier.size, frontier.to_bytes())
-                for partition, frontier in frontiers.items()
-            ],
-        )
+        logs = [(partition, tree.size, tree.to_bytes()) for partition, tree in frontiers.items()]
+        return rows, new_keys, logs
 
-    async def _write_entries_without_integrity(
-        self, connection: asyncpg.Connection, accepted: list[Accepted], now: datetime
-    ) -> None:
+    def _entries_without_integrity(
+        self, state: BatchState, outcome: BatchOutcome
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, bytes]], list[tuple[int, int, bytes]]]:
         """Benchmarks only (``LEDGER_INTEGRITY=false``): the same rows with the payload
         in clear and no digests or Merkle leaves, to measure what integrity costs."""
-        recorded_us = to_micros(now)
-        sizes = dict(
-            await connection.fetch(LOG_SIZES, sorted({a.record.partition for a in accepted}))
-        )
+        sizes: dict[int, int] = {}
         rows = []
-        for record, event, fact, digest in accepted:
-            index = sizes.get(record.partition, 0)
+        for record, event, fact, digest in outcome.accepted:
+            index = sizes.get(record.partition, state.logs.get(record.partition, (0, b""))[0])
             sizes[record.partition] = index + 1
             rows.append((
-                fact.seq, event.id, event.subject, event.type, event.instant, now, recorded_us,
-                record.partition, record.offset, digest, compact_json(event.body), b"", index, b"",
+                fact.seq, event.id, event.subject, event.type, event.instant, record.partition,
+                record.offset, digest, compact_json(event.body), b"", index, b"",
             ))  # fmt: skip
-        await connection.copy_records_to_table(
-            "ledger_entries", records=rows, columns=LEDGER_COLUMNS
-        )
+        empty = MerkleFrontier().to_bytes()
+        return rows, [], [(partition, size, empty) for partition, size in sizes.items()]
+
+    def _subject_keys(
+        self, state: BatchState, outcome: BatchOutcome, forgotten: set[str]
+    ) -> tuple[dict[str, bytes], list[tuple[str, bytes]]]:
+        """Data keys of the accepted events' subjects, and the wrapped keys of
+        subjects new to the ledger, to store.
+
+        Subjects erased before this batch get a throwaway key that is never
+        stored: what arrives for them is unreadable from the start.
+        """
+        keys: dict[str, bytes] = {}
+        new_keys = []
+        for subject in {item.event.subject for item in outcome.accepted}:
+            wrapped = state.wrapped_keys.get(subject)
+            if wrapped is not None:
+                keys[subject] = self._keyring.unwrap(subject, wrapped)
+            elif subject in forgotten:
+                keys[subject] = new_subject_key()  # never stored
+            else:
+                keys[subject], wrapped = self._keyring.new_key(subject)
+                new_keys.append((subject, wrapped))
+        return keys, new_keys
+
+    async def _forget(self, connection: asyncpg.Connection, outcome: BatchOutcome) -> None:
+        """Record the batch's erasures, and remove what the ledger keeps in clear of
+        the subjects they erased."""
+        now = datetime.now(UTC)
         await connection.executemany(
-            UPSERT_LOG,
-            [(partition, size, MerkleFrontier().to_bytes()) for partition, size in sizes.items()],
+            UPSERT_ERASURE,
+            [
+                (subject, fact.event_id, fact.instant, now)
+                for subject, fact in outcome.erased.items()
+            ],
         )
-
-    async def _write_facts(
-        self, connection: asyncpg.Connection, outcome: BatchOutcome, forgotten: set[str]
-    ) -> None:
-        consents: list[tuple[Any, ...]] = []
-        disclosures: list[tuple[Any, ...]] = []
-        latest: dict[tuple[str, str], ConsentChange] = {}
-        for _, event, fact, _ in outcome.accepted:
-            if fact.subject in forgotten:
-                continue
-            data = event.body["data"]
-            if isinstance(fact, ConsentChange):
-                consents.append((
-                    fact.event_id, fact.subject, fact.purpose, fact.instant, fact.seq, fact.granted,
-                    fact.expires_at, data["controller"], data.get("channel"),
-                ))  # fmt: skip
-                key = (fact.subject, fact.purpose)
-                current = latest.get(key)
-                if current is None or (current.instant, current.seq) < (fact.instant, fact.seq):
-                    latest[key] = fact
-            elif isinstance(fact, Disclosure):
-                disclosures.append((
-                    fact.event_id, fact.subject, fact.purpose, fact.instant, fact.seq, fact.role,
-                    data["controller"], fact.recipient_kind, fact.recipient_id, list(fact.data_categories),
-                    fact.legal_basis_kind, fact.legal_basis_reference,
-                ))  # fmt: skip
-        if consents:
-            await connection.copy_records_to_table(
-                "consent_changes", records=consents, columns=CONSENT_COLUMNS
-            )
-            rows = [
-                (c.subject, c.purpose, c.event_id, c.instant, c.seq, c.granted, c.expires_at)
-                for c in latest.values()
-            ]
-            await connection.execute(UPSERT_CURRENT_CONSENT, *as_columns(rows, 7))
-        if disclosures:
-            await connection.copy_records_to_table(
-                "disclosures", records=disclosures, columns=DISCLOSURE_COLUMNS
-            )
-        if outcome.erased:
-            now = datetime.now(UTC)
-            await connection.executemany(
-                UPSERT_ERASURE,
-                [
-                    (subject, fact.event_id, fact.instant, now)
-                    for subject, fact in outcome.erased.items()
-                ],
-            )
-
-    async def _forget(self, connection: asyncpg.Connection, erased: list[str]) -> None:
-        """Remove what the ledger keeps in clear of subjects erased by this batch."""
+        erased = list(outcome.erased)
         for statement in FORGET_SUBJECTS:
             await connection.execute(statement, erased)
         await connection.execute(SCRUB_EXPLANATIONS, erased, ERASED_EXPLANATION)
@@ -395,15 +407,11 @@ class BatchPipeline:
             scrub_alerts, erased, self._settings.violations_topic, ERASED_EXPLANATION
         )
 
-    async def _write_violations(
-        self,
-        connection: asyncpg.Connection,
-        changes: list[ViolationChange],
-        now: datetime,
-        forgotten: set[str],
-    ) -> None:
-        if not changes:
-            return
+    def _violations(
+        self, changes: list[ViolationChange], forgotten: set[str], now: datetime
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """One row per violation the batch changed (its last change), and one alert
+        per change."""
         changes = [
             ViolationChange(
                 change.status, change.violation._replace(explanation=ERASED_EXPLANATION)
@@ -412,43 +420,39 @@ class BatchPipeline:
             else change
             for change in changes
         ]
-        final = {change.violation.key: change for change in changes}  # one row per violation
+        final = {change.violation.key: change for change in changes}
         rows = [
             (v.event_id, v.rule.value, v.subject, v.severity.value, v.clause, v.explanation,
              change.status.value, v.occurred_at)
             for change in final.values()
             for v in (change.violation,)
         ]  # fmt: skip
-        await connection.execute(UPSERT_VIOLATION, *as_columns(rows, 8), now)
         topic = self._settings.violations_topic
         alerts = [
             (topic, v.event_id.encode(), alert_message(change, now), "[]", v.subject)
             for change in changes
             for v in (change.violation,)
         ]
-        await connection.copy_records_to_table("outbox", records=alerts, columns=OUTBOX_COLUMNS)
+        return rows, alerts
 
-    async def _write_rejected(
-        self, connection: asyncpg.Connection, outcome: BatchOutcome, now: datetime
-    ) -> None:
-        if not outcome.rejected:
-            return
-        rows = []
-        copies = []
-        subjects = [subject_named_in(record.value) for record, _ in outcome.rejected]
-        erased = {
-            row["subject"] for row in await connection.fetch(ERASURES, [s for s in subjects if s])
-        }
-        for (record, rejection), subject in zip(outcome.rejected, subjects, strict=True):
+    def _rejected(
+        self, outcome: BatchOutcome, erased: set[str]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Rows of the rejected records, and their copies for ``ledger.rejected``;
+        a record naming an erased subject is kept without its bytes, and not copied."""
+        rows: list[tuple[Any, ...]] = []
+        copies: list[tuple[Any, ...]] = []
+        for record, rejection in outcome.rejected:
+            subject = subject_named_in(record.value)
             if subject in erased:  # the raw record may hold personal data of a forgotten subject
                 rows.append((
                     record.partition, record.offset, rejection.reason.value, "erased",
-                    rejection.event_id, subject, b"", now,
+                    rejection.event_id, subject, b"",
                 ))  # fmt: skip
                 continue
             rows.append((
                 record.partition, record.offset, rejection.reason.value, rejection.detail,
-                rejection.event_id, subject, record.value, now,
+                rejection.event_id, subject, record.value,
             ))  # fmt: skip
             headers = [
                 ["reason", rejection.reason.value],
@@ -460,36 +464,65 @@ class BatchPipeline:
                 self._settings.rejected_topic, subject.encode() if subject else None, record.value,
                 orjson.dumps(headers).decode(), subject,
             ))  # fmt: skip
-        await connection.copy_records_to_table(
-            "rejected_events", records=rows, columns=REJECTED_COLUMNS
-        )
-        await connection.copy_records_to_table("outbox", records=copies, columns=OUTBOX_COLUMNS)
+        return rows, copies
 
-    async def _advance_positions(
-        self,
-        connection: asyncpg.Connection,
-        checked: list[Checked],
-        outcome: BatchOutcome,
-        elapsed: float,
-    ) -> None:
-        next_offset: dict[int, int] = {}
-        for item in checked:
-            partition = item.record.partition
-            next_offset[partition] = max(next_offset.get(partition, 0), item.record.offset + 1)
-        counts: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
-        for accepted in outcome.accepted:
-            counts[accepted.record.partition][0] += 1
-        for record in outcome.duplicates:
-            counts[record.partition][1] += 1
-        for record, _ in outcome.rejected:
-            counts[record.partition][2] += 1
-        await connection.executemany(
-            ADVANCE_POSITION,
-            [
-                (self._settings.events_topic, partition, offset, *counts[partition], elapsed)
-                for partition, offset in next_offset.items()
-            ],
-        )
+
+def _facts(
+    outcome: BatchOutcome, forgotten: set[str]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Rows of the consent changes, of the current consents they move, and of the
+    disclosures; none for subjects erased."""
+    consents: list[tuple[Any, ...]] = []
+    shared: list[tuple[Any, ...]] = []
+    latest: dict[tuple[str, str], ConsentChange] = {}
+    for _, event, fact, _ in outcome.accepted:
+        if fact.subject in forgotten:
+            continue
+        data = event.body["data"]
+        if isinstance(fact, ConsentChange):
+            consents.append((
+                fact.event_id, fact.subject, fact.purpose, fact.instant, fact.seq, fact.granted,
+                fact.expires_at, data["controller"], data.get("channel"),
+            ))  # fmt: skip
+            key = (fact.subject, fact.purpose)
+            current = latest.get(key)
+            if current is None or (current.instant, current.seq) < (fact.instant, fact.seq):
+                latest[key] = fact
+        elif isinstance(fact, Disclosure):
+            shared.append((
+                fact.event_id, fact.subject, fact.purpose, fact.instant, fact.seq, fact.role,
+                data["controller"], fact.recipient_kind, fact.recipient_id,
+                orjson.dumps(list(fact.data_categories)).decode(), fact.legal_basis_kind,
+                fact.legal_basis_reference,
+            ))  # fmt: skip
+    current_rows = [
+        (c.subject, c.purpose, c.event_id, c.instant, c.seq, c.granted, c.expires_at)
+        for c in latest.values()
+    ]
+    return consents, current_rows, shared
+
+
+def _positions(checked: list[Checked], outcome: BatchOutcome) -> list[tuple[int, ...]]:
+    """Per partition: the next offset to read, and the accepted, duplicate and
+    rejected counts the batch adds."""
+    next_offset: dict[int, int] = {}
+    for item in checked:
+        partition = item.record.partition
+        next_offset[partition] = max(next_offset.get(partition, 0), item.record.offset + 1)
+    counts: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for accepted in outcome.accepted:
+        counts[accepted.record.partition][0] += 1
+    for record in outcome.duplicates:
+        counts[record.partition][1] += 1
+    for record, _ in outcome.rejected:
+        counts[record.partition][2] += 1
+    return [(partition, offset, *counts[partition]) for partition, offset in next_offset.items()]
+
+
+def _named(prefix: str, names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    """``rows`` as the column arrays ``$prefix_name`` of :data:`WRITE_BATCH`."""
+    columns = as_columns(rows, len(names))
+    return {f"{prefix}_{name}": column for name, column in zip(names, columns, strict=True)}
 
 
 def alert_message(change: ViolationChange, at: datetime) -> bytes:
