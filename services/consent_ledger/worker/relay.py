@@ -57,9 +57,15 @@ class OutboxRelay:
         self.sent += len(rows)
         return len(rows)
 
-    async def run(self, idle_poll_s: float = 0.5) -> None:
-        """Relay until cancelled: drain, then wait for a notify or the poll interval."""
+    async def run(self, idle_poll_s: float = 0.5, pause_s: float = 0.05) -> None:
+        """Relay until cancelled: drain, then wait for a notify or the poll interval.
+
+        After each pass it pauses ``pause_s``: a busy worker notifies after every
+        batch, dozens a second, and each pass is a transaction and a produce
+        request; pausing lets a pass carry the alerts of several batches, for
+        at most ``pause_s`` more before alerting hears of them."""
         while True:
+            self._wake.clear()  # what commits from here on wakes the next pass
             try:
                 while await self.relay_once():
                     pass
@@ -67,6 +73,6 @@ class OutboxRelay:
                 log.warning("outbox relay failed, will retry", error=str(exc))
             except Exception as exc:  # the broker's own errors: retry, never lose rows
                 log.warning("outbox relay failed, will retry", error=repr(exc))
-            self._wake.clear()
+            await asyncio.sleep(pause_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=idle_poll_s)
