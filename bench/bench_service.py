@@ -36,7 +36,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from machine import CpuMeter, describe
 
 from consent_ledger.demo import EventFactory
@@ -64,9 +64,7 @@ def say(text: str) -> None:
 
 
 async def publish(bootstrap: str, topic: str, events: list[dict[str, object]]) -> float:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5, acks="all"
-    )
+    producer = make_producer(Settings(kafka_bootstrap=bootstrap, kafka_idempotence=False))
     await producer.start()
     started = time.perf_counter()
     try:
