@@ -7,7 +7,8 @@ ledger/batch_state.py), settle the batch with the core, and write everything
 it decided in one more statement: ledger entries (sealed payloads, Merkle
 leaves), facts, the current-consent projection, violations, outbox messages
 (alerts, rejected copies), rejected records, and the new positions and
-counts. Erasures, which are rare, take a few statements of their own. The
+counts (a large batch sends its ledger entries by COPY first). Erasures,
+which are rare, take a few statements of their own. The
 caller commits Kafka offsets only after this returns, so a crash anywhere
 loses nothing, and a replayed batch is skipped by the positions stored with
 the rows it produced.
