@@ -388,12 +388,11 @@ async def main() -> None:
     try:
         results = {} if latency_only else await sustained_rates(server, bootstrap, count)
         async with ledger_database(server, bootstrap) as (env, dsn, topic):
-            servers = {"broker": [broker.pid] if broker and broker.pid else []}
-            servers["PostgreSQL"] = [postgres.pid] if postgres and postgres.pid else []
-            latencies = await steady_latency(
-                env, dsn, bootstrap, topic, LATENCY_WORKERS,
-                {name: pids for name, pids in servers.items() if pids},
-            )  # fmt: skip
+            started_here = (("broker", broker), ("PostgreSQL", postgres))
+            servers = {
+                name: [process.pid] for name, process in started_here if process and process.pid
+            }
+            latencies = await steady_latency(env, dsn, bootstrap, topic, LATENCY_WORKERS, servers)
             say(
                 f"latency send -> committed (visible to the API), {LATENCY_WORKERS} worker(s), "
                 f"{STEADY_RATE:,}/s for {STEADY_SECONDS} s: p50 {statistics.median(latencies):.0f} ms, "
