@@ -13,15 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from consent_ledger.settings import Settings
 
 
-def idempotence(settings: Settings, embedded: bool = False) -> bool:
-    if settings.kafka_idempotence is not None:
-        return settings.kafka_idempotence
-    return not embedded
-
-
-def make_producer(
-    settings: Settings, *, embedded: bool = False, client_id: str = "consent-ledger"
-) -> AIOKafkaProducer:
+def make_producer(settings: Settings, *, client_id: str = "consent-ledger") -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica: an event is published
     when the broker says so, not before."""
     if not settings.kafka_bootstrap:

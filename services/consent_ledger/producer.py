@@ -27,7 +27,8 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 
 from consent_ledger.core.intake import Rejection, compact_json, validate_parsed
-from consent_ledger.kafka import send_all
+from consent_ledger.kafka import make_producer, send_all
+from consent_ledger.settings import Settings
 
 EVENTS_TOPIC = "ledger.events"
 
@@ -82,11 +83,9 @@ class LedgerProducer:
     ) -> None:
         self.source = source
         self.topic = topic
-        self._producer = producer or AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=enable_idempotence,
-            linger_ms=5,
+        self._producer = producer or make_producer(
+            Settings(kafka_bootstrap=bootstrap, kafka_idempotence=enable_idempotence),
+            client_id="consent-ledger-producer",
         )
 
     async def __aenter__(self) -> Self:

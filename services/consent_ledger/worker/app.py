@@ -177,9 +177,7 @@ async def take_batch(channel: Any, limit: int) -> list[Any]:
     return batch
 
 
-def create_app(
-    settings: Settings, policy: Policy, *, embedded: bool = False
-) -> tuple[faust.App, WorkerRuntime]:
+def create_app(settings: Settings, policy: Policy) -> tuple[faust.App, WorkerRuntime]:
     """The faust app of one worker process, and the runtime its agents share."""
     if not settings.kafka_bootstrap or not settings.database_url:
         raise ValueError("the worker needs LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
@@ -252,10 +250,8 @@ def create_app(
     return app, runtime
 
 
-def run_worker(
-    settings: Settings, policy: Policy, *, embedded: bool = False, loglevel: str = "warning"
-) -> None:
+def run_worker(settings: Settings, policy: Policy, *, loglevel: str = "warning") -> None:
     """Run a worker until it is stopped (SIGINT/SIGTERM): ``consent-ledger worker``."""
-    app, _ = create_app(settings, policy, embedded=embedded)
+    app, _ = create_app(settings, policy)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
