@@ -1,0 +1,267 @@
+"""`consent-ledger dev --demo`, run as a new user runs `make run`.
+
+What the user sees: the command starts an embedded broker (Tansu) and an embedded
+PostgreSQL, a worker and the API, prints the API, broker and database addresses,
+and a demo producer fills the ledger; within seconds /v1/violations lists open
+violations and /v1/stats counts accepted events. Ctrl-C stops every process it
+started, exits with status 0 and keeps the data folder (database and keys), so a
+second run still knows the first run's events.
+
+No LEDGER_* variable reaches the command (a new user has none), so it starts the
+embedded broker and database and creates its keys in the data folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from consent_ledger.embedded import find_free_port
+from tests.e2e.conftest import CLI
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+STARTUP_S = 120.0  # from the start of `dev` to everything the test waits for
+STOP_S = 60.0  # from Ctrl-C to exit (dev itself gives its children 15 s)
+
+
+def process_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time) of a process from /proc/PID/stat; None once gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (command) "
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return "?"
+
+
+def process_tree(*roots: int) -> dict[int, int]:
+    """Every live process descending from ``roots`` by parent pid, roots included.
+
+    Maps pid to start time, so that a pid reused later is not taken for the same process.
+    """
+    table: dict[int, tuple[str, int, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := process_stat(int(entry.name))) is not None:
+            table[int(entry.name)] = stat
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (_, parent, _) in table.items():
+        children[parent].append(pid)
+    found: dict[int, int] = {}
+    pending = [root for root in roots if root in table]
+    while pending:
+        pid = pending.pop()
+        if pid not in found:
+            found[pid] = table[pid][2]
+            pending += children[pid]
+    return found
+
+
+def still_running(processes: dict[int, int]) -> dict[int, str]:
+    """Those of ``processes`` (pid -> start time) still alive (zombies count as gone)."""
+    alive: dict[int, str] = {}
+    for pid, started in processes.items():
+        stat = process_stat(pid)
+        if stat is not None and stat[2] == started and stat[0] != "Z":
+            alive[pid] = command_line(pid)
+    return alive
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class DevRun:
+    """One `consent-ledger dev` process, as a user starts it from a terminal."""
+
+    def __init__(self, data_dir: Path, *options: str) -> None:
+        self.data_dir = data_dir
+        self.port = find_free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}"
+        self.output_path = data_dir.parent / f"dev-{self.port}.out"
+        env = {name: value for name, value in os.environ.items() if not name.startswith("LEDGER_")}
+        env["LEDGER_API_PORT"] = str(self.port)
+        with self.output_path.open("wb") as output:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [str(CLI), "dev", *options, "--data-dir", str(data_dir)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.deadline = time.monotonic() + STARTUP_S
+        self.client = httpx.Client(base_url=self.api_url, timeout=5)
+        self.started: dict[int, int] = {}  # pid -> start time of everything it started
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def report(self) -> str:
+        """The dev output and the tail of every log under <data-dir>/logs."""
+        logs = "".join(
+            f"\n--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+            for path in sorted((self.data_dir / "logs").glob("*.log"))
+        )
+        return f"--- dev output\n{self.output()[-5000:]}{logs}"
+
+    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
+        """Poll ``condition`` until it holds; fail if dev exits or the start-up bound passes."""
+        while not condition():
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"dev exited with {self.process.returncode} before {what}:\n{self.report()}"
+                )
+            if time.monotonic() > self.deadline:
+                pytest.fail(f"timed out waiting for {what}:\n{self.report()}")
+            time.sleep(0.2)
+
+    def get(self, path: str, **params: Any) -> httpx.Response | None:
+        try:
+            return self.client.get(path, params=params)
+        except httpx.TransportError:
+            return None
+
+    def json(self, path: str, **params: Any) -> Any:
+        response = self.get(path, **params)
+        assert response is not None and response.status_code == 200, (path, response)
+        return response.json()
+
+    def wait_running(self) -> None:
+        """The banner with the three addresses is printed and /readyz answers 200."""
+        banner = [
+            rf"API:\s+{re.escape(self.api_url)}\s",
+            r"broker:\s+127\.0\.0\.1:\d+\s",
+            rf"database:\s+postgresql://\S+{re.escape(str(self.data_dir))}",
+        ]
+        self.wait_for(
+            lambda: all(re.search(line, self.output()) for line in banner),
+            "the API, broker and database lines",
+        )
+
+        def ready() -> bool:
+            response = self.get("/readyz")
+            return response is not None and response.status_code == 200
+
+        self.wait_for(ready, "GET /readyz to answer 200")
+
+    def descendants(self) -> dict[int, int]:
+        """The processes dev started and that still run: pid -> start time.
+
+        pg_ctl daemonises the postmaster (its parent becomes pid 1), so the
+        postmaster and its backends are found through postmaster.pid.
+        """
+        roots = [self.process.pid]
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            postmaster = int((self.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+            if str(self.data_dir / "postgres") in command_line(postmaster):  # not a stale file
+                roots.append(postmaster)
+        tree = process_tree(*roots)
+        tree.pop(self.process.pid, None)
+        return tree
+
+    def collect_started(self) -> None:
+        """Remember every process dev started, and check the expected ones are there."""
+        self.started = self.descendants()
+        commands = " | ".join(command_line(pid) for pid in self.started)
+        for part in ("consent_ledger.cli worker", "consent_ledger.cli api", "tansu", "postgres"):
+            assert part in commands, f"no {part!r} among dev's processes: {commands}"
+
+    def interrupt(self) -> int:
+        """Ctrl-C: SIGINT to the dev process itself; its exit status."""
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"dev still running {STOP_S:.0f} s after SIGINT:\n{self.report()}")
+
+    def close(self) -> None:
+        """Whatever happened, leave nothing running: SIGTERM, then SIGKILL the stragglers."""
+        self.client.close()
+        if self.process.poll() is None:
+            self.started |= self.descendants()
+            self.process.terminate()  # dev stops what it started, as on Ctrl-C
+            try:
+                self.process.wait(timeout=STOP_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        for pid in still_running(self.started):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_dev_demo_runs_everything_and_ctrl_c_stops_everything(
+    postgres_data_parent: Path,
+) -> None:
+    data_dir = postgres_data_parent / "ledger-data"
+
+    first = DevRun(data_dir, "--demo")
+    try:
+        first.wait_running()
+
+        def demo_violation_open() -> bool:
+            response = first.get("/v1/violations", status="open", limit=5)
+            return (
+                response is not None
+                and response.status_code == 200
+                and bool(response.json()["items"])
+            )
+
+        first.wait_for(demo_violation_open, "an open violation from the demo")
+        first.wait_for(lambda: first.json("/v1/stats")["accepted"] > 0, "accepted events")
+        violation = first.json("/v1/violations", status="open", limit=1)["items"][0]
+        assert violation["status"] == "open"
+        assert violation["subject"].startswith("subj-")  # the demo's subjects
+        assert violation["rule"] and violation["explanation"]
+        first.collect_started()
+        accepted = first.json("/v1/stats")["accepted"]
+
+        assert first.interrupt() == 0, first.report()
+        assert "stopping..." in first.output()
+        left = still_running(first.started)
+        assert not left, f"still running after dev exited: {left}\n{first.report()}"
+        assert not accepts_connections(first.port)
+    finally:
+        first.close()
+
+    assert (data_dir / "postgres" / "PG_VERSION").is_file()
+    assert (data_dir / "master.key").is_file()
+    assert (data_dir / "signing-key.pem").is_file()
+
+    second = DevRun(data_dir)  # no demo: only what the first run stored
+    try:
+        second.wait_running()
+        assert second.json("/v1/stats")["accepted"] >= accepted
+        assert second.json("/v1/violations", status="open", limit=1)["items"]
+        second.collect_started()
+
+        assert second.interrupt() == 0, second.report()
+        left = still_running(second.started)
+        assert not left, f"still running after dev exited: {left}\n{second.report()}"
+        assert not accepts_connections(second.port)
+    finally:
+        second.close()
