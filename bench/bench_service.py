@@ -331,6 +331,7 @@ async def ledger_database(
         LEDGER_VIOLATIONS_TOPIC=f"{name}.violations", LEDGER_CONSUMER_GROUP=f"{name}-workers",
         LEDGER_MASTER_KEY=base64.b64encode(os.urandom(32)).decode(), LEDGER_KAFKA_IDEMPOTENCE="false",
         LEDGER_SESSION_TIMEOUT_S="6",
+        LEDGER_FETCH_MAX_WAIT_MS=str(EmbeddedBroker.FETCH_MAX_WAIT_MS),
     )  # fmt: skip
     try:
         yield env, dsn, topic

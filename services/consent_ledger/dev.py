@@ -129,6 +129,8 @@ class DevStack:
             say("starting the embedded Kafka-compatible broker (Tansu)...")
             self._broker = EmbeddedBroker(log_path=data_dir / "logs" / "broker.log").start()
             changes |= {"kafka_bootstrap": self._broker.bootstrap, "kafka_idempotence": False}
+            if "LEDGER_FETCH_MAX_WAIT_MS" not in os.environ:
+                changes["fetch_max_wait_ms"] = EmbeddedBroker.FETCH_MAX_WAIT_MS
         if not settings.database_url:
             say("starting the embedded PostgreSQL...")
             # platformdirs warns on machines without a login session; nothing to act on.
@@ -240,6 +242,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
         "LEDGER_API_HOST": settings.api_host,
         "LEDGER_PARTITIONS": settings.partitions,
         "LEDGER_SESSION_TIMEOUT_S": settings.session_timeout_s,
+        "LEDGER_FETCH_MAX_WAIT_MS": settings.fetch_max_wait_ms,
     }
     for name, value in values.items():
         if value is not None:

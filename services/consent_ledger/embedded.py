@@ -170,6 +170,13 @@ class EmbeddedBroker:
     ...     bootstrap = broker.bootstrap          # "127.0.0.1:PORT"
     """
 
+    FETCH_MAX_WAIT_MS = 50
+    """The fetch wait for workers on this broker (``LEDGER_FETCH_MAX_WAIT_MS``).
+    Tansu holds a fetch that found no record to its end instead of answering when
+    one arrives, so the wait is latency; but each answered fetch costs it CPU. At
+    2,000 events/s, 50 ms against 20 ms took 16 % less CPU in all (broker, worker,
+    PostgreSQL) at the same p50 latency; 100 ms added 8 ms to p50."""
+
     def __init__(
         self,
         port: int | None = None,

@@ -41,6 +41,10 @@ class Settings:
     batch_size: int = 2_000
     kafka_idempotence: bool | None = None  # None: on; dev turns it off for the embedded broker
     session_timeout_s: float = 30.0
+    # How long the broker may hold a worker's fetch while no record is waiting.
+    # Kafka answers as soon as one arrives, so this only bounds idle polling;
+    # the embedded broker holds such a fetch to its end, and `dev` sets 50.
+    fetch_max_wait_ms: int = 500
     max_request_bytes: int = 1_000_000
     integrity: bool = True  # benchmarks only: false skips sealing, digests and Merkle leaves
 
@@ -88,6 +92,7 @@ _VARIABLES: dict[str, type] = {
     "batch_size": int,
     "kafka_idempotence": bool,
     "session_timeout_s": float,
+    "fetch_max_wait_ms": int,
     "max_request_bytes": int,
     "integrity": bool,
 }

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from consent_ledger.embedded import ensure_topics, find_free_port
+from consent_ledger.embedded import EmbeddedBroker, ensure_topics, find_free_port
 from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
@@ -181,6 +181,7 @@ async def ledger_service(
         LEDGER_CHECKPOINT_INTERVAL_S="1",
         LEDGER_KAFKA_IDEMPOTENCE="false",
         LEDGER_SESSION_TIMEOUT_S="6",
+        LEDGER_FETCH_MAX_WAIT_MS=str(EmbeddedBroker.FETCH_MAX_WAIT_MS),
         LEDGER_API_PORT=str(find_free_port()),
     )
     service = LedgerService(env, tmp_path)

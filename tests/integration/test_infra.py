@@ -42,7 +42,7 @@ from consent_ledger.embedded import (
     probe_kafka_metadata,
 )
 from consent_ledger.worker.app import take_batch
-from consent_ledger.worker.lean_faust import LeanConsumer, RawRecords
+from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -283,7 +283,8 @@ async def test_the_workers_channel_batches_are_committed_once_acked(
     await ensure_topics(kafka_bootstrap, {topic_name: PARTITIONS})
     end_offsets = await produce_keyed(kafka_bootstrap, topic_name)
     app = faust_app(app_id, kafka_bootstrap)
-    app.transport.Consumer = LeanConsumer  # type: ignore[misc]  # as the worker does
+    # As the worker does.
+    app.transport.Consumer = lean_consumer(EmbeddedBroker.FETCH_MAX_WAIT_MS)  # type: ignore[misc]
     topic = app.topic(topic_name, schema=RawRecords())
     seen: list[tuple[int, int, bytes]] = []
     batch_sizes: list[int] = []

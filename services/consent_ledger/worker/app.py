@@ -36,7 +36,7 @@ from consent_ledger.ledger.checkpoints import load_signing_key
 from consent_ledger.ledger.keyring import KeyRing, load_master_key
 from consent_ledger.ledger.migrate import migrate
 from consent_ledger.settings import Settings
-from consent_ledger.worker.lean_faust import LeanConsumer, RawRecords
+from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
 from consent_ledger.worker.relay import OutboxRelay
 
@@ -200,7 +200,8 @@ def create_app(settings: Settings, policy: Policy) -> tuple[faust.App, WorkerRun
         stream_wait_empty=False,  # nothing to wait for: acks follow the commit, not a Stream
         producer_acks=-1,
     )
-    app.transport.Consumer = LeanConsumer  # type: ignore[misc]  # this app's transport only
+    # This app's transport only.
+    app.transport.Consumer = lean_consumer(settings.fetch_max_wait_ms)  # type: ignore[misc]
     runtime = WorkerRuntime(settings, policy)
     events = app.topic(settings.events_topic, schema=RawRecords(), partitions=settings.partitions)
 
