@@ -242,6 +242,8 @@ def test_dev_demo_runs_everything_and_ctrl_c_stops_everything(
 
         assert first.interrupt() == 0, first.report()
         assert "stopping..." in first.output()
+        # The worker shut down cleanly, not killed when dev's patience ran out.
+        assert "worker stopped" in (data_dir / "logs" / "worker-1.log").read_text()
         left = still_running(first.started)
         assert not left, f"still running after dev exited: {left}\n{first.report()}"
         assert not accepts_connections(first.port)

@@ -247,6 +247,7 @@ def create_app(settings: Settings, policy: Policy) -> tuple[faust.App, WorkerRun
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types want a signal kwarg
     async def release(sender: Any, *_: Any, **__: Any) -> None:
         await runtime.close()
+        log.info("worker stopped", batches=runtime.batches)
 
     return app, runtime
 
