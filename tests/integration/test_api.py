@@ -385,6 +385,17 @@ async def test_violations_filter_by_status_subject_and_rule(
         ({"limit": "ten"}, "limit", "integer"),
         ({"cursor": "!!!"}, "cursor", "cursor"),
         ({"cursor": base64.urlsafe_b64encode(b"rejected:5").decode()}, "cursor", "listing"),
+        # Nineteen digits, but beyond a bigint either way: refused, not a database error.
+        (
+            {"cursor": base64.urlsafe_b64encode(b"violations:9223372036854775808").decode()},
+            "cursor",
+            "cursor",
+        ),
+        (
+            {"cursor": base64.urlsafe_b64encode(b"violations:-9223372036854775809").decode()},
+            "cursor",
+            "cursor",
+        ),
         ({"subject": ""}, "subject", "at least 1"),
     ],
 )
@@ -505,6 +516,35 @@ async def test_current_consent_expires_relative_to_now(
     assert consents["marketing"]["since"] == consents["marketing"]["expires_at"]
     assert consents["analytics"]["status"] == "granted"
     assert consents["analytics"]["since"] == "2020-01-01T00:00:00Z"
+
+
+async def test_current_consent_is_what_holds_now_not_what_is_dated_later(
+    settings: Settings, pool: asyncpg.Pool, rows: LedgerRows
+) -> None:
+    """A change dated after now (a withdrawal scheduled ahead, a clock running
+    fast upstream) is the projection's latest, but not yet the status."""
+    now = NOW.isoformat().replace("+00:00", "Z")
+    later = (NOW + timedelta(days=30)).isoformat().replace("+00:00", "Z")
+    await rows.consent("c1", "carol", "marketing", "2020-01-01T00:00:00Z")
+    await rows.consent("w1", "carol", "marketing", later, granted=False)
+    await rows.consent("c2", "carol", "analytics", later)
+    await rows.consent("c3", "carol", "profiling", "2020-01-01T00:00:00Z")
+    async with api(settings, pool) as client:
+        current = await client.get("/v1/subjects/carol/consents")
+        at_now = await client.get("/v1/subjects/carol/consents", params={"as_of": now})
+        after = await client.get("/v1/subjects/carol/consents", params={"as_of": later})
+
+    def statuses(response: httpx.Response) -> dict[str, tuple[str, str]]:
+        assert response.status_code == 200, response.text
+        return {c["purpose"]: (c["status"], c["event_id"]) for c in response.json()["consents"]}
+
+    assert statuses(current) == {"marketing": ("granted", "c1"), "profiling": ("granted", "c3")}
+    assert statuses(current) == statuses(at_now)
+    assert statuses(after) == {
+        "analytics": ("granted", "c2"),
+        "marketing": ("withdrawn", "w1"),
+        "profiling": ("granted", "c3"),
+    }
 
 
 async def test_a_subject_who_never_consented_has_no_consents(

@@ -16,6 +16,7 @@ DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 
 _NUMBERS = re.compile(r"-?\d{1,19}(?:,-?\d{1,19})*\Z")
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1  # every sort key is a PostgreSQL bigint
 
 
 class InvalidCursor(ValueError):
@@ -40,6 +41,6 @@ def decode_cursor(cursor: str, listing: str, size: int) -> tuple[int, ...]:
     if not _NUMBERS.match(numbers):
         raise InvalidCursor("not a cursor this API issued")
     key = tuple(int(part) for part in numbers.split(","))
-    if len(key) != size:
+    if len(key) != size or not all(_BIGINT_MIN <= number <= _BIGINT_MAX for number in key):
         raise InvalidCursor("not a cursor this API issued")
     return key

@@ -300,11 +300,10 @@ async def subject_consents(
     instant = _as_of(as_of) if as_of is not None else to_micros(datetime.now(UTC))
     async with context.ledger().snapshot() as view:
         await _refuse_erased(view, subject)
-        if as_of is None:
-            consents = [
-                _current_consent(row, instant) for row in await view.current_consents(subject)
-            ]
-        else:
+        current = await view.current_consents(subject) if as_of is None else None
+        if current is not None and all(row["occurred_us"] <= instant for row in current):
+            consents = [_current_consent(row, instant) for row in current]
+        else:  # an instant asked for, or a change dated after now: the projection is ahead
             consents = _consents_at(await view.consent_changes_until(subject, instant), instant)
     return models.SubjectConsents(subject=subject, as_of=format_micros(instant), consents=consents)
 
