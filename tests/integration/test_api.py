@@ -981,17 +981,34 @@ async def test_post_with_an_invalid_event_publishes_nothing(
 
 
 @pytest.mark.parametrize(
-    ("content", "code"),
+    ("content", "mentions"),
     [
-        (b"{not json", "invalid-json"),
-        (b"", "invalid-json"),
-        (b"[1, 2", "invalid-json"),
-        (b'{"id": NaN}', "invalid-json"),
-        (b'{"id": "e", "x": 1e400}', "invalid-json"),  # no float holds it: intake refuses it too
-        (b"[]", "empty-batch"),
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2", "not valid JSON"),
+        (b'{"id": NaN}', "NaN"),
+        (b'{"id": "e", "x": 1e400}', "out of range"),  # no float holds it: intake refuses it too
+        (b"42", "got a number"),
     ],
 )
-async def test_post_that_is_not_json_is_400(
+async def test_post_that_is_not_json_is_one_invalid_json_event(
+    settings: Settings, pool: asyncpg.Pool, content: bytes, mentions: str
+) -> None:
+    """As a record that is not JSON is rejected as invalid-json, so is such a body:
+    one event, index 0, and a 422 like any other invalid event."""
+    async with api(settings, pool) as client:
+        response = await client.post(
+            "/v1/events", content=content, headers={"content-type": "application/json"}
+        )
+    body = assert_error(response, 422, "invalid-events")
+    [rejected] = body["rejected"]
+    assert (rejected["index"], rejected["reason"]) == (0, "invalid-json")
+    assert mentions in rejected["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content", "code"), [(b"", "empty-body"), (b" \n", "empty-body"), (b"[]", "empty-batch")]
+)
+async def test_post_without_events_is_400(
     settings: Settings, pool: asyncpg.Pool, content: bytes, code: str
 ) -> None:
     async with api(settings, pool) as client:

@@ -48,6 +48,7 @@ from consent_ledger.core.intake import (
     compact_json,
     parse_json,
     parse_json_object,
+    validate,
     validate_parsed,
 )
 from consent_ledger.core.policy import Policy
@@ -139,7 +140,7 @@ _MEDIA_TYPES = (
         "Publishing is safe to retry: an event delivered twice is counted as a duplicate."
     ),
     responses={
-        400: {"model": ErrorResponse, "description": "The body is not JSON, or an empty array"},
+        400: {"model": ErrorResponse, "description": "The body is empty, or an empty array"},
         413: {"model": ErrorResponse, "description": "The body is larger than the limit"},
         422: {"model": models.RejectedEvents, "description": "Invalid events; none published"},
         503: {"model": ErrorResponse, "description": "The broker did not acknowledge"},
@@ -153,14 +154,14 @@ _MEDIA_TYPES = (
 )
 async def publish_events(request: Request, context: Context) -> models.AcceptedEvents:
     raw = await _read_body(request, context.settings.max_request_bytes)
-    document = _parse_json(raw)
-    bodies = document if isinstance(document, list) else [document]
-    if not bodies:
+    if not raw.strip():
+        raise ApiError(400, "empty-body", "the body is empty; send an event or an array of them")
+    outcomes = _checked_events(raw)
+    if not outcomes:
         raise ApiError(400, "empty-batch", "the array holds no events")
     valid: list[ValidEvent] = []
     rejected: list[models.RejectedEvent] = []
-    for index, body in enumerate(bodies):
-        outcome = validate_parsed(body)
+    for index, outcome in enumerate(outcomes):
         if isinstance(outcome, Rejection):
             rejected.append(
                 models.RejectedEvent(
@@ -176,7 +177,7 @@ async def publish_events(request: Request, context: Context) -> models.AcceptedE
         raise ApiError(
             422,
             "invalid-events",
-            f"{len(rejected)} of {len(bodies)} events are invalid; none was published",
+            f"{len(rejected)} of {len(outcomes)} events are invalid; none was published",
             body={"rejected": [item.model_dump() for item in rejected]},
         )
     messages = [
@@ -217,13 +218,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise ApiError(400, "invalid-json", "the body is empty; send an event or an array of them")
+def _checked_events(raw: bytes) -> list[ValidEvent | Rejection]:
+    """Each event of a body checked as intake checks a record: the elements of an
+    array, or else the body as one event, which is invalid-json when it is not
+    JSON at all (parsed exactly as the worker's intake parses records)."""
     try:
-        return parse_json(raw)  # exactly as the worker's intake reads records
-    except InvalidJson as exc:
-        raise ApiError(400, "invalid-json", f"the body is {exc}") from None
+        document = parse_json(raw)
+    except InvalidJson:
+        return [validate(raw)]
+    bodies = document if isinstance(document, list) else [document]
+    return [validate_parsed(body) for body in bodies]
 
 
 # -- GET /v1/violations --------------------------------------------------------
