@@ -449,6 +449,25 @@ def test_rule_4_and_rule_5_are_reported_together() -> None:
     ]
 
 
+def test_explanations_read_as_english() -> None:
+    acquirer = judge(shared(kind="acquirer", recipient="bigco"))
+    assert "shared with an acquirer for 'delivery'" in explanation_of(
+        acquirer, "recipient-purpose-mismatch"
+    )
+    partner = judge(shared(purpose="support", kind="partner", recipient="acme"))
+    assert "with a partner only for" in explanation_of(partner, "recipient-purpose-mismatch")
+    unknown = judge(shared(kind="advertiser", recipient="adco"))
+    assert explanation_of(unknown, "recipient-not-permitted") == (
+        "Data was shared with 'adco', a recipient of kind 'advertiser', which the privacy "
+        "statement does not allow."
+    )
+
+
+def explanation_of(breaches: list[Any], rule: str) -> str:
+    [breach] = [breach for breach in breaches if breach.rule.value == rule]
+    return str(breach.explanation)
+
+
 def test_consent_and_recipient_rules_are_reported_together() -> None:
     breaches = judge(shared(**MARKETING, recipient="visma-unknown-gmbh"), withdrawn(BEFORE))
     assert rules(breaches) == ["consent-withdrawn", "recipient-not-permitted"]

@@ -151,8 +151,8 @@ def judge_disclosure(
                 Rule.RECIPIENT_NOT_PERMITTED,
                 "recipients",
                 lambda: (
-                    f"Data was shared with a {shared.recipient_kind!r} ({shared.recipient_id!r}), a kind of "
-                    "recipient the privacy statement does not allow."
+                    f"Data was shared with {shared.recipient_id!r}, a recipient of kind "
+                    f"{shared.recipient_kind!r}, which the privacy statement does not allow."
                 ),
             )
         )
@@ -163,8 +163,9 @@ def judge_disclosure(
                 Rule.RECIPIENT_PURPOSE_MISMATCH,
                 rule.clause,
                 lambda: (
-                    f"Data was shared with a {rule.kind} for {shared.purpose!r}, but {rule.clause} allows "
-                    f"sharing with a {rule.kind} only for {', '.join(sorted(rule.purposes or ()))}."
+                    f"Data was shared with {_with_article(rule.kind)} for {shared.purpose!r}, but "
+                    f"{rule.clause} allows sharing with {_with_article(rule.kind)} only for "
+                    f"{', '.join(sorted(rule.purposes or ()))}."
                 ),
             )
         )
@@ -224,6 +225,11 @@ def _recipient_breach(rule: RecipientRule, shared: Disclosure) -> Breach | None:
                 ),
             )
     return None
+
+
+def _with_article(kind: str) -> str:
+    """'a partner', 'an acquirer': a recipient kind as the object of a sentence."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
 
 
 def _has_legal_basis(shared: Disclosure, accepted_kinds: frozenset[str] | None) -> bool:
