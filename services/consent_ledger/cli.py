@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="judge a JSON Lines file of events offline")
     check.add_argument("events", type=Path, help="JSON Lines file, one CloudEvent per line")
-    check.add_argument("--policy", type=Path, help="policy YAML (default: the reference policy)")
+    check.add_argument("--policy", type=Path,
+                       help="policy YAML (default: LEDGER_POLICY, else the reference policy)")  # fmt: skip
     check.add_argument("--json", action="store_true", help="print one JSON document")
     check.set_defaults(run=_check)
 
@@ -77,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     api.set_defaults(run=_api)
 
     publish = commands.add_parser(
-        "publish", help="send a JSON Lines file's events to ledger.events"
+        "publish",
+        help="send a JSON Lines file's events to ledger.events",
+        description="Send a JSON Lines file's events to LEDGER_EVENTS_TOPIC (ledger.events) at "
+        "LEDGER_KAFKA_BOOTSTRAP, keyed by subject. Exit status 1 when lines were refused (not "
+        "sent), 2 on a usage or broker error. Against the embedded broker of `consent-ledger "
+        "dev`, set LEDGER_KAFKA_IDEMPOTENCE=false.",
     )
     publish.add_argument("events", type=Path, help="JSON Lines file, one CloudEvent per line")
     publish.add_argument("--raw", action="store_true", help="send every non-blank line as it is")
@@ -92,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         "verify",
         help="recompute every Merkle log from the stored entries and check every checkpoint",
     )
-    verify.add_argument("--public-key", type=Path, help="the ledger's public key (PEM); default: "
+    verify.add_argument("--public-key", type=Path, help="the ledger's public key: PEM, or the JSON "
+                        "of GET /v1/ledger/public-key; default: LEDGER_PUBLIC_KEY_FILE, else "
                         "derived from LEDGER_SIGNING_KEY_FILE")  # fmt: skip
     verify.set_defaults(run=_verify)
 
@@ -101,7 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify_proof.add_argument("proof", type=Path, help="proof document (JSON) from the API")
     verify_proof.add_argument(
-        "--public-key", type=Path, required=True, help="the ledger's public key (PEM)"
+        "--public-key",
+        type=Path,
+        required=True,
+        help="the ledger's public key: PEM, or the JSON of GET /v1/ledger/public-key",
     )
     verify_proof.set_defaults(run=_verify_proof)
     return parser
@@ -162,14 +172,29 @@ def _public_key(path: Path | None, settings: Settings) -> Ed25519PublicKey:
 
     try:
         if path is not None:
-            return load_public_key(path.read_bytes())
+            return load_public_key(_public_key_pem(path.read_bytes()))
         if settings.public_key_file is not None:
-            return load_public_key(settings.public_key_file.read_bytes())
+            return load_public_key(_public_key_pem(settings.public_key_file.read_bytes()))
         if settings.signing_key_file is not None:
             return load_signing_key(Path(settings.signing_key_file)).public_key()
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load the public key: {exc}") from None
-    raise UsageError("give --public-key FILE (or set LEDGER_PUBLIC_KEY_FILE)")
+    raise UsageError(
+        "give --public-key FILE, or set LEDGER_PUBLIC_KEY_FILE or LEDGER_SIGNING_KEY_FILE"
+    )
+
+
+def _public_key_pem(content: bytes) -> bytes:
+    """A PEM file's content, or the PEM inside what GET /v1/ledger/public-key answered."""
+    if not content.lstrip().startswith(b"{"):
+        return content
+    try:
+        pem = orjson.loads(content)["public_key_pem"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"a JSON key file needs public_key_pem ({exc!r})") from None
+    if not isinstance(pem, str):
+        raise ValueError("public_key_pem must be a string")
+    return pem.encode("ascii", "replace")
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -250,6 +275,9 @@ def _verify_proof(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     import asyncio
 
+    from aiokafka.errors import KafkaError
+
+    from consent_ledger.kafka import IdempotenceRefused
     from consent_ledger.publishing import publish_file
 
     settings = _settings()
@@ -257,7 +285,12 @@ def _publish(args: argparse.Namespace) -> int:
         raise UsageError("set LEDGER_KAFKA_BOOTSTRAP to the broker's address")
     if not args.events.is_file():
         raise UsageError(f"cannot read {args.events}: no such file")
-    report = asyncio.run(publish_file(settings, args.events, raw=args.raw))
+    try:
+        report = asyncio.run(publish_file(settings, args.events, raw=args.raw))
+    except IdempotenceRefused as exc:
+        raise UsageError(str(exc)) from None
+    except (KafkaError, OSError) as exc:
+        raise UsageError(f"cannot publish to {settings.kafka_bootstrap}: {exc!r}") from None
     for line, rejection in report.rejected:
         sys.stderr.write(f"line {line}: {rejection.reason.value}: {rejection.detail} (not sent)\n")
     sys.stdout.write(
@@ -273,7 +306,7 @@ def resolve_policy(path: Path | None) -> Policy:
 
 
 def _check(args: argparse.Namespace) -> int:
-    policy = resolve_policy(args.policy)
+    policy = resolve_policy(args.policy or _settings().policy_path)
     ledger = OfflineLedger(policy)
     # The ledger only grows while reading and builds no reference cycles, so the
     # cyclic collector would only rescan it again and again (a third of the time);
@@ -332,8 +365,9 @@ def _print_summary(path: Path, ledger: OfflineLedger, violations: list[Violation
     if by_rule:
         out.write("\nOpen violations by rule:\n")
     for rule, found in sorted(by_rule.items(), key=lambda item: (-len(item[1]), item[0])):
-        first = found[0]
-        out.write(f"  {rule} ({first.severity.value}, clause {first.clause}): {len(found)}\n")
+        clauses = ", ".join(sorted({violation.clause for violation in found}))
+        label = "clauses" if ", " in clauses else "clause"
+        out.write(f"  {rule} ({found[0].severity.value}, {label} {clauses}): {len(found)}\n")
         for violation in found[:5]:
             out.write(f"    {violation.event_id} [{violation.subject}] {violation.explanation}\n")
         if len(found) > 5:

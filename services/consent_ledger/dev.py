@@ -28,7 +28,7 @@ import orjson
 
 from consent_ledger.demo import EventFactory
 from consent_ledger.embedded import EmbeddedBroker, EmbeddedPostgres, create_database, ensure_topics
-from consent_ledger.kafka import make_producer
+from consent_ledger.kafka import make_producer, start_producer
 from consent_ledger.ledger.audit import start_broker_epoch
 from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
 from consent_ledger.ledger.keyring import create_master_key_file
@@ -97,7 +97,14 @@ class DevStack:
         say(f"  broker:    {settings.kafka_bootstrap}   (topic {settings.events_topic})")
         say(f"  database:  {settings.database_url}")
         say(f"  logs:      {settings.data_dir.resolve() / 'logs'}")
-        say("  try:       curl -s " + api_url + "/v1/violations?status=open | python3 -m json.tool")
+        say(f"  try:       curl -s '{api_url}/v1/violations?status=open' | python3 -m json.tool")
+        idempotence = (
+            "" if settings.kafka_idempotence is not False else " LEDGER_KAFKA_IDEMPOTENCE=false"
+        )
+        say(
+            f"  publish:   LEDGER_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}{idempotence} "
+            "consent-ledger publish EVENTS.jsonl"
+        )
         say("Ctrl-C stops everything.")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -175,7 +182,12 @@ class DevStack:
     def _check_children(self) -> None:
         for name, child in self._children.items():
             if child.poll() is not None:
-                raise RuntimeError(f"{name} exited with status {child.returncode}; see its log")
+                log = self.settings.data_dir / "logs" / f"{name}.log"
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError(
+                    f"{name} exited with status {child.returncode}; {log} ends:\n  "
+                    + "\n  ".join(tail)
+                )
 
     async def _watch_children(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -187,7 +199,7 @@ class DevStack:
     async def _run_demo(self, settings: Settings, api_url: str, stop: asyncio.Event) -> None:
         factory = EventFactory(seed=int(time.time()) % 10_000, subjects=200, live=True)
         producer = make_producer(settings, client_id="consent-ledger-demo")
-        await producer.start()
+        await start_producer(producer, settings)
         say(f"demo: publishing about {self.demo_rate:g} events/s to {settings.events_topic}")
         sent = 0
         try:

@@ -9,13 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from consent_ledger.settings import Settings
 
 
+class IdempotenceRefused(RuntimeError):
+    """The broker would not start an idempotent producer (the embedded one never does)."""
+
+
 def make_producer(settings: Settings, *, client_id: str = "consent-ledger") -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica: an event is published
-    when the broker says so, not before."""
+    when the broker says so, not before. Start it with :func:`start_producer`."""
     if not settings.kafka_bootstrap:
         raise ValueError("LEDGER_KAFKA_BOOTSTRAP is not set")
     return AIOKafkaProducer(
@@ -27,6 +32,24 @@ def make_producer(settings: Settings, *, client_id: str = "consent-ledger") -> A
         max_batch_size=256 * 1024,
         request_timeout_ms=30_000,
     )
+
+
+async def start_producer(producer: AIOKafkaProducer, settings: Settings) -> None:
+    """Start a producer made by :func:`make_producer` from ``settings``, or stop it
+    again and raise. A broker that refuses an idempotent producer raises
+    :class:`IdempotenceRefused`, which says what to set: aiokafka reports only an
+    unknown error of InitProducerId."""
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        if settings.kafka_idempotence is False:
+            raise
+        raise IdempotenceRefused(
+            f"the broker refused an idempotent producer ({exc}). Apache Kafka accepts one; "
+            "the embedded broker of `consent-ledger dev` does not: there, set "
+            "LEDGER_KAFKA_IDEMPOTENCE=false (LedgerProducer: enable_idempotence=False)"
+        ) from exc
 
 
 async def send_all(

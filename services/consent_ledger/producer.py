@@ -27,7 +27,7 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 
 from consent_ledger.core.intake import Rejection, compact_json, validate_parsed
-from consent_ledger.kafka import make_producer, send_all
+from consent_ledger.kafka import make_producer, send_all, start_producer
 from consent_ledger.settings import Settings
 
 EVENTS_TOPIC = "ledger.events"
@@ -83,13 +83,17 @@ class LedgerProducer:
     ) -> None:
         self.source = source
         self.topic = topic
+        self._settings = Settings(kafka_bootstrap=bootstrap, kafka_idempotence=enable_idempotence)
+        self._given = producer
         self._producer = producer or make_producer(
-            Settings(kafka_bootstrap=bootstrap, kafka_idempotence=enable_idempotence),
-            client_id="consent-ledger-producer",
+            self._settings, client_id="consent-ledger-producer"
         )
 
     async def __aenter__(self) -> Self:
-        await self._producer.start()
+        if self._given is not None:
+            await self._given.start()
+        else:
+            await start_producer(self._producer, self._settings)
         return self
 
     async def __aexit__(

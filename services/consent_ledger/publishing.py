@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from consent_ledger.core.intake import Rejection, subject_named_in, validate
-from consent_ledger.kafka import make_producer, send_all
+from consent_ledger.kafka import make_producer, send_all, start_producer
 from consent_ledger.settings import Settings
 
 
@@ -48,7 +48,7 @@ def read_messages(
 async def publish_file(settings: Settings, path: Path, *, raw: bool) -> PublishReport:
     messages, report = read_messages(path, raw=raw)
     producer = make_producer(settings, client_id="consent-ledger-publish")
-    await producer.start()
+    await start_producer(producer, settings)
     try:
         report.sent = await send_all(producer, settings.events_topic, messages)
     finally:

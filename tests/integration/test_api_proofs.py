@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import re
 import sys
@@ -339,11 +340,11 @@ def load_pem(pem: str) -> Ed25519PublicKey:
     return key
 
 
-async def verify_proof_cli(proof: dict[str, Any], folder: Path, public_pem: str) -> int:
+async def verify_proof_cli(proof: dict[str, Any], folder: Path, public_key: str) -> int:
     """Exit status of ``consent-ledger verify-proof`` on ``proof`` saved to a file."""
     proof_file, key_file = folder / "proof.json", folder / "public.pem"
     proof_file.write_bytes(orjson.dumps(proof))
-    key_file.write_text(public_pem)
+    key_file.write_text(public_key)
     process = await asyncio.create_subprocess_exec(
         str(CLI), "verify-proof", str(proof_file), "--public-key", str(key_file),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -570,7 +571,8 @@ async def test_saved_proofs_pass_the_cli_verifier_and_one_flipped_byte_fails_it(
     ledger: Ledger, tmp_path: Path
 ) -> None:
     async with api(ledger.settings, ledger.pool) as client:
-        pem = (await client.get("/v1/ledger/public-key")).json()["public_key_pem"]
+        key_document = (await client.get("/v1/ledger/public-key")).text
+        pem = json.loads(key_document)["public_key_pem"]
         ids = await ledger.ids()
         inclusion = (await client.get("/v1/ledger/proofs/inclusion/cl-1")).json()
         consistency = (
@@ -580,6 +582,9 @@ async def test_saved_proofs_pass_the_cli_verifier_and_one_flipped_byte_fails_it(
     assert await verify_proof_cli(inclusion, tmp_path, pem) == 0
     flipped = {**inclusion, "audit_path": flip_path_byte(inclusion["audit_path"], 7)}
     assert await verify_proof_cli(flipped, tmp_path, pem) == 1
+    # The key as the API answered it, saved as it came, serves as well as its PEM.
+    assert await verify_proof_cli(inclusion, tmp_path, key_document) == 0
+    assert await verify_proof_cli(flipped, tmp_path, key_document) == 1
 
     assert await verify_proof_cli(consistency, tmp_path, pem) == 0
     items = consistency["partitions"]

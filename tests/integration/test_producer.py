@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -19,8 +20,9 @@ from aiokafka.structs import ConsumerRecord
 
 from consent_ledger.core.intake import Rejection, ValidEvent, validate
 from consent_ledger.embedded import ensure_topics
-from consent_ledger.kafka import end_offsets
+from consent_ledger.kafka import IdempotenceRefused, end_offsets
 from consent_ledger.producer import InvalidEvent, LedgerProducer
+from tests.conftest import KAFKA_BOOTSTRAP_ENV
 from tests.e2e.conftest import CLI, SCENARIOS
 
 pytestmark = pytest.mark.integration
@@ -187,3 +189,37 @@ async def test_publish_sends_the_valid_lines_and_reports_each_refused_one(
     assert f"{len(refused)} rejected lines not sent" in result.stdout
     records = await published(kafka_bootstrap, topic, len(sendable))
     assert sorted(record.value or b"" for record in records) == sorted(sendable)
+
+
+embedded_broker_only = pytest.mark.skipif(
+    bool(os.environ.get(KAFKA_BOOTSTRAP_ENV)), reason="Apache Kafka accepts idempotent producers"
+)
+
+
+@embedded_broker_only
+async def test_an_idempotent_producer_refused_by_the_embedded_broker_says_what_to_set(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    topic = await new_topic(kafka_bootstrap, unique_name)
+    with pytest.raises(IdempotenceRefused, match="enable_idempotence=False"):
+        async with LedgerProducer(kafka_bootstrap, source=SOURCE, topic=topic):
+            pass  # never reached: the broker refuses at start
+
+
+@embedded_broker_only
+async def test_publish_refused_by_the_embedded_broker_is_one_line_naming_the_setting(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    topic = await new_topic(kafka_bootstrap, unique_name)
+    env = {name: value for name, value in os.environ.items() if name != "LEDGER_KAFKA_IDEMPOTENCE"}
+    env |= {"LEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap, "LEDGER_EVENTS_TOPIC": topic}
+    result = await asyncio.to_thread(
+        subprocess.run, [str(CLI), "publish", str(SCENARIOS / "bad-input" / "events.jsonl")],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    line = result.stderr.splitlines()[-1]  # after aiokafka's own log line, if any
+    assert line.startswith("consent-ledger publish: the broker refused an idempotent producer")
+    assert "LEDGER_KAFKA_IDEMPOTENCE=false" in line

@@ -366,6 +366,24 @@ def test_the_policy_flag_changes_the_verdicts(
     assert check_json(events, capsys, "--policy", str(lenient))[0] == 0
 
 
+def test_the_policy_comes_from_ledger_policy_when_no_flag_names_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = write_lines(tmp_path / "e.jsonl", [event("v-1", "VisitorRegistered", {"site": "x"})])
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text("purposes: {}\nvisitors: {require_rights_notice: false}\n", encoding="utf-8")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("purposes: [a, b]\n", encoding="utf-8")
+
+    monkeypatch.setenv("LEDGER_POLICY", str(lenient))
+    assert check_json(events, capsys)[0] == 0
+    monkeypatch.setenv("LEDGER_POLICY", str(broken))
+    assert check_json(events, capsys, "--policy", str(lenient))[0] == 0  # the flag wins
+    status, _, err = run(["check", str(events)], capsys)
+    assert status == 2
+    assert str(broken) in err and "purposes" in err
+
+
 # -- the human summary ---------------------------------------------------------
 
 
@@ -391,6 +409,22 @@ def test_the_summary_mentions_counts_and_rules(
         assert rule in out
     assert "line 7" in out
     assert "invalid-json" in out
+
+
+def test_the_summary_names_every_clause_a_rule_was_broken_under(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """consent-withdrawn breaks the clause of the purpose concerned: in the
+    late-arrivals scenario, clauses k and l."""
+    path = SCENARIOS / "late-arrivals" / "events.jsonl"
+    clauses = {
+        v["clause"] for v in check_json(path, capsys)[1]["violations"]
+        if v["rule"] == "consent-withdrawn"
+    }  # fmt: skip
+    status, out, _ = run(["check", str(path)], capsys)
+    assert status == 1
+    assert len(clauses) > 1
+    assert f"consent-withdrawn (critical, clauses {', '.join(sorted(clauses))}):" in out
 
 
 def test_the_summary_of_a_clean_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,13 @@ import structlog
 from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from consent_ledger.kafka import end_offsets, make_producer, send_all
+from consent_ledger.kafka import (
+    IdempotenceRefused,
+    end_offsets,
+    make_producer,
+    send_all,
+    start_producer,
+)
 from consent_ledger.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -51,8 +57,8 @@ class Publisher:
                     raise BrokerUnavailable("no broker is configured (LEDGER_KAFKA_BOOTSTRAP)")
                 producer = make_producer(self._settings, client_id="consent-ledger-api")
                 try:
-                    await producer.start()
-                except (KafkaError, OSError) as exc:
+                    await start_producer(producer, self._settings)
+                except (KafkaError, OSError, IdempotenceRefused) as exc:
                     await producer.stop()
                     raise BrokerUnavailable(f"cannot reach the broker: {exc}") from exc
                 self._producer = producer

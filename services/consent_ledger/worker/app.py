@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timeline import Status
-from consent_ledger.kafka import make_producer
+from consent_ledger.kafka import make_producer, start_producer
 from consent_ledger.ledger.checkpointing import issue_checkpoint
 from consent_ledger.ledger.checkpoints import load_signing_key
 from consent_ledger.ledger.keyring import KeyRing, load_master_key
@@ -73,7 +73,7 @@ class WorkerRuntime:
                 await migrate(connection)
             keyring = KeyRing(load_master_key(settings.master_key_file, settings.master_key))
             producer = make_producer(settings, client_id="consent-ledger-relay")
-            await producer.start()
+            await start_producer(producer, settings)
             if settings.signing_key_file is not None:
                 self.signing_key = load_signing_key(Path(settings.signing_key_file))
             self.pipeline = BatchPipeline(pool, keyring, self.policy, settings)
