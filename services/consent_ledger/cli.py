@@ -263,6 +263,9 @@ def _verify_proof(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {args.proof}: {exc.strerror or exc}") from None
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"{args.proof} is not JSON: {exc}") from None
+    if isinstance(document, dict) and isinstance(document.get("error"), dict):
+        message = document["error"].get("message", "")
+        raise UsageError(f"{args.proof} is an error the API answered, not a proof: {message}")
     kind = document.get("format", "") if isinstance(document, dict) else ""
     verify = (
         verify_consistency_document if "consistency" in str(kind) else verify_inclusion_document

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -622,6 +623,26 @@ async def test_inclusion_errors(ledger: Ledger) -> None:
     for response in bad:
         body = assert_error(response, 400, "invalid-parameter")
         assert body["error"]["parameter"] == "checkpoint"
+
+
+async def test_an_error_saved_as_a_proof_is_a_usage_error_of_the_cli(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """A user who saved the API's answer without looking is told it is not a proof,
+    with the API's message, rather than that a proof failed."""
+    async with api(ledger.settings, ledger.pool) as client:
+        key = (await client.get("/v1/ledger/public-key")).text
+        error = (await client.get("/v1/ledger/proofs/inclusion/jv-1")).json()
+    proof_file, key_file = tmp_path / "proof.json", tmp_path / "key.json"
+    proof_file.write_bytes(orjson.dumps(error))
+    key_file.write_text(key)
+    result = await asyncio.to_thread(
+        subprocess.run, [str(CLI), "verify-proof", str(proof_file), "--public-key", str(key_file)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "is an error the API answered, not a proof" in result.stderr
+    assert "not covered by a checkpoint yet" in result.stderr
 
 
 # -- consistency proofs ----------------------------------------------------------------------
