@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import BrokerResponseError
 
 from consent_ledger.settings import Settings
 
@@ -41,7 +41,7 @@ async def start_producer(producer: AIOKafkaProducer, settings: Settings) -> None
     unknown error of InitProducerId."""
     try:
         await producer.start()
-    except KafkaError as exc:
+    except BrokerResponseError as exc:  # an answer: the broker is there and said no
         await producer.stop()
         if settings.kafka_idempotence is False:
             raise
@@ -50,6 +50,9 @@ async def start_producer(producer: AIOKafkaProducer, settings: Settings) -> None
             "the embedded broker of `consent-ledger dev` does not: there, set "
             "LEDGER_KAFKA_IDEMPOTENCE=false (LedgerProducer: enable_idempotence=False)"
         ) from exc
+    except BaseException:  # unreachable, timed out, cancelled: not the broker's answer
+        await producer.stop()
+        raise
 
 
 async def send_all(

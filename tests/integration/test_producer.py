@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 
 from consent_ledger.core.intake import Rejection, ValidEvent, validate
-from consent_ledger.embedded import ensure_topics
+from consent_ledger.embedded import ensure_topics, find_free_port
 from consent_ledger.kafka import IdempotenceRefused, end_offsets
 from consent_ledger.producer import InvalidEvent, LedgerProducer
 from tests.conftest import KAFKA_BOOTSTRAP_ENV
@@ -204,6 +205,22 @@ async def test_an_idempotent_producer_refused_by_the_embedded_broker_says_what_t
     with pytest.raises(IdempotenceRefused, match="enable_idempotence=False"):
         async with LedgerProducer(kafka_bootstrap, source=SOURCE, topic=topic):
             pass  # never reached: the broker refuses at start
+
+
+async def test_an_unreachable_broker_is_not_blamed_on_idempotence() -> None:
+    nobody = f"127.0.0.1:{find_free_port()}"
+    with pytest.raises(KafkaConnectionError):
+        async with LedgerProducer(nobody, source=SOURCE):
+            pass
+    env = dict(os.environ, LEDGER_KAFKA_BOOTSTRAP=nobody, LEDGER_KAFKA_IDEMPOTENCE="true")
+    result = await asyncio.to_thread(
+        subprocess.run, [str(CLI), "publish", str(SCENARIOS / "bad-input" / "events.jsonl")],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith(f"consent-ledger publish: cannot publish to {nobody}")
+    assert "idempotent" not in line
 
 
 @embedded_broker_only
