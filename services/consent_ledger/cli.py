@@ -240,7 +240,11 @@ def _verify(args: argparse.Namespace) -> int:
         finally:
             await connection.close()
 
-    report = asyncio.run(run())
+    try:
+        report = asyncio.run(run())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Exit 2, not 1: the ledger could not be read, which says nothing of tampering.
+        raise UsageError(f"cannot read the ledger: {type(exc).__name__}: {exc}") from None
     for number in report.forged_checkpoints:
         sys.stdout.write(f"checkpoint {number}: signature does not verify: forged or altered\n")
     for divergence in report.divergences:

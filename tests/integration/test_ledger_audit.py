@@ -23,6 +23,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
 import struct
 import sys
 import zlib
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -721,3 +722,41 @@ async def test_consistency_proof_between_the_checkpoints_holds(
         status, output = await cli_verify_proof(ledger, tmp_path, tampered)
         assert status == 1, output
         assert output.startswith("FAILED: ")
+
+
+# -- the auditor's role ---------------------------------------------------------------
+
+DEPLOY_GUIDE = Path(__file__).resolve().parents[2] / "deploy" / "README.md"
+
+
+async def test_the_auditor_role_of_the_deploy_guide_can_verify_and_nothing_less_can(
+    small_ledger: Ledger, pg_server_dsn: str, unique_name: Any
+) -> None:
+    """deploy/README.md's grants for the read-only auditor are enough for `verify`;
+    without them `verify` says it cannot read the ledger and exits 2, not 1 (which
+    means tampering)."""
+    guide = DEPLOY_GUIDE.read_text()
+    [grant] = re.findall(r"^GRANT SELECT ON .+ TO ledger_auditor;", guide, re.MULTILINE)
+    role = unique_name("auditor")
+    server = await asyncpg.connect(pg_server_dsn)
+    try:
+        await server.execute(f"CREATE ROLE {role} LOGIN")
+        address = urlsplit(small_ledger.database_url)
+        host = address.netloc.rpartition("@")[2]
+        as_auditor = urlunsplit(address._replace(netloc=f"{role}@{host}"))
+        args = ("verify", "--public-key", str(small_ledger.public_pem))
+
+        status, output = await run_cli(*args, database_url=as_auditor)
+        assert status == 2, output
+        assert "cannot read the ledger" in output and "permission denied" in output
+
+        async with small_ledger.pool.acquire() as owner:
+            await owner.execute(grant.replace("ledger_auditor", role))
+        status, output = await run_cli(*args, database_url=as_auditor)
+        assert status == 0, output
+        assert output.startswith("OK:")
+    finally:
+        async with small_ledger.pool.acquire() as owner:
+            await owner.execute(f"DROP OWNED BY {role}")  # the grants, in the ledger's database
+        await server.execute(f"DROP ROLE {role}")
+        await server.close()
