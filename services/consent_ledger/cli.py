@@ -144,13 +144,16 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from consent_ledger.worker.app import run_worker
+    from consent_ledger.worker.app import WorkerNotReady, run_worker
 
     _configure_logging()
     settings = _settings()
     if not settings.kafka_bootstrap or not settings.database_url:
         raise UsageError("set LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
-    run_worker(settings, resolve_policy(settings.policy_path))
+    try:
+        run_worker(settings, resolve_policy(settings.policy_path))
+    except WorkerNotReady as exc:
+        raise UsageError(f"not joining the consumer group: {exc}") from None
     return EXIT_OK
 
 

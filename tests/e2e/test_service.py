@@ -151,6 +151,36 @@ async def test_a_batch_that_cannot_be_written_stops_the_worker_and_loses_nothing
     await assert_exactly_expected(service, want, stats)
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "mentions"),
+    [
+        ("LEDGER_MASTER_KEY", "", "master key"),
+        ("LEDGER_MASTER_KEY", "not-base64!", "LEDGER_MASTER_KEY"),
+        ("LEDGER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none", "cannot use the database"),
+    ],
+)
+async def test_a_worker_that_could_not_work_does_not_join_its_group(
+    ledger_service: LedgerService, setting: str, value: str, mentions: str
+) -> None:
+    """It says why in one line and exits 2 before joining: a worker that joined and
+    then crashed would make its group rebalance, stalling the healthy workers."""
+    service = ledger_service
+    healthy = service.start_worker()
+    service.publish(SCENARIOS / "consent-lifecycle" / "events.jsonl")
+    before = await service.wait_counted(len(lines("consent-lifecycle")))
+
+    broken = dict(service.env) | {setting: value}
+    result = await asyncio.to_thread(
+        subprocess.run, [str(CLI), "worker"], env=broken, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "not joining the consumer group" in result.stderr and mentions in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "partitions revoked" not in service.worker_log(1)  # no rebalance happened
+    assert healthy.poll() is None and (await service.stats()) == before
+
+
 BROKEN_DISCLOSURES = """
 CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
 $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$;

@@ -244,12 +244,59 @@ def create_app(settings: Settings, policy: Policy) -> tuple[faust.App, WorkerRun
         if signed is not None:
             log.info("checkpoint signed", heads=len(signed.checkpoint.tree_heads))
 
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as on_before_shutdown
+    async def assigned(sender: Any, assigned: Any, **__: Any) -> None:
+        log.info("partitions assigned", partitions=_partitions(assigned, settings.events_topic))
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as on_before_shutdown
+    async def revoked(sender: Any, revoked: Any, **__: Any) -> None:
+        partitions = _partitions(revoked, settings.events_topic)
+        if partitions:  # faust also revokes nothing before the first assignment
+            log.info("partitions revoked", partitions=partitions)
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types want a signal kwarg
     async def release(sender: Any, *_: Any, **__: Any) -> None:
         await runtime.close()
         log.info("worker stopped", batches=runtime.batches)
 
     return app, runtime
+
+
+def _partitions(topic_partitions: Any, topic: str) -> list[int]:
+    return sorted(tp.partition for tp in topic_partitions if tp.topic == topic)
+
+
+class WorkerNotReady(Exception):
+    """What the worker needs is missing or unreachable: it must not join its group."""
+
+
+def check_ready(settings: Settings) -> None:
+    """Load the keys and migrate the database before the worker joins its consumer
+    group: a worker that joined and then crashed would make the group rebalance
+    twice, stalling the healthy workers each time (seen: 3 s gaps, in a crash loop
+    again and again)."""
+    try:
+        load_master_key(settings.master_key_file, settings.master_key)
+        if settings.signing_key_file is not None:
+            load_signing_key(Path(settings.signing_key_file))
+    except (OSError, ValueError) as exc:
+        raise WorkerNotReady(str(exc)) from None
+    assert settings.database_url is not None
+
+    async def migrated() -> None:
+        connection = await asyncpg.connect(settings.database_url, timeout=10)
+        try:
+            await migrate(connection)
+        finally:
+            await connection.close()
+
+    loop = asyncio.new_event_loop()  # not asyncio.run: it would unset the loop faust takes
+    try:
+        loop.run_until_complete(migrated())
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise WorkerNotReady(f"cannot use the database: {type(exc).__name__}: {exc}") from None
+    finally:
+        loop.close()
 
 
 def make_worker(settings: Settings, policy: Policy, *, loglevel: str = "warning") -> faust.Worker:
@@ -265,5 +312,15 @@ def make_worker(settings: Settings, policy: Policy, *, loglevel: str = "warning"
 
 
 def run_worker(settings: Settings, policy: Policy) -> None:
-    """Run a worker until it is stopped (SIGINT/SIGTERM): ``consent-ledger worker``."""
+    """Run a worker until it is stopped (SIGINT/SIGTERM): ``consent-ledger worker``.
+    Raises :class:`WorkerNotReady` before joining the group if it could not work."""
+    check_ready(settings)
+    log.info(
+        "worker joining its consumer group", group=settings.consumer_group,
+        topic=settings.events_topic, integrity=settings.integrity,
+    )  # fmt: skip
+    if not settings.integrity:
+        log.warning(
+            "LEDGER_INTEGRITY=false: entries are stored unsealed and outside the Merkle logs"
+        )
     make_worker(settings, policy).execute_from_commandline()
