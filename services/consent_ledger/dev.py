@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +66,12 @@ class DevStack:
             self._stop()
 
     async def _main(self) -> int:
+        api_url = f"http://{self.settings.api_host}:{self.settings.api_port}"
+        if _answers(self.settings.api_host, self.settings.api_port):
+            raise RuntimeError(
+                f"something already listens on {api_url} (another `consent-ledger dev`?); "
+                "stop it, or choose another port with LEDGER_API_PORT"
+            )
         settings = self._start_infrastructure()
         if self._postgres is not None:
             await create_database(self._postgres.dsn, DATABASE, exist_ok=True)
@@ -89,7 +96,6 @@ class DevStack:
         for number in range(1, self.workers + 1):
             self._spawn(f"worker-{number}", ["worker"], env, settings.data_dir)
         self._spawn("api", ["api"], env, settings.data_dir)
-        api_url = f"http://{settings.api_host}:{settings.api_port}"
         await self._wait_ready(api_url)
         say("")
         say(f"consent-ledger is running (data folder: {settings.data_dir.resolve()})")
@@ -108,7 +114,9 @@ class DevStack:
         say("Ctrl-C stops everything.")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too: a closed terminal must not leave the children (each in its
+        # own session, so that Ctrl-C reaches only this process) running.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, stop.set)
         tasks = [asyncio.create_task(self._watch_children(stop))]
         if self.demo:
@@ -260,6 +268,15 @@ def _child_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[name] = str(value)
     return env
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _status(url: str) -> int:

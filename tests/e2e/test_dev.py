@@ -190,13 +190,13 @@ class DevRun:
         for part in ("consent_ledger.cli worker", "consent_ledger.cli api", "tansu", "postgres"):
             assert part in commands, f"no {part!r} among dev's processes: {commands}"
 
-    def interrupt(self) -> int:
-        """Ctrl-C: SIGINT to the dev process itself; its exit status."""
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, signum: signal.Signals = signal.SIGINT) -> int:
+        """Ctrl-C (or ``signum``) to the dev process itself; its exit status."""
+        self.process.send_signal(signum)
         try:
             return self.process.wait(timeout=STOP_S)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"dev still running {STOP_S:.0f} s after SIGINT:\n{self.report()}")
+            pytest.fail(f"dev still running {STOP_S:.0f} s after {signum.name}:\n{self.report()}")
 
     def close(self) -> None:
         """Whatever happened, leave nothing running: SIGTERM, then SIGKILL the stragglers."""
@@ -261,9 +261,29 @@ def test_dev_demo_runs_everything_and_ctrl_c_stops_everything(
         assert second.json("/v1/violations", status="open", limit=1)["items"]
         second.collect_started()
 
-        assert second.interrupt() == 0, second.report()
+        # A closed terminal (SIGHUP) stops everything too.
+        assert second.interrupt(signal.SIGHUP) == 0, second.report()
         left = still_running(second.started)
         assert not left, f"still running after dev exited: {left}\n{second.report()}"
         assert not accepts_connections(second.port)
     finally:
         second.close()
+
+
+def test_dev_refuses_a_port_already_in_use_before_starting_anything(
+    postgres_data_parent: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {name: value for name, value in os.environ.items() if not name.startswith("LEDGER_")}
+        result = subprocess.run(
+            [str(CLI), "dev", "--data-dir", str(postgres_data_parent / "ledger-data")],
+            env=env | {"LEDGER_API_PORT": str(port)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"something already listens on http://127.0.0.1:{port}" in result.stdout
+    assert "LEDGER_API_PORT" in result.stdout
+    assert "starting the embedded" not in result.stdout  # nothing was started
