@@ -87,3 +87,29 @@ async def test_the_service_role_cannot_change_the_ledger(
                 await connection.execute(statement)
                 await connection.execute("UPDATE ledger_entries SET subject = 'x'")
         assert await connection.fetchval("SELECT subject FROM ledger_entries") == "s"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE checkpoints SET document = '{}'",
+        "DELETE FROM checkpoints",
+        "TRUNCATE checkpoints",
+        "DELETE FROM merkle_logs",
+    ],
+)
+async def test_the_service_role_can_issue_checkpoints_but_not_withdraw_them(
+    service_pool: asyncpg.Pool, statement: str
+) -> None:
+    async with service_pool.acquire() as connection:
+        await connection.execute(
+            "INSERT INTO checkpoints (issued_at, document) VALUES (now(), '{\"signed\": true}')"
+        )
+        await connection.execute(
+            "INSERT INTO merkle_logs VALUES (0, 1, '\\x00')"
+            " ON CONFLICT (kafka_partition) DO UPDATE SET size = 2"
+        )  # advancing a log is allowed
+        with pytest.raises(REFUSED):
+            await connection.execute(statement)
+        assert await connection.fetchval("SELECT count(*) FROM checkpoints") == 1
+        assert await connection.fetchval("SELECT count(*) FROM merkle_logs") == 1
