@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -101,7 +102,7 @@ class DevStack:
         say(f"consent-ledger is running (data folder: {settings.data_dir.resolve()})")
         say(f"  API:       {api_url}   (docs: {api_url}/docs)")
         say(f"  broker:    {settings.kafka_bootstrap}   (topic {settings.events_topic})")
-        say(f"  database:  {settings.database_url}")
+        say(f"  database:  {_without_password(settings.database_url or '')}")
         say(f"  logs:      {settings.data_dir.resolve() / 'logs'}")
         say(f"  try:       curl -s '{api_url}/v1/violations?status=open' | python3 -m json.tool")
         idempotence = (
@@ -140,13 +141,19 @@ class DevStack:
         data_dir = settings.data_dir
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
         changes: dict[str, Any] = {}
-        if not settings.kafka_bootstrap:
+        if settings.kafka_bootstrap:
+            say(f"using the broker at {settings.kafka_bootstrap} (LEDGER_KAFKA_BOOTSTRAP)")
+        else:
             say("starting the embedded Kafka-compatible broker (Tansu)...")
             self._broker = EmbeddedBroker(log_path=data_dir / "logs" / "broker.log").start()
             changes |= {"kafka_bootstrap": self._broker.bootstrap, "kafka_idempotence": False}
             if "LEDGER_FETCH_MAX_WAIT_MS" not in os.environ:
                 changes["fetch_max_wait_ms"] = EmbeddedBroker.FETCH_MAX_WAIT_MS
-        if not settings.database_url:
+        if settings.database_url:
+            say(
+                f"using the database at {_without_password(settings.database_url)} (LEDGER_DATABASE_URL)"
+            )
+        else:
             say("starting the embedded PostgreSQL...")
             # platformdirs warns on machines without a login session; nothing to act on.
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
@@ -268,6 +275,16 @@ def _child_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[name] = str(value)
     return env
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password, if any, shown as ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    credentials, _, host = parts.netloc.rpartition("@")
+    user = credentials.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _answers(host: str, port: int) -> bool:
