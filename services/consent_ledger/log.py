@@ -4,6 +4,7 @@ stderr is not a terminal, readable colours when it is."""
 from __future__ import annotations
 
 import logging
+import logging.config
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -36,3 +37,39 @@ def configure_logging(level: str = "info") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    config = stdlib_logging_config()
+    if config is not None:
+        logging.config.dictConfig(config)
+
+
+def stdlib_logging_config(level: str = "warning") -> dict[str, Any] | None:
+    """A ``logging.config.dictConfig`` that writes what the libraries log through
+    the standard library (aiokafka, faust, uvicorn) as JSON lines like the
+    project's own, when stderr is not a terminal; None on a terminal, where
+    their plain lines read well enough. The worker hands it to faust, which
+    would otherwise install its own plain handler."""
+    if sys.stderr.isatty():
+        return None
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.JSONRenderer(),
+                ],
+                "foreign_pre_chain": [
+                    structlog.stdlib.add_log_level,
+                    structlog.stdlib.add_logger_name,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    structlog.processors.format_exc_info,
+                ],
+            }
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": sys.stderr}
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+    }

@@ -201,6 +201,33 @@ async def test_two_workers_share_the_partitions(ledger_service: LedgerService) -
     assert "batch committed" in service.worker_log(2)
 
 
+async def test_worker_logs_are_json_lines_also_from_the_libraries(
+    ledger_service: LedgerService,
+) -> None:
+    """A second worker joining makes the first rebalance, and the libraries
+    (aiokafka, faust) warn about it through the standard library: those lines
+    are JSON too, with the logger's name."""
+    service = ledger_service
+    service.start_worker()
+    service.publish(SCENARIOS / "consent-lifecycle" / "events.jsonl")
+    await service.wait_counted(len(lines("consent-lifecycle")))
+    service.start_worker()
+    service.publish(SCENARIOS / "late-arrivals" / "events.jsonl")
+    await service.wait_counted(len(lines("consent-lifecycle")) + len(lines("late-arrivals")))
+
+    async def rebalanced() -> bool:
+        return "partitions revoked" in service.worker_log(1)
+
+    await service.wait_for(rebalanced, "the first worker to give up partitions to the second")
+    records = [
+        json.loads(line) for number in (1, 2) for line in service.worker_log(number).splitlines()
+    ]
+    assert all(isinstance(record, dict) for record in records)
+    foreign = [record for record in records if "logger" in record]
+    assert foreign, "no library log line to check"
+    assert all(record["level"] in ("warning", "error", "critical") for record in foreign)
+
+
 async def test_every_violation_change_is_alerted_once(ledger_service: LedgerService) -> None:
     service = ledger_service
     service.start_worker()

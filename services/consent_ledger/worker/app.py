@@ -35,6 +35,7 @@ from consent_ledger.ledger.checkpointing import issue_checkpoint
 from consent_ledger.ledger.checkpoints import load_signing_key
 from consent_ledger.ledger.keyring import KeyRing, load_master_key
 from consent_ledger.ledger.migrate import migrate
+from consent_ledger.log import stdlib_logging_config
 from consent_ledger.settings import Settings
 from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
@@ -302,7 +303,10 @@ def check_ready(settings: Settings) -> None:
 def make_worker(settings: Settings, policy: Policy, *, loglevel: str = "warning") -> faust.Worker:
     """The faust worker that runs one worker process's app."""
     app, _ = create_app(settings, policy)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+        logging_config=stdlib_logging_config(loglevel),
+    )  # fmt: skip
     # No start-up spinner: to spin on every log record, faust sets the root
     # logger to DEBUG for as long as the worker runs, and aiokafka then builds
     # a record for each of its debug calls, several per fetch and per send
