@@ -250,6 +250,11 @@ def _verify(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read the ledger: {type(exc).__name__}: {exc}") from None
     for number in report.forged_checkpoints:
         sys.stdout.write(f"checkpoint {number}: signature does not verify: forged or altered\n")
+    if report.other_keys:
+        sys.stdout.write(
+            f"(those checkpoints name signing key {', '.join(sorted(report.other_keys))}, and the "
+            "key given is another: a wrong --public-key, or a key rotated since)\n"
+        )
     for divergence in report.divergences:
         sys.stdout.write(f"DIVERGES: {divergence}\n")
     verdict = "OK" if report.ok else "FAILED"

@@ -56,7 +56,7 @@ from consent_ledger.ledger.audit import (
     verify_ledger,
 )
 from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import generate_signing_key, public_key_pem
+from consent_ledger.ledger.checkpoints import generate_signing_key, key_id, public_key_pem
 from consent_ledger.ledger.keyring import KeyRing
 from consent_ledger.ledger.migrate import migrate
 from consent_ledger.settings import Settings
@@ -480,7 +480,8 @@ async def test_a_forged_or_altered_checkpoint_is_reported(
             )
             forged = 1
         else:
-            await issue_checkpoint(small_ledger.pool, generate_signing_key(), LOG_ID, force=True)
+            other_key = generate_signing_key()
+            await issue_checkpoint(small_ledger.pool, other_key, LOG_ID, force=True)
             forged = 3
     report = await small_ledger.verify()
     assert not report.ok
@@ -490,6 +491,12 @@ async def test_a_forged_or_altered_checkpoint_is_reported(
     assert status == 1, output
     assert f"checkpoint {forged}: signature does not verify" in output
     assert "FAILED" in output
+    # Only a checkpoint that names another key is said to: an altered one names ours.
+    if forgery == "other-key":
+        assert report.other_keys == {key_id(other_key.public_key())}
+        assert f"name signing key {key_id(other_key.public_key())}" in output
+    else:
+        assert report.other_keys == set() and "signing key" not in output
 
 
 # -- proofs, checked by an auditor's own code -----------------------------------------

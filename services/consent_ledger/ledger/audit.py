@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from consent_ledger.ledger.checkpoints import SignedCheckpoint, verify_checkpoint
+from consent_ledger.ledger.checkpoints import SignedCheckpoint, key_id, verify_checkpoint
 from consent_ledger.ledger.entry import LedgerEntry, from_micros
 from consent_ledger.ledger.merkle import MerkleFrontier
 from consent_ledger.ledger.proofs import build_consistency_document, build_inclusion_document
@@ -141,6 +141,7 @@ class AuditReport:
     checkpoints: int = 0
     divergences: list[Divergence] = field(default_factory=list)
     forged_checkpoints: list[int] = field(default_factory=list)  # signature does not verify
+    other_keys: set[str] = field(default_factory=set)  # key ids those claim, not the given key's
 
     @property
     def ok(self) -> bool:
@@ -163,6 +164,8 @@ async def verify_ledger(
             trusted.append((number, signed))
         else:
             report.forged_checkpoints.append(number)
+            if signed.key_id != key_id(public_key):
+                report.other_keys.add(signed.key_id)
     checkpoints = trusted
     partitions = {row[0] for row in await connection.fetch(PARTITIONS)}
     partitions |= {
