@@ -41,17 +41,15 @@ async def start_producer(producer: AIOKafkaProducer, settings: Settings) -> None
     unknown error of InitProducerId."""
     try:
         await producer.start()
-    except BrokerResponseError as exc:  # an answer: the broker is there and said no
+    except BaseException as exc:
         await producer.stop()
-        if settings.kafka_idempotence is False:
-            raise
-        raise IdempotenceRefused(
-            f"the broker refused an idempotent producer ({exc}). Apache Kafka accepts one; "
-            "the embedded broker of `consent-ledger dev` does not: there, set "
-            "LEDGER_KAFKA_IDEMPOTENCE=false (LedgerProducer: enable_idempotence=False)"
-        ) from exc
-    except BaseException:  # unreachable, timed out, cancelled: not the broker's answer
-        await producer.stop()
+        # A broker's answer (not unreachable, timed out or cancelled) to an idempotent producer.
+        if isinstance(exc, BrokerResponseError) and settings.kafka_idempotence is not False:
+            raise IdempotenceRefused(
+                f"the broker refused an idempotent producer ({exc}). Apache Kafka accepts one; "
+                "the embedded broker of `consent-ledger dev` does not: there, set "
+                "LEDGER_KAFKA_IDEMPOTENCE=false (LedgerProducer: enable_idempotence=False)"
+            ) from exc
         raise
 
 

@@ -58,8 +58,7 @@ class Publisher:
                 producer = make_producer(self._settings, client_id="consent-ledger-api")
                 try:
                     await start_producer(producer, self._settings)
-                except (KafkaError, OSError, IdempotenceRefused) as exc:
-                    await producer.stop()
+                except (KafkaError, OSError, IdempotenceRefused) as exc:  # stopped already
                     raise BrokerUnavailable(f"cannot reach the broker: {exc}") from exc
                 self._producer = producer
             return self._producer
