@@ -36,7 +36,24 @@ def _rfc3339(value: Any) -> datetime:
     return parse_datetime(value)
 
 
-NonBlank = Annotated[str, Field(pattern=r"\S"), AfterValidator(_non_blank)]
+def _rfc3339_within_limit(value: Any) -> datetime:
+    if isinstance(value, str) and len(value) > 1_024:
+        raise ValueError("must be at most 1,024 characters")
+    return _rfc3339(value)
+
+
+DataTimestamp = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339_within_limit),
+    Field(
+        description="RFC 3339 date-time with seconds and a zone offset",
+        json_schema_extra={"pattern": RFC3339_PATTERN, "maxLength": 1_024},
+    ),
+]
+# CONTRACT §1 limits: id, source and subject, and the strings it names in data.
+AttributeText = Annotated[str, Field(pattern=r"\S", max_length=256), AfterValidator(_non_blank)]
+Text = Annotated[str, Field(max_length=1_024)]
+NonBlank = Annotated[str, Field(pattern=r"\S", max_length=1_024), AfterValidator(_non_blank)]
 Timestamp = Annotated[
     datetime,
     BeforeValidator(_rfc3339),
@@ -54,9 +71,9 @@ class _Model(BaseModel):
 class Notice(_Model):
     """The privacy notice the subject was shown when consenting."""
 
-    id: str
-    version: str
-    content_sha256: str
+    id: Text
+    version: Text
+    content_sha256: Text
 
 
 class Recipient(_Model):
@@ -64,52 +81,52 @@ class Recipient(_Model):
 
     kind: NonBlank
     id: NonBlank
-    name: str | None = None
+    name: Text | None = None
 
 
 class LegalBasis(_Model):
     """What allowed a disclosure outside the group, e.g. a court order."""
 
     kind: NonBlank
-    reference: str | None = None
+    reference: Text | None = None
 
 
 class ConsentGivenData(_Model):
-    purpose: str
+    purpose: NonBlank
     subject_role: SubjectRole
-    controller: str
-    expires_at: Timestamp | None = None
-    channel: str | None = None
-    policy_version: str | None = None
+    controller: NonBlank
+    expires_at: DataTimestamp | None = None
+    channel: Text | None = None
+    policy_version: Text | None = None
     notice: Notice | None = None
     evidence: dict[str, Any] | None = None
 
 
 class ConsentWithdrawnData(_Model):
-    purpose: str
-    controller: str
-    channel: str | None = None
-    reason: str | None = None
+    purpose: NonBlank
+    controller: NonBlank
+    channel: Text | None = None
+    reason: Text | None = None
 
 
 class DataSharedData(_Model):
-    purpose: str
+    purpose: NonBlank
     subject_role: SubjectRole
-    controller: str
+    controller: NonBlank
     recipient: Recipient
     data_categories: Annotated[list[NonBlank], Field(min_length=1)]
     legal_basis: LegalBasis | None = None
 
 
 class VisitorRegisteredData(_Model):
-    site: str
-    rights_notice: str | None = None
-    host: str | None = None
+    site: NonBlank
+    rights_notice: Text | None = None
+    host: Text | None = None
 
 
 class ErasureRequestedData(_Model):
-    reason: str | None = None
-    requested_via: str | None = None
+    reason: Text | None = None
+    requested_via: Text | None = None
 
 
 DATA_MODELS: dict[str, type[_Model]] = {
@@ -125,10 +142,10 @@ class Envelope(_Model):
     """The CloudEvents 1.0 attributes every event carries (structured mode)."""
 
     specversion: Literal["1.0"]
-    id: NonBlank
-    source: NonBlank
+    id: AttributeText
+    source: AttributeText
     type: NonBlank  # blank is a missing attribute (invalid-envelope), not an unknown type
-    subject: NonBlank
+    subject: AttributeText
     time: Timestamp
     datacontenttype: str | None = None
     dataschema: str | None = None

@@ -7,7 +7,10 @@ models in :mod:`consent_ledger.core.events`; ``tests/unit/test_intake.py``
 checks the two agree on every input it generates.
 
 The checks run in the order CONTRACT §2 gives; the first that fails is the
-reason. ``id-conflict`` needs history, so it is decided by :func:`admit`
+reason. A record is I-JSON (RFC 7493) or ``invalid-json``; the decoder alone
+does not see all of it (it keeps the last of two equal member names and the
+NUL a ``\\u0000`` escape spells), so :func:`parse_record` adds the cheap
+checks ARCHITECTURE.md describes ("I-JSON at the decoder's speed"). ``id-conflict`` needs history, so it is decided by :func:`admit`
 against the digest of the event accepted earlier under the same id. Digests
 are the caller's to compute (:func:`content_digest`): ``check`` computes one
 only when an id comes again.
@@ -15,9 +18,11 @@ only when an id comes again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -33,6 +38,7 @@ from consent_ledger.core.vocabulary import EVENT_TYPES, SUBJECT_ROLES
 class Reason(StrEnum):
     """Why an input was rejected (CONTRACT §2), in the order they are checked."""
 
+    TOO_LARGE = "too-large"
     INVALID_JSON = "invalid-json"
     INVALID_ENVELOPE = "invalid-envelope"
     UNKNOWN_TYPE = "unknown-type"
@@ -98,30 +104,92 @@ def compact_json(body: Mapping[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
+MAX_RECORD_BYTES: Final = 262_144
+"""A record (a line without its line break) over this many bytes is ``too-large``."""
+MAX_DEPTH: Final = 32
+"""Objects and arrays nested deeper than this (the event itself is level 1) are not I-JSON here."""
+MAX_ATTRIBUTE_CHARS: Final = 256
+"""The most characters ``id``, ``source`` and ``subject`` may have."""
+MAX_DATA_CHARS: Final = 1_024
+"""The most characters of each string CONTRACT §1 names inside ``data``."""
+
 _DECODE_JSON = msgspec.json.Decoder()
+_ENCODE_JSON = msgspec.json.Encoder()
+# Escapes are only ever inside strings, and a left-to-right scan pairs them as
+# a JSON reader does ("\\\\u0000" is a backslash and the text u0000).
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+_STRING_WITHOUT_ESCAPES = re.compile(rb'"[^"]*"')
+_NOT_A_BRACKET = bytes(set(range(256)) - set(b"{}[]"))
 
 
 class InvalidJson(ValueError):
-    """The bytes are not JSON (or hold a number no JSON reader keeps: 1e400)."""
+    """The bytes are not I-JSON (RFC 7493), or not JSON at all."""
 
 
-def parse_json(raw: bytes | str) -> Any:
-    """Parse any JSON value exactly; raise :class:`InvalidJson` saying why not.
+def record_size_problem(raw: bytes | str) -> Rejection | None:
+    """``too-large`` when the record, without a final line break, is over
+    :data:`MAX_RECORD_BYTES` bytes (UTF-8 for text)."""
+    size = len(raw)
+    if size <= MAX_RECORD_BYTES // 4:  # no text that short is over the limit in UTF-8
+        return None
+    if isinstance(raw, str):
+        size = len(raw.encode("utf-8", "surrogatepass"))
+        ending = raw[-2:]
+        size -= 2 if ending == "\r\n" else 1 if ending[-1:] == "\n" else 0
+    else:
+        ending_bytes = raw[-2:]
+        size -= 2 if ending_bytes == b"\r\n" else 1 if ending_bytes[-1:] == b"\n" else 0
+    if size <= MAX_RECORD_BYTES:
+        return None
+    return Rejection(
+        Reason.TOO_LARGE, f"the record is {size:,} bytes, over the limit of {MAX_RECORD_BYTES:,}"
+    )
+
+
+def parse_json(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse one I-JSON value exactly; raise :class:`InvalidJson` saying why not.
 
     msgspec parses first: as fast as orjson, and exact for integers beyond 64
     bits (orjson turns those into floats, which would make two different events
-    look the same). What it refuses, the standard library decides, for a precise
-    reason, refusing NaN, Infinity and numbers beyond a float's range as msgspec
-    does.
+    look the same). What it refuses, the standard library decides, for a
+    precise reason, refusing NaN, Infinity and numbers beyond a float's range
+    as msgspec does. Around the decoder, what it does not check:
+
+    - depth: counting brackets bounds it; only a text with more than
+      ``max_depth`` of them is measured, and a deeper one never reaches a
+      parser (which would recurse once per level);
+    - ``\\u0000`` and unpaired surrogates: only a text with a backslash can
+      spell them, and only such a text is scanned (:func:`_escape_problem`);
+    - a member name twice in one object, which the decoder keeps silently (the
+      last wins): the value encoded again is the text itself for compact
+      producers, which proves nothing was dropped; otherwise the text's string
+      delimiters are counted against the names and strings decoded
+      (:func:`_strings_in`), and a difference is a dropped member.
     """
+    text = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if text.count(b"{") + text.count(b"[") > max_depth and _nesting_depth(text, max_depth):
+        raise InvalidJson(f"objects and arrays are nested deeper than {max_depth} levels")
     try:
-        return _DECODE_JSON.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return _parse_with_stdlib(raw)
+        value = _DECODE_JSON.decode(text)
+    except msgspec.DecodeError:
+        value = _parse_with_stdlib(text)
+    escaped_quotes = 0
+    if b"\\" in text:
+        problem, escaped_quotes = _escape_problem(text)
+        if problem:
+            raise InvalidJson(problem)
+    kind = type(value)
+    if (
+        (kind is dict or kind is list)
+        and not text.startswith(_ENCODE_JSON.encode(value))
+        and text.count(b'"') - escaped_quotes != 2 * _strings_in(value)
+    ):
+        raise InvalidJson(_duplicate_name(text))
+    return value
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
-    """Parse one record or line; raise :class:`_Invalid` unless it is a JSON object."""
+    """Parse one record or line; raise :class:`_Invalid` unless it is an I-JSON object."""
     try:
         value = parse_json(raw)
     except InvalidJson as exc:
@@ -131,7 +199,7 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
     return value
 
 
-def _parse_with_stdlib(raw: bytes | str) -> Any:
+def _parse_with_stdlib(raw: bytes) -> Any:
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
 
@@ -143,10 +211,96 @@ def _parse_with_stdlib(raw: bytes | str) -> Any:
 
     try:
         # Records are UTF-8; json.loads(bytes) would also guess UTF-16 and UTF-32.
-        text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJson(f"not UTF-8: {exc}") from None
+    try:
         return json.loads(text, parse_constant=refuse, parse_float=finite)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise InvalidJson(f"not valid JSON: {exc}") from None
+
+
+def _nesting_depth(text: bytes, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than ``limit`` in ``text``, read
+    without a parser: escapes, then strings, are cut out, and the brackets
+    left are counted. Linear in the text, whatever it holds; on text that is no
+    JSON it may see more depth than a parser would reach, never less."""
+    unescaped = _ESCAPE.sub(b"", text)
+    brackets = _STRING_WITHOUT_ESCAPES.sub(b"", unescaped).translate(None, _NOT_A_BRACKET)
+    depth = 0
+    for bracket in brackets:
+        if bracket == 0x7B or bracket == 0x5B:  # { [
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _escape_problem(text: bytes) -> tuple[str | None, int]:
+    """What a JSON text's escapes spell that I-JSON forbids (U+0000, a surrogate
+    without its other half), and how many escaped quotes it holds."""
+    escaped_quotes = 0
+    high = b""  # an escaped high surrogate awaiting its low half, right after it
+    high_ends = -1
+    for escape in _ESCAPE.finditer(text):
+        code = escape.group(1)
+        if high and not (
+            code is not None and 0xDC00 <= int(code, 16) <= 0xDFFF and escape.start() == high_ends
+        ):
+            break
+        if high:
+            high = b""
+            continue
+        if code is None:
+            if escape.group(0) == b'\\"':
+                escaped_quotes += 1
+            continue
+        unit = int(code, 16)
+        if unit == 0:
+            return "a string holds U+0000 (\\u0000)", escaped_quotes
+        if 0xD800 <= unit <= 0xDBFF:
+            high, high_ends = code, escape.end()
+        elif 0xDC00 <= unit <= 0xDFFF:
+            return f"a string holds an unpaired surrogate (\\u{code.decode()})", escaped_quotes
+    if high:
+        return f"a string holds an unpaired surrogate (\\u{high.decode()})", escaped_quotes
+    return None, escaped_quotes
+
+
+def _strings_in(value: dict[str, Any] | list[Any]) -> int:
+    """How many member names and strings a decoded value holds, at any depth
+    (at most :data:`MAX_DEPTH` levels: the caller measured it)."""
+    count = 0
+    if type(value) is dict:
+        count = len(value)
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            count += 1
+        elif kind is dict or kind is list:
+            count += _strings_in(item)
+    return count
+
+
+def _duplicate_name(text: bytes) -> str:
+    """Name the member that appears twice (the text is JSON: only rejections come here)."""
+    found: list[str] = []
+
+    def members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in pairs]
+        if not found and len(set(names)) != len(names):
+            found.append(next(name for name in names if names.count(name) > 1))
+        return dict(pairs)
+
+    with contextlib.suppress(ValueError):
+        json.loads(text.decode("utf-8"), object_pairs_hook=members)
+    name = repr(found[0][:64]) if found else "a member name"
+    return f"{name} appears twice in one object"
 
 
 def _json_kind(value: Any) -> str:
@@ -157,23 +311,75 @@ def _json_kind(value: Any) -> str:
 
 def validate(raw: bytes | str) -> ValidEvent | Rejection:
     """Check one record against CONTRACT §1-§2, all but ``id-conflict``."""
+    too_large = record_size_problem(raw)
+    if too_large is not None:
+        return too_large
     try:
         body = parse_json_object(raw)
     except _Invalid as invalid:
         return Rejection(invalid.reason, invalid.detail)
-    return validate_parsed(body)
+    return _validated(body)
 
 
 def validate_parsed(body: Any) -> ValidEvent | Rejection:
-    """Like :func:`validate`, for an object already parsed (binary-mode records)."""
+    """Like :func:`validate`, for an object already parsed (binary-mode records,
+    events handed to the producer): it must be what an I-JSON text can hold."""
     if not isinstance(body, dict):
         return Rejection(Reason.INVALID_JSON, f"expected a JSON object, got {_json_kind(body)}")
+    problem = _i_json_problem(body)
+    if problem:
+        return Rejection(Reason.INVALID_JSON, problem)
+    return _validated(body)
+
+
+def _validated(body: dict[str, Any]) -> ValidEvent | Rejection:
     try:
         return validate_object(body)
     except _Invalid as invalid:
         maybe_id = body.get("id")
-        event_id = maybe_id if isinstance(maybe_id, str) and _has_text(maybe_id) else None
+        event_id = (
+            maybe_id
+            if isinstance(maybe_id, str) and _has_text(maybe_id)
+            and len(maybe_id) <= MAX_ATTRIBUTE_CHARS
+            else None
+        )  # fmt: skip
         return Rejection(invalid.reason, invalid.detail, event_id)
+
+
+def _i_json_problem(value: dict[str, Any]) -> str | None:
+    """Why a parsed object could not have come from an I-JSON text, if it could
+    not: walked without recursion, since nothing bounds its depth."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            return f"objects and arrays are nested deeper than {MAX_DEPTH} levels"
+        if isinstance(item, dict):
+            for name, inner in item.items():
+                if not isinstance(name, str) or _string_problem(name):
+                    return f"a member name is not an I-JSON string: {name!r:.64}"
+                pending.append((inner, depth + 1))
+        elif isinstance(item, list | tuple):
+            pending.extend((inner, depth + 1) for inner in item)
+        elif isinstance(item, str):
+            problem = _string_problem(item)
+            if problem:
+                return problem
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"{item} is not JSON"
+        elif item is not None and not isinstance(item, bool | int | float):
+            return f"a {type(item).__name__} is not JSON"
+    return None
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "a string holds U+0000"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a string holds an unpaired surrogate"
+    return None
 
 
 def validate_object(body: dict[str, Any]) -> ValidEvent:
@@ -196,6 +402,18 @@ def validate_object(body: dict[str, Any]) -> ValidEvent:
             _require_text(body, name, Reason.INVALID_ENVELOPE, "")
     texts = cast("tuple[str, str, str, str]", (event_id, source, event_type, subject))
     event_id, source, event_type, subject = texts
+    if (
+        len(event_id) > MAX_ATTRIBUTE_CHARS
+        or len(source) > MAX_ATTRIBUTE_CHARS
+        or len(subject) > MAX_ATTRIBUTE_CHARS
+    ):
+        for name, value in (("id", event_id), ("source", source), ("subject", subject)):
+            if len(value) > MAX_ATTRIBUTE_CHARS:
+                raise _Invalid(
+                    Reason.INVALID_ENVELOPE,
+                    f"'{name}' has {len(value):,} characters, over the limit of"
+                    f" {MAX_ATTRIBUTE_CHARS}",
+                )
     if "time" not in body:
         raise _Invalid(Reason.INVALID_ENVELOPE, "missing attribute 'time'")
     try:
@@ -222,14 +440,17 @@ def validate_object(body: dict[str, Any]) -> ValidEvent:
 
 
 def subject_named_in(raw: bytes) -> str | None:
-    """The subject a record names, if it is a JSON object with a string subject:
-    for keying a record and for erasing rejected records of a forgotten subject."""
+    """The subject a record names, if it is a JSON object with a string subject
+    that a valid event could hold: for keying a record and for erasing rejected
+    records of a forgotten subject."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
     subject = body.get("subject") if isinstance(body, dict) else None
-    return subject if isinstance(subject, str) else None
+    if not isinstance(subject, str) or len(subject) > MAX_ATTRIBUTE_CHARS or "\x00" in subject:
+        return None  # no valid event names it: never a key, and not a text PostgreSQL stores
+    return subject
 
 
 def admit(event: ValidEvent, digest: bytes, accepted_digest: bytes | None) -> Admission | Rejection:
@@ -266,6 +487,14 @@ def _require_text(obj: Mapping[str, Any], name: str, reason: Reason, where: str)
         raise _Invalid(reason, f"'{where}{name}' must not be empty")
 
 
+def _within_limit(value: str, name: str, where: str) -> None:
+    if len(value) > MAX_DATA_CHARS:
+        raise _Invalid(
+            Reason.INVALID_DATA,
+            f"'{where}{name}' has {len(value):,} characters, over the limit of {MAX_DATA_CHARS:,}",
+        )
+
+
 def _string(data: Mapping[str, Any], name: str, where: str = "data.") -> None:
     value = data.get(name, _MISSING)
     if value is _MISSING:
@@ -274,17 +503,22 @@ def _string(data: Mapping[str, Any], name: str, where: str = "data.") -> None:
         raise _Invalid(
             Reason.INVALID_DATA, f"'{where}{name}' must be a string, got {_json_kind(value)}"
         )
+    _within_limit(value, name, where)
 
 
-def _non_blank(data: Mapping[str, Any], name: str, where: str) -> None:
+def _non_blank(data: Mapping[str, Any], name: str, where: str = "data.") -> None:
     _require_text(data, name, Reason.INVALID_DATA, where)
+    _within_limit(data[name], name, where)
 
 
 def _optional(data: Mapping[str, Any], name: str, kind: type, where: str = "data.") -> Any:
     value = data.get(name)
-    if value is not None and not isinstance(value, kind):
-        expected = "an object" if kind is dict else "a string"
-        raise _Invalid(Reason.INVALID_DATA, f"'{where}{name}' must be {expected} or absent")
+    if value is not None:
+        if not isinstance(value, kind):
+            expected = "an object" if kind is dict else "a string"
+            raise _Invalid(Reason.INVALID_DATA, f"'{where}{name}' must be {expected} or absent")
+        if isinstance(value, str):
+            _within_limit(value, name, where)
     return value
 
 
@@ -298,11 +532,13 @@ def _subject_role(data: Mapping[str, Any]) -> None:
 
 
 def _consent_given(data: dict[str, Any]) -> None:
-    _string(data, "purpose")
+    _non_blank(data, "purpose")
     _subject_role(data)
-    _string(data, "controller")
+    _non_blank(data, "controller")
     expires_at = data.get("expires_at")
     if expires_at is not None:
+        if isinstance(expires_at, str):
+            _within_limit(expires_at, "expires_at", "data.")
         try:
             parse_instant(expires_at)
         except InvalidTimestamp as exc:
@@ -317,16 +553,16 @@ def _consent_given(data: dict[str, Any]) -> None:
 
 
 def _consent_withdrawn(data: dict[str, Any]) -> None:
-    _string(data, "purpose")
-    _string(data, "controller")
+    _non_blank(data, "purpose")
+    _non_blank(data, "controller")
     _optional(data, "channel", str)
     _optional(data, "reason", str)
 
 
 def _data_shared(data: dict[str, Any]) -> None:
-    _string(data, "purpose")
+    _non_blank(data, "purpose")
     _subject_role(data)
-    _string(data, "controller")
+    _non_blank(data, "controller")
     recipient = data.get("recipient")
     if not isinstance(recipient, dict):
         raise _Invalid(
@@ -343,6 +579,7 @@ def _data_shared(data: dict[str, Any]) -> None:
             raise _Invalid(
                 Reason.INVALID_DATA, "'data.data_categories' must hold only non-empty strings"
             )
+        _within_limit(category, "data_categories", "data.")
     legal_basis = _optional(data, "legal_basis", dict)
     if legal_basis is not None:
         _non_blank(legal_basis, "kind", "data.legal_basis.")
@@ -350,7 +587,7 @@ def _data_shared(data: dict[str, Any]) -> None:
 
 
 def _visitor_registered(data: dict[str, Any]) -> None:
-    _string(data, "site")
+    _non_blank(data, "site")
     _optional(data, "rights_notice", str)
     _optional(data, "host", str)
 
