@@ -497,6 +497,8 @@ def _within_limit(value: str, name: str, where: str) -> None:
 
 def _string(data: Mapping[str, Any], name: str, where: str = "data.") -> None:
     value = data.get(name, _MISSING)
+    if type(value) is str and len(value) <= MAX_DATA_CHARS:
+        return
     if value is _MISSING:
         raise _Invalid(Reason.INVALID_DATA, f"missing field '{where}{name}'")
     if not isinstance(value, str):
@@ -507,6 +509,9 @@ def _string(data: Mapping[str, Any], name: str, where: str = "data.") -> None:
 
 
 def _non_blank(data: Mapping[str, Any], name: str, where: str = "data.") -> None:
+    value = data.get(name)
+    if type(value) is str and len(value) <= MAX_DATA_CHARS and value and not value.isspace():
+        return
     _require_text(data, name, Reason.INVALID_DATA, where)
     _within_limit(data[name], name, where)
 
@@ -517,7 +522,7 @@ def _optional(data: Mapping[str, Any], name: str, kind: type, where: str = "data
         if not isinstance(value, kind):
             expected = "an object" if kind is dict else "a string"
             raise _Invalid(Reason.INVALID_DATA, f"'{where}{name}' must be {expected} or absent")
-        if isinstance(value, str):
+        if isinstance(value, str) and len(value) > MAX_DATA_CHARS:
             _within_limit(value, name, where)
     return value
 
@@ -579,7 +584,8 @@ def _data_shared(data: dict[str, Any]) -> None:
             raise _Invalid(
                 Reason.INVALID_DATA, "'data.data_categories' must hold only non-empty strings"
             )
-        _within_limit(category, "data_categories", "data.")
+        if len(category) > MAX_DATA_CHARS:
+            _within_limit(category, "data_categories", "data.")
     legal_basis = _optional(data, "legal_basis", dict)
     if legal_basis is not None:
         _non_blank(legal_basis, "kind", "data.legal_basis.")
