@@ -66,7 +66,7 @@ class RejectedEvent(BaseModel):
     """One event of the request that failed a check of CONTRACT §2."""
 
     index: int = Field(description="0-based position in the request (0 for a single event)")
-    reason: Literal["invalid-json", "invalid-envelope", "unknown-type", "invalid-data"]
+    reason: Literal["too-large", "invalid-json", "invalid-envelope", "unknown-type", "invalid-data"]
     detail: str
     event_id: str | None = Field(description="The event's id, when it has a usable one")
 

@@ -42,14 +42,11 @@ from consent_ledger.api.queries import LedgerReader, LedgerView, Row
 from consent_ledger.core.events import Event
 from consent_ledger.core.facts import ConsentChange
 from consent_ledger.core.intake import (
-    InvalidJson,
     Rejection,
     ValidEvent,
     compact_json,
-    parse_json,
     parse_json_object,
-    validate,
-    validate_parsed,
+    validate_request_body,
 )
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant, to_micros
@@ -219,15 +216,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _checked_events(raw: bytes) -> list[ValidEvent | Rejection]:
-    """Each event of a body checked as intake checks a record: the elements of an
-    array, or else the body as one event, which is invalid-json when it is not
-    JSON at all (parsed exactly as the worker's intake parses records)."""
-    try:
-        document = parse_json(raw)
-    except InvalidJson:
-        return [validate(raw)]
-    bodies = document if isinstance(document, list) else [document]
-    return [validate_parsed(body) for body in bodies]
+    """Each event of a body checked as intake checks a record (intake.validate_request_body)."""
+    return validate_request_body(raw)
 
 
 # -- GET /v1/violations --------------------------------------------------------

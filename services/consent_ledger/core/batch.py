@@ -23,6 +23,7 @@ from consent_ledger.core.intake import (
     ValidEvent,
     admit,
     content_digest,
+    record_size_problem,
     validate,
     validate_parsed,
 )
@@ -68,7 +69,9 @@ def check_record(record: Record) -> Checked:
     content digest of a valid event (pure work: the worker does it before its
     transaction)."""
     if record.headers and is_binary_mode(record.headers):
-        outcome = validate_parsed(structured_from_binary(record.headers, record.value))
+        outcome = record_size_problem(record.value) or validate_parsed(
+            structured_from_binary(record.headers, record.value)
+        )
     else:
         outcome = validate(record.value)
     if isinstance(outcome, Rejection):
