@@ -13,6 +13,7 @@ import asyncio
 import base64
 import gc
 import hashlib
+import json
 import os
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -980,6 +981,32 @@ async def test_post_with_an_invalid_event_publishes_nothing(
     assert await topic_size(kafka_bootstrap, topic) == 0
 
 
+async def test_post_holds_each_event_to_the_record_limits(
+    settings: Settings, pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """Each event of an array is a record of its own: over 262,144 bytes it is
+    too-large, and a subject over 256 characters is an invalid envelope."""
+    configured = settings.with_(kafka_bootstrap=kafka_bootstrap)
+    await ensure_topics(kafka_bootstrap, {configured.events_topic: 1})
+    small = event("ok-1", "alice")
+    bare = len(json.dumps(event("big-1", "alice", padding=""), separators=(",", ":")))
+    exact = event("big-1", "alice", padding="p" * (262_144 - bare))
+    over = event("big-2", "alice", padding="p" * (262_145 - bare))
+    batch = [small, exact, over, event("long-1", "s" * 257)]
+    async with api(configured, pool) as client:
+        response = await client.post(
+            "/v1/events",
+            content=json.dumps(batch, separators=(",", ":")).encode(),
+            headers={"content-type": "application/json"},
+        )
+    body = assert_error(response, 422, "invalid-events")
+    assert [(r["index"], r["reason"]) for r in body["rejected"]] == [
+        (2, "too-large"),
+        (3, "invalid-envelope"),
+    ]
+    assert await topic_size(kafka_bootstrap, configured.events_topic) == 0
+
+
 @pytest.mark.parametrize(
     ("content", "mentions"),
     [
@@ -988,6 +1015,12 @@ async def test_post_with_an_invalid_event_publishes_nothing(
         (b'{"id": NaN}', "NaN"),
         (b'{"id": "e", "x": 1e400}', "out of range"),  # no float holds it: intake refuses it too
         (b"42", "got a number"),
+        # I-JSON (CONTRACT §2): what once was a 500 or a worker crash
+        (b'{"a":' * 999 + b"1" + b"}" * 999, "nested deeper than 32"),
+        (b"[" * 999 + b"]" * 999, "nested deeper than 32"),
+        (b'{"subject": "nul\\u0000subject"}', "U+0000"),
+        (b'[{"subject": "surrogate-\\ud800"}]', "unpaired surrogate"),
+        (b'{"id": "a", "id": "b"}', "appears twice"),
     ],
 )
 async def test_post_that_is_not_json_is_one_invalid_json_event(
