@@ -9,8 +9,9 @@ checks the two agree on every input it generates.
 The checks run in the order CONTRACT §2 gives; the first that fails is the
 reason. A record is I-JSON (RFC 7493) or ``invalid-json``; the decoder alone
 does not see all of it (it keeps the last of two equal member names and the
-NUL a ``\\u0000`` escape spells), so :func:`parse_record` adds the cheap
-checks ARCHITECTURE.md describes ("I-JSON at the decoder's speed"). ``id-conflict`` needs history, so it is decided by :func:`admit`
+NUL a ``\\u0000`` escape spells), so :func:`parse_json` adds the cheap checks
+ARCHITECTURE.md describes ("I-JSON at the decoder's speed"). ``id-conflict``
+needs history, so it is decided by :func:`admit`
 against the digest of the event accepted earlier under the same id. Digests
 are the caller's to compute (:func:`content_digest`): ``check`` computes one
 only when an id comes again.
