@@ -21,6 +21,7 @@ COMPILED_MODULES = [
     "services/consent_ledger/core/facts.py",
     "services/consent_ledger/core/policy.py",
     "services/consent_ledger/core/verdicts.py",
+    "services/consent_ledger/core/consents.py",
     "services/consent_ledger/core/timeline.py",
     "services/consent_ledger/core/cloudevents.py",
     "services/consent_ledger/core/batch.py",

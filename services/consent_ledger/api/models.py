@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consent_ledger.core.consents import ConsentState
+
 _INSTANT = "RFC 3339 instant in UTC, e.g. 2026-03-01T08:00:00Z"
 
 
@@ -21,14 +23,6 @@ class ViolationStatus(StrEnum):
 
     OPEN = "open"
     RETRACTED = "retracted"
-
-
-class ConsentState(StrEnum):
-    """The consent status of one purpose at an instant."""
-
-    GRANTED = "granted"
-    WITHDRAWN = "withdrawn"
-    EXPIRED = "expired"
 
 
 # -- errors --------------------------------------------------------------------
