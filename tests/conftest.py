@@ -31,12 +31,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consent_ledger.embedded import (
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    create_database,
-    drop_database,
-)
+from consent_ledger.devtools.broker import EmbeddedBroker
+from consent_ledger.devtools.databases import create_database, drop_database
+from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.ledger.migrate import migrate
 
 KAFKA_BOOTSTRAP_ENV = "LEDGER_TEST_KAFKA_BOOTSTRAP"

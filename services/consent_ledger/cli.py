@@ -131,7 +131,7 @@ def _settings() -> Settings:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from consent_ledger.dev import DevStack
+    from consent_ledger.devtools.dev import DevStack, missing_embedded
 
     _configure_logging()
     settings = _settings()
@@ -139,6 +139,9 @@ def _dev(args: argparse.Namespace) -> int:
         settings = settings.with_(data_dir=args.data_dir)
     if args.partitions is not None:
         settings = settings.with_(partitions=args.partitions)
+    missing = missing_embedded(settings)
+    if missing is not None:
+        raise UsageError(missing)
     resolve_policy(settings.policy_path)  # refuse a bad policy before starting anything
     return DevStack(settings, demo=args.demo, workers=args.workers).run()
 

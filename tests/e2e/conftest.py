@@ -19,7 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from consent_ledger.embedded import EmbeddedBroker, ensure_topics, find_free_port
+from consent_ledger.devtools.broker import EmbeddedBroker
+from consent_ledger.devtools.kafka_admin import ensure_topics
+from consent_ledger.devtools.processes import find_free_port
 from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from consent_ledger.embedded import find_free_port
+from consent_ledger.devtools.processes import find_free_port
 from tests.e2e.conftest import CLI
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

