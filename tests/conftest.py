@@ -119,3 +119,13 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_the_working_directory_clean() -> Iterator[None]:
+    """Fail the run if tests left files or folders in the working directory (faust
+    made an ``<app id>-data`` folder there per app before it got a temporary one)."""
+    before = set(os.listdir())
+    yield
+    left = sorted(set(os.listdir()) - before - {".pytest_cache", ".hypothesis", "__pycache__"})
+    assert not left, f"tests left these in {os.getcwd()}: {left}"

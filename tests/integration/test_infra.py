@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -123,7 +126,12 @@ def faust_app(app_id: str, bootstrap: str, **settings: Any) -> faust.App:
         "broker_commit_interval": 0.5,
         "consumer_auto_offset_reset": "earliest",
     }
-    return faust.App(app_id, **{**defaults, **settings})
+    # Not faust's default data folder in the working directory: a temporary one,
+    # removed with the app.
+    datadir = tempfile.mkdtemp(prefix=f"{app_id}-")
+    app = faust.App(app_id, datadir=datadir, **{**defaults, **settings})
+    weakref.finalize(app, shutil.rmtree, datadir, ignore_errors=True)
+    return app
 
 
 def raw_topic(app: faust.App, name: str) -> Any:
