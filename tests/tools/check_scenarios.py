@@ -28,7 +28,7 @@ def main() -> int:
     bad = []
     for d in sorted(p for p in root.iterdir() if (p / "expected.json").exists()):
         exp = json.loads((d / "expected.json").read_text())
-        # A folder of policy versions (docs/contract.md §3) where the scenario has one.
+        # A folder of policy versions (docs/CONTRACT.md §3) where the scenario has one.
         policy = d / "policies" if (d / "policies").is_dir() else d / "policy.yaml"
         cmd = [cli, "check", str(d / "events.jsonl"), "--policy", str(policy), "--json"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

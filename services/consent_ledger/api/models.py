@@ -1,4 +1,4 @@
-"""Response bodies of the HTTP API (CONTRACT §6), as pydantic models.
+"""Response bodies of the HTTP API (docs/CONTRACT.md §6), as pydantic models.
 
 They exist so that ``/openapi.json`` and ``/docs`` describe every answer,
 errors included. Instants are RFC 3339 strings in UTC (``...Z``), written by
@@ -57,7 +57,7 @@ class AcceptedEvents(BaseModel):
 
 
 class RejectedEvent(BaseModel):
-    """One event of the request that failed a check of CONTRACT §2."""
+    """One event of the request that failed a check of docs/CONTRACT.md §2."""
 
     index: int = Field(description="0-based position in the request (0 for a single event)")
     reason: Literal["invalid-json", "invalid-envelope", "unknown-type", "invalid-data"]
@@ -158,7 +158,7 @@ class LedgerEntryPage(BaseModel):
 
 
 class RejectedRecord(BaseModel):
-    """A record the worker refused, kept with its raw bytes (CONTRACT §2)."""
+    """A record the worker refused, kept with its raw bytes (docs/CONTRACT.md §2)."""
 
     id: int
     reason: str

@@ -1,5 +1,5 @@
 """A subject's consent status per purpose, now or at an instant: what
-``GET /v1/subjects/{subject}/consents`` answers (docs/contract.md §4 defines the
+``GET /v1/subjects/{subject}/consents`` answers (docs/CONTRACT.md §4 defines the
 status; :func:`consent_ledger.core.verdicts.consent_status_at` decides it).
 """
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,7 +39,12 @@ from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.devtools.processes import stop_process_groups
 from consent_ledger.kafka import make_producer, start_producer
 from consent_ledger.ledger.audit import start_broker_epoch
-from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
+from consent_ledger.ledger.checkpoints import (
+    generate_signing_key,
+    load_signing_key,
+    public_key_pem,
+    save_signing_key,
+)
 from consent_ledger.ledger.keyring import create_master_key_file
 from consent_ledger.ledger.migrate import migrate
 from consent_ledger.settings import Settings
@@ -110,13 +117,12 @@ class DevStack:
         say(f"  database:  {_without_password(settings.database_url or '')}")
         say(f"  logs:      {settings.data_dir.resolve() / 'logs'}")
         say(f"  try:       curl -s '{api_url}/v1/violations?status=open' | python3 -m json.tool")
-        idempotence = (
-            "" if settings.kafka_idempotence is not False else " LEDGER_KAFKA_IDEMPOTENCE=false"
-        )
-        say(
-            f"  publish:   LEDGER_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}{idempotence} "
-            "consent-ledger publish EVENTS.jsonl"
-        )
+        command = _cli_command()
+        say("in another shell, for the commands below and the README's producer example:")
+        say(f"  {_export_line(self.settings, settings)}")
+        say(f"  publish:   {command} publish EVENTS.jsonl")
+        public_key = _relative(settings.data_dir / "public-key.pem")
+        say(f"  verify:    {command} verify --public-key {public_key}")
         say("Ctrl-C stops everything.")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -170,11 +176,14 @@ class DevStack:
         if "LEDGER_SESSION_TIMEOUT_S" not in os.environ:
             # A single machine: a group join takes half this, a dead worker is noticed after it.
             changes["session_timeout_s"] = 10.0
-        if settings.signing_key_file is None:
+        key_path = settings.signing_key_file
+        if key_path is None:
             key_path = data_dir / "signing-key.pem"
             if not key_path.exists():
                 save_signing_key(generate_signing_key(), key_path)
             changes["signing_key_file"] = key_path
+        # Its public half in the data folder, for `verify --public-key` as the banner says.
+        (data_dir / "public-key.pem").write_text(public_key_pem(load_signing_key(key_path)))
         return settings.with_(**changes)
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], data_dir: Path) -> None:
@@ -287,6 +296,40 @@ def _child_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[name] = str(value)
     return env
+
+
+def _export_line(given: Settings, running: Settings) -> str:
+    """The ``export`` that points commands in another shell at what ``dev`` runs;
+    variables the user set already are left out (nor is their password printed)."""
+    values = {}
+    if not given.kafka_bootstrap:
+        values["LEDGER_KAFKA_BOOTSTRAP"] = running.kafka_bootstrap or ""
+    if running.kafka_idempotence is False:
+        values["LEDGER_KAFKA_IDEMPOTENCE"] = "false"
+    if not given.database_url:
+        values["LEDGER_DATABASE_URL"] = running.database_url or ""  # embedded: no password
+    return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
+
+
+def _cli_command() -> str:
+    """How to run ``consent-ledger`` from the current shell: the bare name when it
+    is this one on PATH, else its path (``.venv/bin/consent-ledger`` after make install)."""
+    script = Path(os.path.abspath(sys.executable)).with_name("consent-ledger")
+    if not script.exists():
+        return "consent-ledger"
+    found = shutil.which("consent-ledger")
+    if found is not None and os.path.abspath(found) == str(script):
+        return "consent-ledger"
+    return _relative(script)
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the current folder when it is below it, for short commands."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
 
 
 def _without_password(url: str) -> str:

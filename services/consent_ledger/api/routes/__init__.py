@@ -1,4 +1,4 @@
-"""The endpoints of the HTTP API (docs/contract.md §6), one router per area.
+"""The endpoints of the HTTP API (docs/CONTRACT.md §6), one router per area.
 
 Handlers are thin: parse and check the request, read through
 :mod:`consent_ledger.api.queries` or publish through :mod:`consent_ledger.api.broker`,

@@ -51,7 +51,7 @@ _MEDIA_TYPES = (
     summary="Publish events to the ledger",
     description=(
         "One CloudEvent, or a JSON array of them. Every event is checked as intake "
-        "does (CONTRACT §2, all but `id-conflict`, which the worker decides). All "
+        "does (docs/CONTRACT.md §2, all but `id-conflict`, which the worker decides). All "
         "valid: all are published to the events topic, and the answer comes after "
         "the broker acknowledged them. Any invalid: nothing is published (422). "
         "Publishing is safe to retry: an event delivered twice is counted as a duplicate."
