@@ -218,8 +218,8 @@ def _settings() -> Settings:
 def _dev(args: argparse.Namespace) -> int:
     from consent_ledger.devtools.dev import DevStack, missing_embedded
 
+    settings = _settings()  # a configuration error is one line, before any logging
     _configure_logging()
-    settings = _settings()
     if args.data_dir is not None:
         settings = settings.with_(data_dir=args.data_dir)
     if args.partitions is not None:
@@ -234,8 +234,8 @@ def _dev(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from consent_ledger.worker.app import WorkerNotReady, run_worker
 
+    settings = _settings()  # a configuration error is one line, before any logging
     _configure_logging()
-    settings = _settings()
     if not settings.kafka_bootstrap or not settings.database_url:
         raise UsageError("set LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
     try:
@@ -250,8 +250,8 @@ def _api(args: argparse.Namespace) -> int:
 
     from consent_ledger.api.app import serve
 
+    settings = _settings()  # a configuration error is one line, before any logging
     _configure_logging()
-    settings = _settings()
     if not settings.database_url:
         raise UsageError("set LEDGER_DATABASE_URL")
     asyncio.run(serve(settings))
@@ -295,8 +295,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
     from consent_ledger.ledger.migrate import migrate
 
+    settings = _settings()  # a configuration error is one line, before any logging
     _configure_logging()
-    settings = _settings()
     if not settings.database_url:
         raise UsageError("set LEDGER_DATABASE_URL")
 
