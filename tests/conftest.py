@@ -37,7 +37,7 @@ from consent_ledger.embedded import (
     create_database,
     drop_database,
 )
-from consent_ledger.ledger.migrate import migrate
+from consent_ledger.store.migrate import migrate
 
 KAFKA_BOOTSTRAP_ENV = "LEDGER_TEST_KAFKA_BOOTSTRAP"
 DATABASE_URL_ENV = "LEDGER_TEST_DATABASE_URL"

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from consent_ledger.embedded import EmbeddedBroker, ensure_topics, find_free_port
-from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
+from consent_ledger.integrity.checkpoints import generate_signing_key, save_signing_key
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
 CLI = Path(sys.executable).with_name("consent-ledger")

@@ -10,7 +10,7 @@ import subprocess
 import asyncpg
 import pytest
 
-from consent_ledger.ledger.migrate import migrate, migrations
+from consent_ledger.store.migrate import migrate, migrations
 from tests.e2e.conftest import CLI
 
 pytestmark = pytest.mark.integration

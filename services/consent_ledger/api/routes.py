@@ -38,7 +38,6 @@ from consent_ledger.api.pagination import (
     decode_cursor,
     encode_cursor,
 )
-from consent_ledger.api.queries import LedgerReader, LedgerView, Row
 from consent_ledger.core.events import Event
 from consent_ledger.core.facts import ConsentChange
 from consent_ledger.core.intake import (
@@ -54,11 +53,12 @@ from consent_ledger.core.intake import (
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant, to_micros
 from consent_ledger.core.verdicts import Rule, consent_status_at
-from consent_ledger.ledger.audit import NotFound
-from consent_ledger.ledger.checkpoints import SignedCheckpoint, key_id, public_key_pem
-from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
+from consent_ledger.integrity.checkpoints import SignedCheckpoint, key_id, public_key_pem
+from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
 from consent_ledger.settings import Settings
+from consent_ledger.store.api_reads import LedgerReader, LedgerView, Row
+from consent_ledger.store.audit_reads import NotFound
 
 log = structlog.get_logger(__name__)
 

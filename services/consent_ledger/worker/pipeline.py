@@ -47,13 +47,13 @@ from consent_ledger.core.intake import Rejection, compact_json, subject_named_in
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timeline import Status, ViolationChange
 from consent_ledger.core.timestamps import to_micros
-from consent_ledger.ledger.batch_state import BatchState, load_batch_state
-from consent_ledger.ledger.entry import encode_entry
-from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.merkle import MerkleFrontier, leaf_hash
-from consent_ledger.ledger.shredding import SubjectSealer, new_subject_key
-from consent_ledger.ledger.sql import as_columns
+from consent_ledger.integrity.entry import encode_entry
+from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.merkle import MerkleFrontier, leaf_hash
+from consent_ledger.integrity.shredding import SubjectSealer, new_subject_key
 from consent_ledger.settings import Settings
+from consent_ledger.store.batch_read import BatchState, load_batch_state
+from consent_ledger.store.sql import as_columns
 
 log = structlog.get_logger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Any
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from consent_ledger.ledger.checkpoints import SignedCheckpoint, key_id, verify_checkpoint
-from consent_ledger.ledger.entry import LedgerEntry, from_micros
-from consent_ledger.ledger.merkle import MerkleFrontier
-from consent_ledger.ledger.proofs import build_consistency_document, build_inclusion_document
+from consent_ledger.integrity.checkpoints import SignedCheckpoint, key_id, verify_checkpoint
+from consent_ledger.integrity.entry import LedgerEntry, from_micros
+from consent_ledger.integrity.merkle import MerkleFrontier
+from consent_ledger.integrity.proofs import build_consistency_document, build_inclusion_document
 
 ENTRY = """
 SELECT event_id, kafka_partition, kafka_offset, recorded_us, payload_sha256, leaf_index

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from consent_ledger.core.timestamps import from_micros, to_micros
-from consent_ledger.ledger.merkle import leaf_hash as _leaf_hash
+from consent_ledger.integrity.merkle import leaf_hash as _leaf_hash
 
 __all__ = [
     "ENTRY_FORMAT_VERSION",

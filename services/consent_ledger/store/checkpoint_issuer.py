@@ -14,13 +14,13 @@ import asyncpg
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consent_ledger.ledger.checkpoints import (
+from consent_ledger.integrity.checkpoints import (
     Checkpoint,
     SignedCheckpoint,
     TreeHead,
     sign_checkpoint,
 )
-from consent_ledger.ledger.merkle import MerkleFrontier
+from consent_ledger.integrity.merkle import MerkleFrontier
 
 _LOCK_ID = 0x6C65646765720002
 TREE_HEADS = "SELECT kafka_partition, frontier FROM merkle_logs ORDER BY kafka_partition"

@@ -1,6 +1,6 @@
 """The API's reads from PostgreSQL: named, parameterised statements, one place.
 
-The API only reads; the worker writes every table (``ledger/migrations``). Each
+The API only reads; the worker writes every table (``store/migrations``). Each
 request reads through one :meth:`LedgerReader.snapshot`, a read-only
 REPEATABLE READ transaction, so a page, the erasure check before it and the
 subject key used to open it all see the same moment even while the worker
@@ -16,8 +16,8 @@ from typing import Any, Final
 
 import asyncpg
 
-from consent_ledger.ledger import audit
-from consent_ledger.ledger.checkpoints import SignedCheckpoint
+from consent_ledger.integrity.checkpoints import SignedCheckpoint
+from consent_ledger.store import audit_reads
 
 Row = Mapping[str, Any]
 
@@ -211,8 +211,8 @@ class LedgerView:
         ValueError when the stored document is not a valid signed checkpoint.
         """
         try:
-            return await audit.checkpoint(self._connection, checkpoint_id)
-        except audit.NotFound:
+            return await audit_reads.checkpoint(self._connection, checkpoint_id)
+        except audit_reads.NotFound:
             return None
 
     async def entry_position(self, event_id: str) -> Row | None:
@@ -221,23 +221,23 @@ class LedgerView:
         return row
 
     async def inclusion_proof(self, event_id: str, checkpoint_id: int) -> dict[str, Any]:
-        """The inclusion proof document (:mod:`consent_ledger.ledger.proofs`) of the
+        """The inclusion proof document (:mod:`consent_ledger.integrity.proofs`) of the
         entry against the checkpoint, with its ``checkpoint_id``.
 
-        :class:`~consent_ledger.ledger.audit.NotFound` when either is unknown or
+        :class:`~consent_ledger.store.audit_reads.NotFound` when either is unknown or
         the checkpoint does not cover the entry; ValueError when the stored
         leaves do not give the signed root.
         """
-        return await audit.inclusion_proof_for(self._connection, event_id, checkpoint_id)
+        return await audit_reads.inclusion_proof_for(self._connection, event_id, checkpoint_id)
 
     async def consistency_proof(self, old_id: int, new_id: int) -> dict[str, Any]:
         """The consistency proof document from checkpoint ``old_id`` to ``new_id``.
 
-        :class:`~consent_ledger.ledger.audit.NotFound` for an unknown checkpoint;
+        :class:`~consent_ledger.store.audit_reads.NotFound` for an unknown checkpoint;
         ValueError when no proof can be built (different logs, a shrunk or
         rewritten log).
         """
-        return await audit.consistency_proof_between(self._connection, old_id, new_id)
+        return await audit_reads.consistency_proof_between(self._connection, old_id, new_id)
 
 
 class LedgerReader:

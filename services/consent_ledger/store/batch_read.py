@@ -19,7 +19,7 @@ from consent_ledger.core.batch import BatchNeeds
 from consent_ledger.core.facts import ConsentChange, Disclosure
 from consent_ledger.core.timeline import SubjectFile, Violation
 from consent_ledger.core.verdicts import Rule, Severity
-from consent_ledger.ledger.sql import as_columns
+from consent_ledger.store.sql import as_columns
 
 # Each lookup takes the batch's keys one by one through the index, in a
 # LATERAL subquery that `OFFSET 0` keeps the planner from flattening into a
