@@ -22,6 +22,7 @@ from consent_ledger.integrity.checkpoints import SignedCheckpoint, key_id, verif
 from consent_ledger.integrity.entry import LedgerEntry, from_micros
 from consent_ledger.integrity.merkle import MerkleFrontier
 from consent_ledger.integrity.proofs import build_consistency_document, build_inclusion_document
+from consent_ledger.store.merkle_logs import stored_frontiers
 
 ENTRY = """
 SELECT event_id, kafka_partition, kafka_offset, recorded_us, payload_sha256, leaf_index
@@ -38,7 +39,6 @@ PARTITION_ENTRIES = """
 SELECT event_id, kafka_offset, recorded_us, payload, payload_sha256, leaf_index, leaf_hash
 FROM ledger_entries WHERE kafka_partition = $1 ORDER BY leaf_index
 """
-MERKLE_LOGS = "SELECT kafka_partition, frontier FROM merkle_logs ORDER BY kafka_partition"
 EPOCH_STARTS = "SELECT kafka_partition, first_leaf_index FROM broker_epochs"
 START_EPOCH = """
 INSERT INTO broker_epochs (kafka_partition, first_leaf_index)
@@ -171,9 +171,7 @@ async def verify_ledger(
     partitions |= {
         head.partition for _, signed in checkpoints for head in signed.checkpoint.tree_heads
     }
-    stored_logs = {
-        row[0]: MerkleFrontier.from_bytes(row[1]) for row in await connection.fetch(MERKLE_LOGS)
-    }
+    stored_logs = await stored_frontiers(connection)
     partitions |= set(stored_logs)
     epoch_starts: dict[int, set[int]] = {}
     for row in await connection.fetch(EPOCH_STARTS):
