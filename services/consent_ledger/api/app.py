@@ -85,7 +85,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
-    install_error_handlers(app)
+    install_error_handlers(app, checkpoint_interval_s=settings.checkpoint_interval_s)
     app.add_middleware(RequestCountingMiddleware, counts=context.requests)
     app.include_router(router)
     app.openapi = _with_event_schemas(app.openapi)  # type: ignore[method-assign]

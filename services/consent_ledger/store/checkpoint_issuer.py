@@ -20,7 +20,7 @@ from consent_ledger.integrity.checkpoints import (
     TreeHead,
     sign_checkpoint,
 )
-from consent_ledger.store.audit_reads import LATEST_CHECKPOINT
+from consent_ledger.store.audit_reads import LATEST_CHECKPOINT, stored_checkpoint
 from consent_ledger.store.merkle_logs import stored_frontiers
 
 _LOCK_ID = 0x6C65646765720002
@@ -36,7 +36,7 @@ async def current_tree_heads(connection: asyncpg.Connection) -> tuple[TreeHead, 
 
 async def latest_checkpoint(connection: asyncpg.Connection) -> SignedCheckpoint | None:
     row = await connection.fetchrow(LATEST_CHECKPOINT)
-    return SignedCheckpoint.from_json(row["document"]) if row is not None else None
+    return stored_checkpoint(row["id"], row["document"]) if row is not None else None
 
 
 async def issue_checkpoint(
