@@ -27,6 +27,13 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 
 from consent_ledger.core.intake import Rejection, compact_json, validate_parsed
+from consent_ledger.core.vocabulary import (
+    CONSENT_GIVEN,
+    CONSENT_WITHDRAWN,
+    DATA_SHARED,
+    ERASURE_REQUESTED,
+    VISITOR_REGISTERED,
+)
 from consent_ledger.kafka import make_producer, send_all, start_producer
 from consent_ledger.settings import Settings
 
@@ -139,7 +146,7 @@ class LedgerProducer:
         )
         data = {"purpose": purpose, "subject_role": subject_role, "controller": controller,
                 "expires_at": expiry, "channel": channel}  # fmt: skip
-        return await self._emit("ConsentGiven", subject, data, **envelope)
+        return await self._emit(CONSENT_GIVEN, subject, data, **envelope)
 
     async def consent_withdrawn(
         self,
@@ -151,7 +158,7 @@ class LedgerProducer:
         **envelope: Any,
     ) -> str:
         data = {"purpose": purpose, "controller": controller, "channel": channel}
-        return await self._emit("ConsentWithdrawn", subject, data, **envelope)
+        return await self._emit(CONSENT_WITHDRAWN, subject, data, **envelope)
 
     async def data_shared(
         self, subject: str, *, purpose: str, subject_role: str, controller: str,
@@ -161,7 +168,7 @@ class LedgerProducer:
         data = {"purpose": purpose, "subject_role": subject_role, "controller": controller,
                 "recipient": dict(recipient), "data_categories": data_categories,
                 "legal_basis": dict(legal_basis) if legal_basis else None}  # fmt: skip
-        return await self._emit("DataShared", subject, data, **envelope)
+        return await self._emit(DATA_SHARED, subject, data, **envelope)
 
     async def visitor_registered(
         self,
@@ -173,11 +180,11 @@ class LedgerProducer:
         **envelope: Any,
     ) -> str:
         data = {"site": site, "rights_notice": rights_notice, "host": host}
-        return await self._emit("VisitorRegistered", subject, data, **envelope)
+        return await self._emit(VISITOR_REGISTERED, subject, data, **envelope)
 
     async def erasure_requested(
         self, subject: str, *, requested_via: str | None = None, **envelope: Any
     ) -> str:
         return await self._emit(
-            "ErasureRequested", subject, {"requested_via": requested_via}, **envelope
+            ERASURE_REQUESTED, subject, {"requested_via": requested_via}, **envelope
         )

@@ -27,7 +27,15 @@ import msgspec
 import orjson
 
 from consent_ledger.core.timestamps import InvalidTimestamp, parse_instant
-from consent_ledger.core.vocabulary import EVENT_TYPES, SUBJECT_ROLES
+from consent_ledger.core.vocabulary import (
+    CONSENT_GIVEN,
+    CONSENT_WITHDRAWN,
+    DATA_SHARED,
+    ERASURE_REQUESTED,
+    EVENT_TYPES,
+    SUBJECT_ROLES,
+    VISITOR_REGISTERED,
+)
 
 
 class Reason(StrEnum):
@@ -363,10 +371,10 @@ def _erasure_requested(data: dict[str, Any]) -> None:
 
 
 _DATA_RULES: dict[str, Callable[[dict[str, Any]], None]] = {
-    "ConsentGiven": _consent_given,
-    "ConsentWithdrawn": _consent_withdrawn,
-    "DataShared": _data_shared,
-    "VisitorRegistered": _visitor_registered,
-    "ErasureRequested": _erasure_requested,
+    CONSENT_GIVEN: _consent_given,
+    CONSENT_WITHDRAWN: _consent_withdrawn,
+    DATA_SHARED: _data_shared,
+    VISITOR_REGISTERED: _visitor_registered,
+    ERASURE_REQUESTED: _erasure_requested,
 }
 assert tuple(_DATA_RULES) == EVENT_TYPES
