@@ -27,6 +27,7 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 
 from consent_ledger.core.intake import Rejection, compact_json, validate_parsed
+from consent_ledger.core.timestamps import format_micros, to_micros
 from consent_ledger.core.vocabulary import (
     CONSENT_GIVEN,
     CONSENT_WITHDRAWN,
@@ -66,7 +67,7 @@ def build_event(
         "source": source,
         "type": event_type,
         "subject": subject,
-        "time": moment.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "time": format_micros(to_micros(moment), six_digits=True),
         "datacontenttype": "application/json",
         "data": {name: value for name, value in data.items() if value is not None},
     }
@@ -141,9 +142,7 @@ class LedgerProducer:
         self, subject: str, *, purpose: str, subject_role: str, controller: str,
         expires_at: datetime | None = None, channel: str | None = None, **envelope: Any,
     ) -> str:  # fmt: skip
-        expiry = (
-            expires_at.astimezone(UTC).isoformat().replace("+00:00", "Z") if expires_at else None
-        )
+        expiry = format_micros(to_micros(expires_at.astimezone(UTC))) if expires_at else None
         data = {"purpose": purpose, "subject_role": subject_role, "controller": controller,
                 "expires_at": expiry, "channel": channel}  # fmt: skip
         return await self._emit(CONSENT_GIVEN, subject, data, **envelope)
