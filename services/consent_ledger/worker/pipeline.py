@@ -106,6 +106,7 @@ class BatchPipeline:
 
 
 def _count(report: BatchReport, outcome: BatchOutcome) -> None:
+    """Tally what the committed batch decided, for the batch's log line and metrics."""
     report.outcome = outcome
     for accepted in outcome.accepted:
         report.accepted_by_type[accepted.event.type] += 1
