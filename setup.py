@@ -26,9 +26,9 @@ COMPILED_MODULES = [
     "services/consent_ledger/core/cloudevents.py",
     "services/consent_ledger/core/batch.py",
     "services/consent_ledger/core/offline.py",
-    "services/consent_ledger/ledger/merkle.py",
-    "services/consent_ledger/ledger/entry.py",
-    "services/consent_ledger/ledger/shredding.py",
+    "services/consent_ledger/integrity/merkle.py",
+    "services/consent_ledger/integrity/entry.py",
+    "services/consent_ledger/integrity/shredding.py",
 ]
 
 

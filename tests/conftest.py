@@ -34,7 +34,7 @@ import pytest
 from consent_ledger.devtools.broker import EmbeddedBroker
 from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.devtools.postgres import EmbeddedPostgres
-from consent_ledger.ledger.migrate import migrate
+from consent_ledger.store.migrate import migrate
 
 KAFKA_BOOTSTRAP_ENV = "LEDGER_TEST_KAFKA_BOOTSTRAP"
 DATABASE_URL_ENV = "LEDGER_TEST_DATABASE_URL"

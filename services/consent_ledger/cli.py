@@ -259,7 +259,7 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _public_key(path: Path | None, settings: Settings) -> Ed25519PublicKey:
-    from consent_ledger.ledger.checkpoints import load_public_key, load_signing_key
+    from consent_ledger.integrity.checkpoints import load_public_key, load_signing_key
 
     try:
         if path is not None:
@@ -293,7 +293,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
     import asyncpg
 
-    from consent_ledger.ledger.migrate import migrate
+    from consent_ledger.store.migrate import migrate
 
     settings = _settings()  # a configuration error is one line, before any logging
     _configure_logging()
@@ -320,7 +320,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     import asyncpg
 
-    from consent_ledger.ledger.audit import verify_ledger
+    from consent_ledger.store.audit_reads import verify_ledger
 
     settings = _settings()
     if not settings.database_url:
@@ -357,7 +357,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _verify_proof(args: argparse.Namespace) -> int:
-    from consent_ledger.ledger.proofs import verify_consistency_document, verify_inclusion_document
+    from consent_ledger.integrity.proofs import (
+        verify_consistency_document,
+        verify_inclusion_document,
+    )
 
     public_key = _public_key(args.public_key, _settings())
     try:

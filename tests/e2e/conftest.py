@@ -22,7 +22,7 @@ import pytest
 from consent_ledger.devtools.broker import EmbeddedBroker
 from consent_ledger.devtools.kafka_admin import ensure_topics
 from consent_ledger.devtools.processes import find_free_port, stop_process_groups
-from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
+from consent_ledger.integrity.checkpoints import generate_signing_key, save_signing_key
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
 CLI = Path(sys.executable).with_name("consent-ledger")

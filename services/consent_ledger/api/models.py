@@ -242,7 +242,7 @@ class TreeHead(BaseModel):
 
 
 class SignedCheckpoint(BaseModel):
-    """A signed checkpoint, as stored (format in ``ledger/checkpoints.py``).
+    """A signed checkpoint, as stored (format in ``integrity/checkpoints.py``).
 
     The Ed25519 signature covers the text ``consent-ledger checkpoint v1\\n<log_id>\\n
     <issued_at>\\n`` followed by one ``<partition> <size> <root>\\n`` line per tree
@@ -272,7 +272,7 @@ class CheckpointPage(BaseModel):
 
 
 class ProvedEntry(BaseModel):
-    """What a Merkle leaf covers (``ledger/entry.py``): where and when the ledger
+    """What a Merkle leaf covers (``integrity/entry.py``): where and when the ledger
     recorded an event and the digest of its ciphertext, no personal data."""
 
     model_config = ConfigDict(extra="forbid")

@@ -27,7 +27,15 @@ import msgspec
 import orjson
 
 from consent_ledger.core.timestamps import InvalidTimestamp, parse_instant
-from consent_ledger.core.vocabulary import EVENT_TYPES, SUBJECT_ROLES
+from consent_ledger.core.vocabulary import (
+    CONSENT_GIVEN,
+    CONSENT_WITHDRAWN,
+    DATA_SHARED,
+    ERASURE_REQUESTED,
+    EVENT_TYPES,
+    SUBJECT_ROLES,
+    VISITOR_REGISTERED,
+)
 
 
 class Reason(StrEnum):
@@ -66,7 +74,9 @@ class Admission(StrEnum):
     DUPLICATE = "duplicate"
 
 
-class _Invalid(Exception):
+class InvalidRecord(ValueError):
+    """A record (or line) that intake rejects: the :class:`Reason` and a detail saying why."""
+
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -121,13 +131,13 @@ def parse_json(raw: bytes | str) -> Any:
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
-    """Parse one record or line; raise :class:`_Invalid` unless it is a JSON object."""
+    """Parse one record or line; raise :class:`InvalidRecord` unless it is a JSON object."""
     try:
         value = parse_json(raw)
     except InvalidJson as exc:
-        raise _Invalid(Reason.INVALID_JSON, str(exc)) from None
+        raise InvalidRecord(Reason.INVALID_JSON, str(exc)) from None
     if not isinstance(value, dict):
-        raise _Invalid(Reason.INVALID_JSON, f"expected a JSON object, got {_json_kind(value)}")
+        raise InvalidRecord(Reason.INVALID_JSON, f"expected a JSON object, got {_json_kind(value)}")
     return value
 
 
@@ -159,7 +169,7 @@ def validate(raw: bytes | str) -> ValidEvent | Rejection:
     """Check one record against CONTRACT §1-§2, all but ``id-conflict``."""
     try:
         body = parse_json_object(raw)
-    except _Invalid as invalid:
+    except InvalidRecord as invalid:
         return Rejection(invalid.reason, invalid.detail)
     return validate_parsed(body)
 
@@ -170,18 +180,18 @@ def validate_parsed(body: Any) -> ValidEvent | Rejection:
         return Rejection(Reason.INVALID_JSON, f"expected a JSON object, got {_json_kind(body)}")
     try:
         return validate_object(body)
-    except _Invalid as invalid:
+    except InvalidRecord as invalid:
         maybe_id = body.get("id")
         event_id = maybe_id if isinstance(maybe_id, str) and _has_text(maybe_id) else None
         return Rejection(invalid.reason, invalid.detail, event_id)
 
 
 def validate_object(body: dict[str, Any]) -> ValidEvent:
-    """Validate a parsed event object; raise :class:`_Invalid` with the first failure."""
+    """Validate a parsed event object; raise :class:`InvalidRecord` with the first failure."""
     if body.get("specversion") != "1.0":
         if "specversion" not in body:
-            raise _Invalid(Reason.INVALID_ENVELOPE, "missing attribute 'specversion'")
-        raise _Invalid(
+            raise InvalidRecord(Reason.INVALID_ENVELOPE, "missing attribute 'specversion'")
+        raise InvalidRecord(
             Reason.INVALID_ENVELOPE, f"'specversion' must be \"1.0\", got {body['specversion']!r}"
         )
     get = body.get
@@ -197,25 +207,25 @@ def validate_object(body: dict[str, Any]) -> ValidEvent:
     texts = cast("tuple[str, str, str, str]", (event_id, source, event_type, subject))
     event_id, source, event_type, subject = texts
     if "time" not in body:
-        raise _Invalid(Reason.INVALID_ENVELOPE, "missing attribute 'time'")
+        raise InvalidRecord(Reason.INVALID_ENVELOPE, "missing attribute 'time'")
     try:
         instant = parse_instant(body["time"])
     except InvalidTimestamp as exc:
-        raise _Invalid(Reason.INVALID_ENVELOPE, f"'time': {exc}") from None
+        raise InvalidRecord(Reason.INVALID_ENVELOPE, f"'time': {exc}") from None
     for name in ("datacontenttype", "dataschema"):
         # CloudEvents JSON format: a null attribute is decoded as unset.
         if body.get(name) is not None and not isinstance(body[name], str):
-            raise _Invalid(Reason.INVALID_ENVELOPE, f"'{name}' must be a string")
+            raise InvalidRecord(Reason.INVALID_ENVELOPE, f"'{name}' must be a string")
     data_rules = _DATA_RULES.get(event_type)
     if data_rules is None:
-        raise _Invalid(
+        raise InvalidRecord(
             Reason.UNKNOWN_TYPE,
             f"'type' {event_type!r} is none of {', '.join(EVENT_TYPES)}",
         )
     data = body.get("data")
     if not isinstance(data, dict):
         problem = "missing" if "data" not in body else f"{_json_kind(data)}, not an object"
-        raise _Invalid(Reason.INVALID_DATA, f"'data' is {problem}")
+        raise InvalidRecord(Reason.INVALID_DATA, f"'data' is {problem}")
     data_rules(data)
     # tuple.__new__ skips the named tuple's generated __new__ (see facts.fact_of).
     return tuple.__new__(ValidEvent, (event_id, event_type, subject, instant, body))
@@ -259,19 +269,19 @@ def _require_text(obj: Mapping[str, Any], name: str, reason: Reason, where: str)
     value = obj.get(name, _MISSING)
     if value is _MISSING:
         noun = "attribute" if reason is Reason.INVALID_ENVELOPE else "field"
-        raise _Invalid(reason, f"missing {noun} '{where}{name}'")
+        raise InvalidRecord(reason, f"missing {noun} '{where}{name}'")
     if not isinstance(value, str):
-        raise _Invalid(reason, f"'{where}{name}' must be a string, got {_json_kind(value)}")
+        raise InvalidRecord(reason, f"'{where}{name}' must be a string, got {_json_kind(value)}")
     if not _has_text(value):
-        raise _Invalid(reason, f"'{where}{name}' must not be empty")
+        raise InvalidRecord(reason, f"'{where}{name}' must not be empty")
 
 
 def _string(data: Mapping[str, Any], name: str, where: str = "data.") -> None:
     value = data.get(name, _MISSING)
     if value is _MISSING:
-        raise _Invalid(Reason.INVALID_DATA, f"missing field '{where}{name}'")
+        raise InvalidRecord(Reason.INVALID_DATA, f"missing field '{where}{name}'")
     if not isinstance(value, str):
-        raise _Invalid(
+        raise InvalidRecord(
             Reason.INVALID_DATA, f"'{where}{name}' must be a string, got {_json_kind(value)}"
         )
 
@@ -284,14 +294,14 @@ def _optional(data: Mapping[str, Any], name: str, kind: type, where: str = "data
     value = data.get(name)
     if value is not None and not isinstance(value, kind):
         expected = "an object" if kind is dict else "a string"
-        raise _Invalid(Reason.INVALID_DATA, f"'{where}{name}' must be {expected} or absent")
+        raise InvalidRecord(Reason.INVALID_DATA, f"'{where}{name}' must be {expected} or absent")
     return value
 
 
 def _subject_role(data: Mapping[str, Any]) -> None:
     _string(data, "subject_role")
     if data["subject_role"] not in SUBJECT_ROLES:
-        raise _Invalid(
+        raise InvalidRecord(
             Reason.INVALID_DATA,
             f"'data.subject_role' {data['subject_role']!r} is none of {', '.join(SUBJECT_ROLES)}",
         )
@@ -306,7 +316,7 @@ def _consent_given(data: dict[str, Any]) -> None:
         try:
             parse_instant(expires_at)
         except InvalidTimestamp as exc:
-            raise _Invalid(Reason.INVALID_DATA, f"'data.expires_at': {exc}") from None
+            raise InvalidRecord(Reason.INVALID_DATA, f"'data.expires_at': {exc}") from None
     _optional(data, "channel", str)
     _optional(data, "policy_version", str)
     notice = _optional(data, "notice", dict)
@@ -329,7 +339,7 @@ def _data_shared(data: dict[str, Any]) -> None:
     _string(data, "controller")
     recipient = data.get("recipient")
     if not isinstance(recipient, dict):
-        raise _Invalid(
+        raise InvalidRecord(
             Reason.INVALID_DATA, "'data.recipient' must be an object with 'kind' and 'id'"
         )
     _non_blank(recipient, "kind", "data.recipient.")
@@ -337,10 +347,10 @@ def _data_shared(data: dict[str, Any]) -> None:
     _optional(recipient, "name", str, "data.recipient.")
     categories = data.get("data_categories")
     if not isinstance(categories, list) or not categories:
-        raise _Invalid(Reason.INVALID_DATA, "'data.data_categories' must be a non-empty list")
+        raise InvalidRecord(Reason.INVALID_DATA, "'data.data_categories' must be a non-empty list")
     for category in categories:
         if not isinstance(category, str) or not category.strip():
-            raise _Invalid(
+            raise InvalidRecord(
                 Reason.INVALID_DATA, "'data.data_categories' must hold only non-empty strings"
             )
     legal_basis = _optional(data, "legal_basis", dict)
@@ -361,10 +371,10 @@ def _erasure_requested(data: dict[str, Any]) -> None:
 
 
 _DATA_RULES: dict[str, Callable[[dict[str, Any]], None]] = {
-    "ConsentGiven": _consent_given,
-    "ConsentWithdrawn": _consent_withdrawn,
-    "DataShared": _data_shared,
-    "VisitorRegistered": _visitor_registered,
-    "ErasureRequested": _erasure_requested,
+    CONSENT_GIVEN: _consent_given,
+    CONSENT_WITHDRAWN: _consent_withdrawn,
+    DATA_SHARED: _data_shared,
+    VISITOR_REGISTERED: _visitor_registered,
+    ERASURE_REQUESTED: _erasure_requested,
 }
 assert tuple(_DATA_RULES) == EVENT_TYPES

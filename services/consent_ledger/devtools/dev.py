@@ -37,17 +37,17 @@ from consent_ledger.devtools.demo import EventFactory
 from consent_ledger.devtools.kafka_admin import ensure_topics
 from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.devtools.processes import stop_process_groups
-from consent_ledger.kafka import make_producer, start_producer
-from consent_ledger.ledger.audit import start_broker_epoch
-from consent_ledger.ledger.checkpoints import (
+from consent_ledger.integrity.checkpoints import (
     generate_signing_key,
     load_signing_key,
     public_key_pem,
     save_signing_key,
 )
-from consent_ledger.ledger.keyring import create_master_key_file
-from consent_ledger.ledger.migrate import migrate
+from consent_ledger.integrity.keyring import create_master_key_file
+from consent_ledger.kafka import make_producer, start_producer
 from consent_ledger.settings import Settings
+from consent_ledger.store.audit_reads import start_broker_epoch
+from consent_ledger.store.migrate import migrate
 
 DATABASE = "consent_ledger"
 READY_WITHIN_S = 60.0

@@ -33,13 +33,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timeline import Status
+from consent_ledger.integrity.checkpoints import load_signing_key
+from consent_ledger.integrity.keyring import KeyRing, load_master_key
 from consent_ledger.kafka import make_producer, start_producer
-from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import load_signing_key
-from consent_ledger.ledger.keyring import KeyRing, load_master_key
-from consent_ledger.ledger.migrate import migrate
 from consent_ledger.log import stdlib_logging_config
 from consent_ledger.settings import Settings
+from consent_ledger.store.checkpoint_issuer import issue_checkpoint
+from consent_ledger.store.migrate import migrate
 from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
 from consent_ledger.worker.relay import OutboxRelay

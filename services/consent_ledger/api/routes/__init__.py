@@ -1,7 +1,7 @@
 """The endpoints of the HTTP API (docs/CONTRACT.md §6), one router per area.
 
 Handlers are thin: parse and check the request, read through
-:mod:`consent_ledger.api.queries` or publish through :mod:`consent_ledger.api.broker`,
+:mod:`consent_ledger.store.api_reads` or publish through :mod:`consent_ledger.api.broker`,
 and shape the answer with :mod:`consent_ledger.api.models`. What is not HTTP
 lives below: consent status in :mod:`consent_ledger.core.consents`, the
 Prometheus page in :mod:`consent_ledger.api.metrics`.

@@ -17,11 +17,11 @@ from consent_ledger.api.errors import ApiError, invalid_parameter
 from consent_ledger.api.metrics import RequestCounts
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import MAX_LIMIT, InvalidCursor, decode_cursor
-from consent_ledger.api.queries import LedgerReader, Row
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timestamps import format_micros, to_micros
-from consent_ledger.ledger.keyring import KeyRing
+from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
+from consent_ledger.store.api_reads import LedgerReader, Row
 
 
 @dataclass(slots=True)

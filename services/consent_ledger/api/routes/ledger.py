@@ -18,11 +18,8 @@ from consent_ledger.api import models
 from consent_ledger.api.errors import ApiError, invalid_parameter
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import DEFAULT_LIMIT, encode_cursor
-from consent_ledger.api.queries import LedgerView, Row
-from consent_ledger.api.routes.common import ERRORS, Context, Cursor, Limit, cursor_key, page_of
-from consent_ledger.ledger.audit import NotFound
-from consent_ledger.ledger.checkpoints import SignedCheckpoint, key_id, public_key_pem
-from consent_ledger.settings import Settings
+from consent_ledger.api.routes.common import ERRORS, Context, Cursor, Limit, cursor_key
+from consent_ledger.integrity.checkpoints import SignedCheckpoint, key_id, public_key_pem
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -59,14 +56,6 @@ _INCLUSION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     **_INCONSISTENT,
 }
-
-
-def _cadence(settings: Settings) -> str:
-    return (
-        "checkpoints are signed every LEDGER_CHECKPOINT_INTERVAL_S seconds "
-        f"({settings.checkpoint_interval_s:g} s in this API's configuration) "
-        "once new entries arrive"
-    )
 
 
 @router.get(
@@ -111,9 +100,10 @@ async def list_checkpoints(
 ) -> models.CheckpointPage:
     (before_id,) = cursor_key(cursor, "checkpoints", 1) if cursor else (_MAX_ID,)
     async with context.ledger().snapshot() as view:
-        rows = await view.checkpoints(before_id=min(before_id, _MAX_ID), limit=limit + 1)
-    page, next_cursor = page_of(rows, limit, lambda row: encode_cursor("checkpoints", row["id"]))
-    items = [_stored_checkpoint(row["id"], _parse_checkpoint(row)) for row in page]
+        stored = await view.checkpoints(before_id=min(before_id, _MAX_ID), limit=limit + 1)
+    page = stored[:limit]
+    next_cursor = encode_cursor("checkpoints", page[-1][0]) if len(stored) > limit else None
+    items = [_stored_checkpoint(number, signed) for number, signed in page]
     return models.CheckpointPage(items=items, next_cursor=next_cursor)
 
 
@@ -124,11 +114,7 @@ async def list_checkpoints(
 )
 async def latest_checkpoint(context: Context) -> models.StoredCheckpoint:
     async with context.ledger().snapshot() as view:
-        stored = await _read_checkpoint(view, None)
-    if stored is None:
-        raise ApiError(
-            404, "no-checkpoint", f"no checkpoint has been signed yet; {_cadence(context.settings)}"
-        )
+        stored = await view.checkpoint(None)
     return _stored_checkpoint(*stored)
 
 
@@ -141,9 +127,7 @@ async def get_checkpoint(
     checkpoint_id: CheckpointNumber, context: Context
 ) -> models.StoredCheckpoint:
     async with context.ledger().snapshot() as view:
-        stored = await _read_checkpoint(view, checkpoint_id)
-    if stored is None:
-        raise ApiError(404, "unknown-checkpoint", f"no checkpoint {checkpoint_id}")
+        stored = await view.checkpoint(checkpoint_id)
     return _stored_checkpoint(*stored)
 
 
@@ -174,51 +158,8 @@ async def inclusion_proof(
     ] = None,
 ) -> models.InclusionProof:
     async with context.ledger().snapshot() as view:
-        position = await view.entry_position(event_id)
-        if position is None:
-            raise ApiError(
-                404,
-                "unknown-event",
-                f"no ledger entry with event id {event_id!r}: the ledger has not accepted "
-                "such an event",
-            )
-        stored = await _read_checkpoint(view, checkpoint)
-        if stored is None and checkpoint is not None:
-            raise ApiError(404, "unknown-checkpoint", f"no checkpoint {checkpoint}")
-        if stored is None:
-            raise ApiError(
-                404,
-                "not-yet-checkpointed",
-                f"event {event_id!r} is not covered by a checkpoint yet: none has been "
-                f"signed; {_cadence(context.settings)}, retry then",
-            )
-        number, signed = stored
-        head = signed.checkpoint.tree_head(position["kafka_partition"])
-        if head is None or position["leaf_index"] >= head.size:
-            if checkpoint is not None:
-                raise ApiError(
-                    404,
-                    "not-in-checkpoint",
-                    f"event {event_id!r} is not covered by checkpoint {number}: it was "
-                    "recorded after that checkpoint was signed; ask a later checkpoint, "
-                    "or omit `checkpoint` for the latest",
-                    details={"checkpoint_id": number},
-                )
-            raise ApiError(
-                404,
-                "not-yet-checkpointed",
-                f"event {event_id!r} is not covered by a checkpoint yet: it was recorded "
-                f"after the latest, checkpoint {number}, was signed; "
-                f"{_cadence(context.settings)}, retry then",
-                details={"checkpoint_id": number},
-            )
-        try:
-            document = await view.inclusion_proof(event_id, number)
-        except NotFound as exc:  # not reached: the snapshot saw both a moment ago
-            raise ApiError(404, "not-found", str(exc)) from None
-        except ValueError as exc:
-            raise _inconsistent(f"no inclusion proof of {event_id!r}", exc) from None
-    document.pop("checkpoint_id", None)
+        document = await view.inclusion_proof(event_id, checkpoint)
+    number = document.pop("checkpoint_id")
     response.headers[CHECKPOINT_ID_HEADER] = str(number)
     return models.InclusionProof.model_validate(document)
 
@@ -253,46 +194,11 @@ async def consistency_proof(
             f"checkpoint {old_id} is newer than checkpoint {new_id}: `from` must be at most `to`",
         )
     async with context.ledger().snapshot() as view:
-        try:
-            document = await view.consistency_proof(old_id, new_id)
-        except NotFound as exc:
-            raise ApiError(404, "unknown-checkpoint", str(exc)) from None
-        except ValueError as exc:
-            raise _inconsistent(
-                f"no consistency proof from checkpoint {old_id} to {new_id}", exc
-            ) from None
+        document = await view.consistency_proof(old_id, new_id)
     return models.ConsistencyProof.model_validate(document)
-
-
-async def _read_checkpoint(
-    view: LedgerView, checkpoint_id: int | None
-) -> tuple[int, SignedCheckpoint] | None:
-    try:
-        return await view.checkpoint(checkpoint_id)
-    except ValueError as exc:
-        what = "the latest checkpoint" if checkpoint_id is None else f"checkpoint {checkpoint_id}"
-        raise _inconsistent(f"{what} is not a valid signed checkpoint", exc) from None
-
-
-def _parse_checkpoint(row: Row) -> SignedCheckpoint:
-    try:
-        return SignedCheckpoint.from_json(row["document"])
-    except ValueError as exc:
-        raise _inconsistent(
-            f"checkpoint {row['id']} is not a valid signed checkpoint", exc
-        ) from None
 
 
 def _stored_checkpoint(number: int, signed: SignedCheckpoint) -> models.StoredCheckpoint:
     return models.StoredCheckpoint(
         id=number, checkpoint=models.SignedCheckpoint.model_validate(signed.to_json_dict())
-    )
-
-
-def _inconsistent(what: str, exc: ValueError) -> ApiError:
-    log.error("ledger inconsistent", problem=what, error=str(exc))
-    return ApiError(
-        500,
-        "ledger-inconsistent",
-        f"{what}: {exc}; `consent-ledger verify` checks the stored ledger against its checkpoints",
     )

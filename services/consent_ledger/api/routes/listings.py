@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query
 
 from consent_ledger.api import models
 from consent_ledger.api.pagination import DEFAULT_LIMIT, encode_cursor
-from consent_ledger.api.queries import Row
 from consent_ledger.api.routes.common import (
     ERRORS,
     Context,
@@ -21,6 +20,7 @@ from consent_ledger.api.routes.common import (
 )
 from consent_ledger.core.timestamps import format_micros
 from consent_ledger.core.verdicts import Rule
+from consent_ledger.store.api_reads import Row
 
 router = APIRouter()
 

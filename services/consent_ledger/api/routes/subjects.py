@@ -12,7 +12,6 @@ from consent_ledger.api import models
 from consent_ledger.api.errors import ApiError, invalid_parameter
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import DEFAULT_LIMIT, encode_cursor
-from consent_ledger.api.queries import LedgerView, Row
 from consent_ledger.api.routes.common import (
     SUBJECT_ERRORS,
     Context,
@@ -26,8 +25,9 @@ from consent_ledger.core.consents import PurposeConsent, consents_at, current_co
 from consent_ledger.core.facts import ConsentChange
 from consent_ledger.core.intake import parse_json_object
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant, to_micros
-from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
+from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
+from consent_ledger.store.api_reads import LedgerView, Row
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
