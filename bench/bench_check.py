@@ -19,7 +19,7 @@ import orjson
 from machine import describe
 
 from consent_ledger.core import intake
-from consent_ledger.demo import EventFactory
+from consent_ledger.devtools.demo import EventFactory
 
 TARGET_RATE = 100_000
 TARGET_MEMORY_MB = 300

@@ -39,14 +39,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from machine import CpuMeter, describe
 
-from consent_ledger.demo import EventFactory
-from consent_ledger.embedded import (
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    create_database,
-    drop_database,
-    ensure_topics,
-)
+from consent_ledger.devtools.broker import EmbeddedBroker
+from consent_ledger.devtools.databases import create_database, drop_database
+from consent_ledger.devtools.demo import EventFactory
+from consent_ledger.devtools.kafka_admin import ensure_topics
+from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.kafka import make_producer
 from consent_ledger.settings import Settings
 

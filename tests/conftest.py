@@ -31,13 +31,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consent_ledger.embedded import (
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    create_database,
-    drop_database,
-)
-from consent_ledger.ledger.migrate import migrate
+from consent_ledger.devtools.broker import EmbeddedBroker
+from consent_ledger.devtools.databases import create_database, drop_database
+from consent_ledger.devtools.postgres import EmbeddedPostgres
+from consent_ledger.store.migrate import migrate
 
 KAFKA_BOOTSTRAP_ENV = "LEDGER_TEST_KAFKA_BOOTSTRAP"
 DATABASE_URL_ENV = "LEDGER_TEST_DATABASE_URL"
@@ -122,3 +119,14 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_the_working_directory_clean() -> Iterator[None]:
+    """Fail the run if tests left files or folders in the working directory (faust
+    made an ``<app id>-data`` folder there per app before it got a temporary one)."""
+    before = set(os.listdir())
+    yield
+    # Hidden entries are tools' caches (pytest, hypothesis), not what a test leaves.
+    left = sorted(name for name in set(os.listdir()) - before if not name.startswith("."))
+    assert not left, f"tests left these in {os.getcwd()}: {left}"

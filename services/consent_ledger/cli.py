@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from consent_ledger import __version__
 from consent_ledger.core.offline import OfflineLedger
 from consent_ledger.core.policy import Policy, PolicyError, load_policy, load_reference_policy
 from consent_ledger.core.timeline import Violation
@@ -38,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.run(args)
-    except (UsageError, PolicyError) as exc:
+    except (UsageError, PolicyError, SettingsError) as exc:
         sys.stderr.write(f"consent-ledger {args.command}: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -46,23 +48,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+_CHECK_EXIT = "exit status: 0 nothing open, 1 violations open, 2 usage, file or policy error"
+
+
+def _epilog(variables: str, exit_status: str) -> str:
+    return "\n".join(
+        textwrap.fill(text, 79, subsequent_indent="  ")
+        for text in (f"environment: {variables}", exit_status)
+    )
+
+
+def _command(
+    commands: Any, name: str, summary: str, description: str, variables: str, exit_status: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does, what it reads and how it exits."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, 79),
+        epilog=_epilog(variables, exit_status),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="consent-ledger",
-        description="Event-sourced audit ledger for personal data: consent, disclosures, proof.",
+        description="Event-sourced audit ledger for personal data: consent, disclosures, proof. "
+        "`consent-ledger COMMAND --help` says what a command reads and how it exits.",
+        epilog="Configuration is by LEDGER_* environment variables (deploy/ledger.env.example "
+        "lists them all). Exit status 2 always means a usage or configuration problem.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser("check", help="judge a JSON Lines file of events offline")
+    check = _command(
+        commands, "check", "judge a JSON Lines file of events offline",
+        "Judge a JSON Lines file of CloudEvents offline, as the service would (no broker, "
+        "no database): print the open violations and rejected lines, or one JSON document.",
+        "LEDGER_POLICY (the policy file or folder when --policy is not given)",
+        _CHECK_EXIT,
+    )  # fmt: skip
     check.add_argument("events", type=Path, help="JSON Lines file, one CloudEvent per line")
     check.add_argument("--policy", type=Path,
                        help="policy YAML (default: LEDGER_POLICY, else the reference policy)")  # fmt: skip
     check.add_argument("--json", action="store_true", help="print one JSON document")
     check.set_defaults(run=_check)
 
-    dev = commands.add_parser(
-        "dev", help="the whole service on this machine (embedded broker and PostgreSQL by default)"
-    )
+    dev = _command(
+        commands, "dev",
+        "the whole service on this machine (embedded broker and PostgreSQL by default)",
+        "Run the whole service on this machine: an embedded broker and PostgreSQL (unless "
+        "the environment names real ones; they need the extra consent-ledger[embedded]), "
+        "the stream worker(s), the API, and with --demo a demo producer. Keys and the "
+        "database are kept in the data folder between runs; Ctrl-C stops everything.",
+        "LEDGER_KAFKA_BOOTSTRAP, LEDGER_DATABASE_URL (use these instead of the embedded "
+        "ones), LEDGER_DATA_DIR, LEDGER_API_HOST, LEDGER_API_PORT, LEDGER_PARTITIONS, "
+        "LEDGER_POLICY, LEDGER_MASTER_KEY_FILE, LEDGER_SIGNING_KEY_FILE, "
+        "LEDGER_SESSION_TIMEOUT_S, LEDGER_FETCH_MAX_WAIT_MS; the worker and the API it "
+        "starts read the rest (see their --help)",
+        "exit status: 0 stopped by Ctrl-C, 1 a process or the infrastructure failed, "
+        "2 usage or configuration error",
+    )  # fmt: skip
     dev.add_argument("--demo", action="store_true", help="also publish a slowly paced demo stream")
     dev.add_argument(
         "--data-dir", type=Path, help="where to keep the database and keys (default .ledger-data)"
@@ -71,41 +119,78 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--partitions", type=int, help="partitions of ledger.events (default 4)")
     dev.set_defaults(run=_dev)
 
-    worker = commands.add_parser("worker", help="run a stream worker (one of a consumer group)")
+    worker = _command(
+        commands, "worker", "run a stream worker (one of a consumer group)",
+        "Run a stream worker: read ledger.events in batches, judge, write each batch in one "
+        "PostgreSQL transaction, relay alerts, sign checkpoints. Run as many as the topic "
+        "has partitions, in one consumer group; SIGTERM stops it cleanly.",
+        "LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL (required), LEDGER_MASTER_KEY_FILE "
+        "or LEDGER_MASTER_KEY (required), LEDGER_SIGNING_KEY_FILE, LEDGER_POLICY, "
+        "LEDGER_EVENTS_TOPIC, LEDGER_REJECTED_TOPIC, LEDGER_VIOLATIONS_TOPIC, "
+        "LEDGER_PARTITIONS, LEDGER_CONSUMER_GROUP, LEDGER_BATCH_SIZE, "
+        "LEDGER_CHECKPOINT_INTERVAL_S, LEDGER_LOG_ID, LEDGER_KAFKA_IDEMPOTENCE, "
+        "LEDGER_SESSION_TIMEOUT_S, LEDGER_FETCH_MAX_WAIT_MS, LEDGER_INTEGRITY",
+        "exit status: 0 stopped by a signal, 2 usage or configuration error or the "
+        "database unusable at start, other non-zero: it crashed (restart it: it resumes "
+        "where the database says it stopped)",
+    )  # fmt: skip
     worker.set_defaults(run=_worker)
 
-    api = commands.add_parser("api", help="run the HTTP API")
+    api = _command(
+        commands, "api", "run the HTTP API",
+        "Run the HTTP API (docs at /docs once it runs). Stateless: run as many as you like.",
+        "LEDGER_DATABASE_URL (required), LEDGER_KAFKA_BOOTSTRAP (publishing, readiness, "
+        "lag), LEDGER_API_HOST, LEDGER_API_PORT, LEDGER_MASTER_KEY_FILE or "
+        "LEDGER_MASTER_KEY (required), LEDGER_PUBLIC_KEY_FILE or LEDGER_SIGNING_KEY_FILE, "
+        "LEDGER_POLICY, LEDGER_EVENTS_TOPIC, LEDGER_KAFKA_IDEMPOTENCE, "
+        "LEDGER_MAX_REQUEST_BYTES, LEDGER_CHECKPOINT_INTERVAL_S, LEDGER_LOG_ID",
+        "exit status: 0 stopped by a signal, 2 usage or configuration error",
+    )  # fmt: skip
     api.set_defaults(run=_api)
 
-    publish = commands.add_parser(
-        "publish",
-        help="send a JSON Lines file's events to ledger.events",
-        description="Send a JSON Lines file's events to LEDGER_EVENTS_TOPIC (ledger.events) at "
-        "LEDGER_KAFKA_BOOTSTRAP, keyed by subject. Exit status 1 when lines were refused (not "
-        "sent), 2 on a usage or broker error. Against the embedded broker of `consent-ledger "
-        "dev`, set LEDGER_KAFKA_IDEMPOTENCE=false.",
-    )
+    publish = _command(
+        commands, "publish", "send a JSON Lines file's events to ledger.events",
+        "Send a JSON Lines file's events to the events topic, keyed by subject. Without "
+        "--raw each line is checked first and refused lines are reported, not sent.",
+        "LEDGER_KAFKA_BOOTSTRAP (required), LEDGER_EVENTS_TOPIC, LEDGER_KAFKA_IDEMPOTENCE "
+        "(set it to false against the embedded broker of `consent-ledger dev`)",
+        "exit status: 0 all sent, 1 lines refused (not sent), 2 usage or broker error",
+    )  # fmt: skip
     publish.add_argument("events", type=Path, help="JSON Lines file, one CloudEvent per line")
     publish.add_argument("--raw", action="store_true", help="send every non-blank line as it is")
     publish.set_defaults(run=_publish)
 
-    migrate = commands.add_parser(
-        "migrate", help="apply the database migrations (run as the owner role in production)"
-    )
+    migrate = _command(
+        commands, "migrate", "apply the database migrations (run as the owner role in production)",
+        "Apply the database schema's migrations that are not applied yet (every process "
+        "also does at start; in production run this as the owner role).",
+        "LEDGER_DATABASE_URL (required)",
+        "exit status: 0 applied or up to date, 2 usage error or the database unreachable",
+    )  # fmt: skip
     migrate.set_defaults(run=_migrate)
 
-    verify = commands.add_parser(
-        "verify",
-        help="recompute every Merkle log from the stored entries and check every checkpoint",
-    )
+    verify = _command(
+        commands, "verify",
+        "recompute every Merkle log from the stored entries and check every checkpoint",
+        "Recompute every partition's Merkle log from the stored ledger entries and check "
+        "every signed checkpoint against them and the public key; name the first divergence.",
+        "LEDGER_DATABASE_URL (required), LEDGER_PUBLIC_KEY_FILE or LEDGER_SIGNING_KEY_FILE "
+        "(when --public-key is not given)",
+        "exit status: 0 the ledger matches its checkpoints, 1 it does not, 2 usage error "
+        "or the ledger could not be read",
+    )  # fmt: skip
     verify.add_argument("--public-key", type=Path, help="the ledger's public key: PEM, or the JSON "
                         "of GET /v1/ledger/public-key; default: LEDGER_PUBLIC_KEY_FILE, else "
                         "derived from LEDGER_SIGNING_KEY_FILE")  # fmt: skip
     verify.set_defaults(run=_verify)
 
-    verify_proof = commands.add_parser(
-        "verify-proof", help="check a saved inclusion or consistency proof offline"
-    )
+    verify_proof = _command(
+        commands, "verify-proof", "check a saved inclusion or consistency proof offline",
+        "Check a proof document saved from the API (inclusion or consistency) offline, "
+        "with the ledger's public key: no database, no network.",
+        "none (the key comes from --public-key)",
+        "exit status: 0 the proof holds, 1 it does not, 2 usage error",
+    )  # fmt: skip
     verify_proof.add_argument("proof", type=Path, help="proof document (JSON) from the API")
     verify_proof.add_argument(
         "--public-key",
@@ -131,14 +216,17 @@ def _settings() -> Settings:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from consent_ledger.dev import DevStack
+    from consent_ledger.devtools.dev import DevStack, missing_embedded
 
+    settings = _settings()  # a configuration error is one line, before any logging
     _configure_logging()
-    settings = _settings()
     if args.data_dir is not None:
         settings = settings.with_(data_dir=args.data_dir)
     if args.partitions is not None:
         settings = settings.with_(partitions=args.partitions)
+    missing = missing_embedded(settings)
+    if missing is not None:
+        raise UsageError(missing)
     resolve_policy(settings.policy_path)  # refuse a bad policy before starting anything
     return DevStack(settings, demo=args.demo, workers=args.workers).run()
 
@@ -146,8 +234,8 @@ def _dev(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from consent_ledger.worker.app import WorkerNotReady, run_worker
 
+    settings = _settings()  # a configuration error is one line, before any logging
     _configure_logging()
-    settings = _settings()
     if not settings.kafka_bootstrap or not settings.database_url:
         raise UsageError("set LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
     try:
@@ -162,8 +250,8 @@ def _api(args: argparse.Namespace) -> int:
 
     from consent_ledger.api.app import serve
 
+    settings = _settings()  # a configuration error is one line, before any logging
     _configure_logging()
-    settings = _settings()
     if not settings.database_url:
         raise UsageError("set LEDGER_DATABASE_URL")
     asyncio.run(serve(settings))
@@ -171,7 +259,7 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _public_key(path: Path | None, settings: Settings) -> Ed25519PublicKey:
-    from consent_ledger.ledger.checkpoints import load_public_key, load_signing_key
+    from consent_ledger.integrity.checkpoints import load_public_key, load_signing_key
 
     try:
         if path is not None:
@@ -205,10 +293,10 @@ def _migrate(args: argparse.Namespace) -> int:
 
     import asyncpg
 
-    from consent_ledger.ledger.migrate import migrate
+    from consent_ledger.store.migrate import migrate
 
+    settings = _settings()  # a configuration error is one line, before any logging
     _configure_logging()
-    settings = _settings()
     if not settings.database_url:
         raise UsageError("set LEDGER_DATABASE_URL")
 
@@ -219,7 +307,10 @@ def _migrate(args: argparse.Namespace) -> int:
         finally:
             await connection.close()
 
-    applied = asyncio.run(run())
+    try:
+        applied = asyncio.run(run())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise UsageError(f"cannot migrate the database: {type(exc).__name__}: {exc}") from None
     sys.stdout.write(f"applied {', '.join(applied)}\n" if applied else "the schema is up to date\n")
     return EXIT_OK
 
@@ -229,7 +320,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     import asyncpg
 
-    from consent_ledger.ledger.audit import verify_ledger
+    from consent_ledger.store.audit_reads import verify_ledger
 
     settings = _settings()
     if not settings.database_url:
@@ -266,7 +357,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _verify_proof(args: argparse.Namespace) -> int:
-    from consent_ledger.ledger.proofs import verify_consistency_document, verify_inclusion_document
+    from consent_ledger.integrity.proofs import (
+        verify_consistency_document,
+        verify_inclusion_document,
+    )
 
     public_key = _public_key(args.public_key, _settings())
     try:

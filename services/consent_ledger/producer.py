@@ -27,6 +27,14 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 
 from consent_ledger.core.intake import Rejection, compact_json, validate_parsed
+from consent_ledger.core.timestamps import format_micros, to_micros
+from consent_ledger.core.vocabulary import (
+    CONSENT_GIVEN,
+    CONSENT_WITHDRAWN,
+    DATA_SHARED,
+    ERASURE_REQUESTED,
+    VISITOR_REGISTERED,
+)
 from consent_ledger.kafka import make_producer, send_all, start_producer
 from consent_ledger.settings import Settings
 
@@ -59,7 +67,7 @@ def build_event(
         "source": source,
         "type": event_type,
         "subject": subject,
-        "time": moment.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "time": format_micros(to_micros(moment), six_digits=True),
         "datacontenttype": "application/json",
         "data": {name: value for name, value in data.items() if value is not None},
     }
@@ -134,12 +142,10 @@ class LedgerProducer:
         self, subject: str, *, purpose: str, subject_role: str, controller: str,
         expires_at: datetime | None = None, channel: str | None = None, **envelope: Any,
     ) -> str:  # fmt: skip
-        expiry = (
-            expires_at.astimezone(UTC).isoformat().replace("+00:00", "Z") if expires_at else None
-        )
+        expiry = format_micros(to_micros(expires_at.astimezone(UTC))) if expires_at else None
         data = {"purpose": purpose, "subject_role": subject_role, "controller": controller,
                 "expires_at": expiry, "channel": channel}  # fmt: skip
-        return await self._emit("ConsentGiven", subject, data, **envelope)
+        return await self._emit(CONSENT_GIVEN, subject, data, **envelope)
 
     async def consent_withdrawn(
         self,
@@ -151,7 +157,7 @@ class LedgerProducer:
         **envelope: Any,
     ) -> str:
         data = {"purpose": purpose, "controller": controller, "channel": channel}
-        return await self._emit("ConsentWithdrawn", subject, data, **envelope)
+        return await self._emit(CONSENT_WITHDRAWN, subject, data, **envelope)
 
     async def data_shared(
         self, subject: str, *, purpose: str, subject_role: str, controller: str,
@@ -161,7 +167,7 @@ class LedgerProducer:
         data = {"purpose": purpose, "subject_role": subject_role, "controller": controller,
                 "recipient": dict(recipient), "data_categories": data_categories,
                 "legal_basis": dict(legal_basis) if legal_basis else None}  # fmt: skip
-        return await self._emit("DataShared", subject, data, **envelope)
+        return await self._emit(DATA_SHARED, subject, data, **envelope)
 
     async def visitor_registered(
         self,
@@ -173,11 +179,11 @@ class LedgerProducer:
         **envelope: Any,
     ) -> str:
         data = {"site": site, "rights_notice": rights_notice, "host": host}
-        return await self._emit("VisitorRegistered", subject, data, **envelope)
+        return await self._emit(VISITOR_REGISTERED, subject, data, **envelope)
 
     async def erasure_requested(
         self, subject: str, *, requested_via: str | None = None, **envelope: Any
     ) -> str:
         return await self._emit(
-            "ErasureRequested", subject, {"requested_via": requested_via}, **envelope
+            ERASURE_REQUESTED, subject, {"requested_via": requested_via}, **envelope
         )

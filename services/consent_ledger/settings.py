@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -65,6 +66,8 @@ class Settings:
                 raise SettingsError(
                     f"LEDGER_{name.upper()}={raw!r} is not a valid {kind.__name__}"
                 ) from None
+        if "database_url" in values:
+            _check_database_url(values["database_url"])
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
@@ -109,3 +112,23 @@ def _convert(kind: type, raw: str) -> Any:
             return False
         raise ValueError(raw)
     return kind(raw)
+
+
+def _check_database_url(url: str) -> None:
+    """Refuse, in one line, a URL that the database driver could not even parse
+    (it would fail later, deep inside a connection attempt)."""
+    problem = None
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            problem = "it must start with postgresql:// (or postgres://)"
+        else:
+            _ = parts.port  # a port that is not a number raises here
+    except ValueError as exc:
+        problem = str(exc)
+    if problem is not None:
+        shown = url.partition("://")[0] + "://..." if "://" in url else "a value"
+        raise SettingsError(
+            f"LEDGER_DATABASE_URL ({shown}) is not a PostgreSQL URL: {problem}; "
+            "e.g. postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+        )

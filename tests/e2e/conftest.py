@@ -19,8 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from consent_ledger.embedded import EmbeddedBroker, ensure_topics, find_free_port
-from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
+from consent_ledger.devtools.broker import EmbeddedBroker
+from consent_ledger.devtools.kafka_admin import ensure_topics
+from consent_ledger.devtools.processes import find_free_port, stop_process_groups
+from consent_ledger.integrity.checkpoints import generate_signing_key, save_signing_key
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
 CLI = Path(sys.executable).with_name("consent-ledger")
@@ -138,17 +140,9 @@ class LedgerService:
 
     async def stop(self) -> None:
         await self.client.aclose()
-        for process in [*self.workers, self.api]:
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in [*self.workers, self.api]:
-            if process is None:
-                continue
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_groups(
+            [process for process in [*self.workers, self.api] if process is not None], timeout=20
+        )
 
 
 @pytest.fixture

@@ -28,8 +28,10 @@ from typing import Any
 import httpx
 import pytest
 
-from consent_ledger.embedded import find_free_port
+from consent_ledger.devtools.processes import find_free_port
 from tests.e2e.conftest import CLI
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -214,6 +216,37 @@ class DevRun:
                 os.kill(pid, signal.SIGKILL)
 
 
+def the_banner_and_the_readme_run_as_printed(run: DevRun) -> None:
+    """In another shell: the banner's export line, then its verify command, and the
+    README's Python producer example, each exactly as printed."""
+
+    def signed() -> bool:
+        response = run.get("/v1/ledger/checkpoints/latest")
+        return response is not None and response.status_code == 200
+
+    run.wait_for(signed, "a signed checkpoint")
+    output = run.output()
+    export = re.search(r"^\s*(export LEDGER_\S.*)$", output, re.MULTILINE)
+    verify = re.search(r"verify:\s+(\S.*)$", output, re.MULTILINE)
+    assert export and verify, output
+    shell_env = {
+        name: value for name, value in os.environ.items() if not name.startswith("LEDGER_")
+    }
+
+    def in_a_shell(script: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", f"{export.group(1)}\n{script}"], env=shell_env, input=stdin,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    verified = in_a_shell(verify.group(1))
+    assert verified.returncode == 0 and verified.stdout.startswith("OK"), verified
+    example = re.search(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    assert example is not None
+    produced = in_a_shell(f"{CLI.with_name('python')} -", stdin=example.group(1))
+    assert produced.returncode == 0 and produced.stdout.startswith("published "), produced
+
+
 def test_dev_demo_runs_everything_and_ctrl_c_stops_everything(
     postgres_data_parent: Path,
 ) -> None:
@@ -239,6 +272,7 @@ def test_dev_demo_runs_everything_and_ctrl_c_stops_everything(
         assert violation["rule"] and violation["explanation"]
         first.collect_started()
         accepted = first.json("/v1/stats")["accepted"]
+        the_banner_and_the_readme_run_as_printed(first)
 
         assert first.interrupt() == 0, first.report()
         assert "stopping..." in first.output()
@@ -253,6 +287,7 @@ def test_dev_demo_runs_everything_and_ctrl_c_stops_everything(
     assert (data_dir / "postgres" / "PG_VERSION").is_file()
     assert (data_dir / "master.key").is_file()
     assert (data_dir / "signing-key.pem").is_file()
+    assert (data_dir / "public-key.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
 
     second = DevRun(data_dir)  # no demo: only what the first run stored
     try:

@@ -31,10 +31,11 @@ from consent_ledger.api.app import build_server, create_app
 from consent_ledger.core.intake import compact_json
 from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.core.timestamps import parse_instant
-from consent_ledger.embedded import ensure_topics, find_free_port
+from consent_ledger.devtools.kafka_admin import ensure_topics
+from consent_ledger.devtools.processes import find_free_port
+from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.shredding import seal
 from consent_ledger.kafka import make_producer
-from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.shredding import seal
 from consent_ledger.settings import Settings
 
 pytestmark = pytest.mark.integration

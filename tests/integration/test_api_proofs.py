@@ -5,7 +5,7 @@ two partitions, checkpoints are signed with ``issue_checkpoint`` in between,
 and the public key, the checkpoints and the inclusion and consistency proofs
 the API serves are then checked by a verifier written here from the documented
 formats alone (RFC 9162 §2.1.3.2 and §2.1.4.2, the entry encoding of
-``ledger/entry.py``, the signed bytes of ``ledger/checkpoints.py``), not with
+``integrity/entry.py``, the signed bytes of ``integrity/checkpoints.py``), not with
 the project's own Merkle, proof or entry code, and by ``consent-ledger
 verify-proof`` on saved answers.
 """
@@ -38,10 +38,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from consent_ledger.api.app import create_app
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_policy
-from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import generate_signing_key, public_key_pem, save_signing_key
-from consent_ledger.ledger.keyring import KeyRing
+from consent_ledger.integrity.checkpoints import (
+    generate_signing_key,
+    public_key_pem,
+    save_signing_key,
+)
+from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings, SettingsError
+from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.worker.pipeline import BatchPipeline
 
 pytestmark = pytest.mark.integration
@@ -73,7 +77,7 @@ def node(left: bytes, right: bytes) -> bytes:
 
 
 def encoded_entry(entry: dict[str, Any]) -> bytes:
-    """``ledger/entry.py``, format version 1: big-endian, no padding, 58 + n bytes."""
+    """``integrity/entry.py``, format version 1: big-endian, no padding, 58 + n bytes."""
     assert entry["version"] == 1
     event_id = entry["event_id"].encode("utf-8")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", entry["recorded_at"])

@@ -11,11 +11,11 @@ import pytest
 
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_reference_policy
-from consent_ledger.ledger.audit import start_broker_epoch, verify_ledger
-from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import generate_signing_key
-from consent_ledger.ledger.keyring import KeyRing
+from consent_ledger.integrity.checkpoints import generate_signing_key
+from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
+from consent_ledger.store.audit_reads import start_broker_epoch, verify_ledger
+from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.worker.pipeline import BatchPipeline
 from tests.e2e.conftest import SCENARIOS
 

@@ -28,14 +28,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_policy
-from consent_ledger.ledger.audit import inclusion_proof_for, verify_ledger
-from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import generate_signing_key
-from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.migrate import migrate
-from consent_ledger.ledger.proofs import verify_inclusion_document
-from consent_ledger.ledger.shredding import PayloadUnreadable, open_sealed
+from consent_ledger.integrity.checkpoints import generate_signing_key
+from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.proofs import verify_inclusion_document
+from consent_ledger.integrity.shredding import PayloadUnreadable, open_sealed
 from consent_ledger.settings import Settings
+from consent_ledger.store.audit_reads import inclusion_proof_for, verify_ledger
+from consent_ledger.store.checkpoint_issuer import issue_checkpoint
+from consent_ledger.store.migrate import migrate
 from consent_ledger.worker.pipeline import BatchPipeline
 
 pytestmark = [pytest.mark.integration]

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,14 +36,10 @@ import mode
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consent_ledger.embedded import (
-    BrokerStartError,
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    create_database,
-    ensure_topics,
-    probe_kafka_metadata,
-)
+from consent_ledger.devtools.broker import BrokerStartError, EmbeddedBroker
+from consent_ledger.devtools.databases import create_database
+from consent_ledger.devtools.kafka_admin import ensure_topics, probe_kafka_metadata
+from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.worker.app import take_batch
 from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 
@@ -127,7 +126,12 @@ def faust_app(app_id: str, bootstrap: str, **settings: Any) -> faust.App:
         "broker_commit_interval": 0.5,
         "consumer_auto_offset_reset": "earliest",
     }
-    return faust.App(app_id, **{**defaults, **settings})
+    # Not faust's default data folder in the working directory: a temporary one,
+    # removed with the app.
+    datadir = tempfile.mkdtemp(prefix=f"{app_id}-")
+    app = faust.App(app_id, datadir=datadir, **{**defaults, **settings})
+    weakref.finalize(app, shutil.rmtree, datadir, ignore_errors=True)
+    return app
 
 
 def raw_topic(app: faust.App, name: str) -> Any:

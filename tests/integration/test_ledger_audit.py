@@ -47,19 +47,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_policy
-from consent_ledger.ledger.audit import (
+from consent_ledger.errors import NotCovered, UnknownEvent
+from consent_ledger.integrity.checkpoints import generate_signing_key, key_id, public_key_pem
+from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.settings import Settings
+from consent_ledger.store.audit_reads import (
     AuditReport,
     Divergence,
-    NotFound,
     consistency_proof_between,
     inclusion_proof_for,
     verify_ledger,
 )
-from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import generate_signing_key, key_id, public_key_pem
-from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.migrate import migrate
-from consent_ledger.settings import Settings
+from consent_ledger.store.checkpoint_issuer import issue_checkpoint
+from consent_ledger.store.migrate import migrate
 from consent_ledger.worker.pipeline import BatchPipeline
 
 pytestmark = [pytest.mark.integration]
@@ -655,9 +655,10 @@ async def test_inclusion_proofs_hold_for_an_independent_verifier_and_the_cli(
             for index in (0, first_sizes[partition] // 2, first_sizes[partition] - 1):
                 wanted.append(((await entry_at(ledger, partition, index))["event_id"], 1))
         late = (await entry_at(ledger, 0, first_sizes[0]))["event_id"]
-        with pytest.raises(NotFound):
+        with pytest.raises(NotCovered) as not_covered:
             await inclusion_proof_for(connection, late, 1)
-        with pytest.raises(NotFound):
+        assert (not_covered.value.checkpoint_id, not_covered.value.named) == (1, True)
+        with pytest.raises(UnknownEvent):
             await inclusion_proof_for(connection, "no-such-event")
 
         documents = []

@@ -12,9 +12,9 @@ import pytest
 
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_reference_policy
-from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.migrate import migrate
+from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
+from consent_ledger.store.migrate import migrate
 from consent_ledger.worker.pipeline import BatchPipeline
 from tests.e2e.conftest import SCENARIOS
 

@@ -10,10 +10,33 @@ import subprocess
 import asyncpg
 import pytest
 
-from consent_ledger.ledger.migrate import migrate, migrations
+from consent_ledger.store.batch_write import (
+    ConsentChangeRow,
+    CurrentConsentRow,
+    DisclosureRow,
+    LedgerEntryRow,
+    MerkleLogRow,
+    OutboxRow,
+    RejectedRow,
+    SubjectKeyRow,
+    ViolationRow,
+)
+from consent_ledger.store.migrate import migrate, migrations
 from tests.e2e.conftest import CLI
 
 pytestmark = pytest.mark.integration
+
+ROW_SHAPES = {
+    "subject_keys": SubjectKeyRow,
+    "ledger_entries": LedgerEntryRow,
+    "merkle_logs": MerkleLogRow,
+    "consent_changes": ConsentChangeRow,
+    "current_consents": CurrentConsentRow,
+    "disclosures": DisclosureRow,
+    "violations": ViolationRow,
+    "outbox": OutboxRow,
+    "rejected_events": RejectedRow,
+}
 
 
 async def test_processes_migrating_at_once_apply_each_migration_once(database_url: str) -> None:
@@ -40,5 +63,23 @@ async def test_processes_migrating_at_once_apply_each_migration_once(database_ur
         # Running them again, as every restart does, changes nothing.
         assert await migrate(connection) == []
         assert await connection.fetchval("SELECT count(*) FROM schema_migrations") == len(names)
+    finally:
+        await connection.close()
+
+
+async def test_each_batch_row_shape_is_its_tables_columns_in_order(database_url: str) -> None:
+    """The batch write feeds each table one array of the table's own row type, built
+    from these named tuples by position: a column a migration adds or moves must
+    show up here, not as a batch that writes into the wrong column."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await migrate(connection)
+        for table, row in ROW_SHAPES.items():
+            columns = await connection.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+                table,
+            )
+            assert tuple(column["column_name"] for column in columns) == row._fields, table
     finally:
         await connection.close()

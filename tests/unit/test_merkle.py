@@ -2,7 +2,7 @@
 
 The reference functions below (``ref_*``) are a straight transcription of the
 RFC's recursive definitions written for this test only; they share no code
-with ``consent_ledger.ledger.merkle``. Verifiers are independent too: they
+with ``consent_ledger.integrity.merkle``. Verifiers are independent too: they
 rebuild the roots by recursing over the tree shape instead of running the
 RFC's iterative bit-twiddling algorithm the module implements.
 """
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consent_ledger.ledger import merkle
+from consent_ledger.integrity import merkle
 
 pytestmark = pytest.mark.unit
 

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consent_ledger.ledger.checkpoints import (
+from consent_ledger.integrity.checkpoints import (
     Checkpoint,
     SignedCheckpoint,
     TreeHead,
     generate_signing_key,
     sign_checkpoint,
 )
-from consent_ledger.ledger.entry import LedgerEntry, decode_entry, encode_entry
-from consent_ledger.ledger.merkle import EMPTY_ROOT, consistency_proof, root_from_leaf_hashes
-from consent_ledger.ledger.proofs import (
+from consent_ledger.integrity.entry import LedgerEntry, decode_entry, encode_entry
+from consent_ledger.integrity.merkle import EMPTY_ROOT, consistency_proof, root_from_leaf_hashes
+from consent_ledger.integrity.proofs import (
     CONSISTENCY_PROOF_FORMAT,
     INCLUSION_PROOF_FORMAT,
     Failure,

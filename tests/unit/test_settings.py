@@ -61,3 +61,23 @@ def test_the_field_name_wins_over_the_contract_alias() -> None:
 def test_a_bad_value_names_the_variable(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=f"{variable}='{value}' is not a valid"):
         Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize(
+    "url", ["nonsense", "mysql://db/ledger", "postgresql://db:port/ledger", "postgresql://[::1/x"]
+)
+def test_a_database_url_the_driver_cannot_parse_is_refused_naming_the_variable(url: str) -> None:
+    with pytest.raises(SettingsError, match="LEDGER_DATABASE_URL"):
+        Settings.from_env({"LEDGER_DATABASE_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ledger:secret@db:5432/consent_ledger?sslmode=require",
+        "postgres://db/ledger",
+        "postgresql://postgres:@/consent_ledger?host=/data/postgres",  # the embedded server's
+    ],
+)
+def test_postgresql_urls_are_accepted(url: str) -> None:
+    assert Settings.from_env({"LEDGER_DATABASE_URL": url}).database_url == url

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from consent_ledger.ledger.shredding import (
+from consent_ledger.integrity.shredding import (
     KEY_SIZE,
     KeyUnwrapError,
     PayloadUnreadable,

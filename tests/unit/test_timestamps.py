@@ -256,6 +256,9 @@ def test_formatting_agrees_with_datetime(micros: int) -> None:
     # 951782400000000 is 2000-02-29, 4107542400000000 is 2100-03-01: leap rules.
     written = from_micros(micros).isoformat().replace("+00:00", "Z")
     assert format_micros(micros) == written
+    six = from_micros(micros).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert format_micros(micros, six_digits=True) == six
+    assert to_micros(parse_datetime(six)) == micros
 
 
 @pytest.mark.parametrize("micros", [FIRST - 1, LAST + 1])

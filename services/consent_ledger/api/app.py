@@ -23,13 +23,13 @@ from fastapi import FastAPI
 from consent_ledger.api.broker import Publisher
 from consent_ledger.api.errors import install_error_handlers
 from consent_ledger.api.metrics import RequestCountingMiddleware
-from consent_ledger.api.queries import LedgerReader
 from consent_ledger.api.routes import EVENT_COMPONENTS, ApiContext, router
 from consent_ledger.core.policy import Policy, load_policy, load_reference_policy
-from consent_ledger.ledger.checkpoints import load_public_key, load_signing_key
-from consent_ledger.ledger.keyring import KeyRing, load_master_key
-from consent_ledger.ledger.migrate import migrate
+from consent_ledger.integrity.checkpoints import load_public_key, load_signing_key
+from consent_ledger.integrity.keyring import KeyRing, load_master_key
 from consent_ledger.settings import Settings, SettingsError
+from consent_ledger.store.api_reads import LedgerReader
+from consent_ledger.store.migrate import migrate
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +50,7 @@ def create_app(
     ``producer``: a started producer; without it one is made from ``settings``
     when first needed. The master key (``settings.master_key_file`` or
     ``master_key``) is loaded here, so a missing key stops the app before it
-    serves anything (:class:`~consent_ledger.ledger.keyring.MasterKeyError`).
+    serves anything (:class:`~consent_ledger.integrity.keyring.MasterKeyError`).
     So is the checkpoint signing key (``settings.signing_key_file``, optional):
     only its public half is kept, for ``GET /v1/ledger/public-key``; an
     unreadable key file raises :class:`~consent_ledger.settings.SettingsError`.
@@ -85,7 +85,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
-    install_error_handlers(app)
+    install_error_handlers(app, checkpoint_interval_s=settings.checkpoint_interval_s)
     app.add_middleware(RequestCountingMiddleware, counts=context.requests)
     app.include_router(router)
     app.openapi = _with_event_schemas(app.openapi)  # type: ignore[method-assign]

@@ -1,7 +1,8 @@
 """Errors as JSON: every 4xx and 5xx answer is ``{"error": {"code", "message", ...}}``.
 
-Handlers are installed for the API's own :class:`ApiError`, for FastAPI's
-parameter validation (a bad query parameter is a 400 naming the parameter),
+Handlers are installed for the API's own :class:`ApiError`, for the ledger's
+errors (:mod:`consent_ledger.errors`: the one place they become statuses),
+for FastAPI's parameter validation (a bad query parameter is a 400 naming the parameter),
 for HTTP errors Starlette raises itself (unknown route 404, wrong method 405),
 for database outages (503) and for anything unexpected (500, logged).
 """
@@ -18,6 +19,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from consent_ledger.errors import (
+    LedgerError,
+    LedgerInconsistent,
+    NotCovered,
+    UnknownCheckpoint,
+    UnknownEvent,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +90,68 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status)
 
 
+def _ledger_error_handler(checkpoint_interval_s: float) -> Any:
+    cadence = (
+        "checkpoints are signed every LEDGER_CHECKPOINT_INTERVAL_S seconds "
+        f"({checkpoint_interval_s:g} s in this API's configuration) once new entries arrive"
+    )
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return _ledger_error(exc, cadence)
+
+    return handle
+
+
+def _ledger_error(exc: Exception, cadence: str) -> JSONResponse:
+    """The status, code and sentence of each of the ledger's errors."""
+    match exc:
+        case UnknownEvent(event_id=event_id):
+            return error_response(
+                404, "unknown-event",
+                f"no ledger entry with event id {event_id!r}: the ledger has not accepted "
+                "such an event",
+            )  # fmt: skip
+        case UnknownCheckpoint(checkpoint_id=None):
+            return error_response(
+                404, "no-checkpoint", f"no checkpoint has been signed yet; {cadence}"
+            )
+        case UnknownCheckpoint(checkpoint_id=number):
+            return error_response(404, "unknown-checkpoint", f"no checkpoint {number}")
+        case NotCovered(event_id=event_id, checkpoint_id=None):
+            return error_response(
+                404, "not-yet-checkpointed",
+                f"event {event_id!r} is not covered by a checkpoint yet: none has been "
+                f"signed; {cadence}, retry then",
+            )  # fmt: skip
+        case NotCovered(event_id=event_id, checkpoint_id=number, named=True):
+            return error_response(
+                404, "not-in-checkpoint",
+                f"event {event_id!r} is not covered by checkpoint {number}: it was "
+                "recorded after that checkpoint was signed; ask a later checkpoint, "
+                "or omit `checkpoint` for the latest",
+                checkpoint_id=number,
+            )  # fmt: skip
+        case NotCovered(event_id=event_id, checkpoint_id=number):
+            return error_response(
+                404, "not-yet-checkpointed",
+                f"event {event_id!r} is not covered by a checkpoint yet: it was recorded "
+                f"after the latest, checkpoint {number}, was signed; {cadence}, retry then",
+                checkpoint_id=number,
+            )  # fmt: skip
+        case LedgerInconsistent():
+            log.error("ledger inconsistent", problem=str(exc))
+            return error_response(
+                500, "ledger-inconsistent",
+                f"{exc}; `consent-ledger verify` checks the stored ledger against its "
+                "checkpoints",
+            )  # fmt: skip
+        case _:  # a LedgerError the API has no answer for is the API's bug
+            log.error("unmapped ledger error", error=repr(exc))
+            return error_response(
+                500, "internal-error", "the server failed to answer; this was logged"
+            )
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = []
@@ -117,8 +188,11 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal-error", "the server failed to answer; this was logged")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *, checkpoint_interval_s: float) -> None:
+    """``checkpoint_interval_s`` is told to callers asking for what no checkpoint
+    covers yet."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(LedgerError, _ledger_error_handler(checkpoint_interval_s))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Connection-class failures only: a broken query is a bug (500), not an outage.

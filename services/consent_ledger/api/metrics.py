@@ -8,8 +8,9 @@ API replica, told apart by Prometheus' ``instance`` label).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Final
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -99,3 +100,91 @@ class RequestCountingMiddleware:
             # path_format: "/v1/subjects/{subject}/events", without the ":path" convertor.
             template = getattr(route, "path_format", None) or getattr(route, "path", None)
             self._counts.add(scope["method"], template or "unmatched", status)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFigures:
+    """What one scrape reads: the database's counts (rows as the API's reads
+    return them) and the lag per partition, None when the broker did not answer."""
+
+    topic: str
+    entries_by_type: Mapping[str, int]
+    rejected_by_reason: Mapping[str, int]
+    violations_by_rule: Iterable[Mapping[str, Any]]  # rule, status, n
+    totals: Mapping[str, int]  # accepted, duplicates, rejected
+    batch_times: Sequence[Mapping[str, Any]]  # kafka_partition, batches, batch_seconds
+    lag: Mapping[int, int] | None
+    requests: Iterable[Sample]
+
+
+def exposition(figures: LedgerFigures) -> str:
+    """The ``/metrics`` page: every family, in the text exposition format."""
+    out = Exposition()
+    out.family(
+        "consent_ledger_events",
+        "gauge",
+        "Accepted events in the ledger, by event type.",
+        (({"type": kind}, count) for kind, count in figures.entries_by_type.items()),
+    )
+    out.family(
+        "consent_ledger_rejected_events",
+        "gauge",
+        "Rejected records kept, by reason.",
+        (({"reason": reason}, count) for reason, count in figures.rejected_by_reason.items()),
+    )
+    out.family(
+        "consent_ledger_violations",
+        "gauge",
+        "Violations by rule and status.",
+        (
+            ({"rule": row["rule"], "status": row["status"]}, row["n"])
+            for row in figures.violations_by_rule
+        ),
+    )
+    out.family(
+        "consent_ledger_records_total",
+        "counter",
+        "Records read from the events topic, by outcome (accepted, duplicate, rejected).",
+        [
+            ({"topic": figures.topic, "outcome": "accepted"}, figures.totals["accepted"]),
+            ({"topic": figures.topic, "outcome": "duplicate"}, figures.totals["duplicates"]),
+            ({"topic": figures.topic, "outcome": "rejected"}, figures.totals["rejected"]),
+        ],
+    )
+    for name, column, meaning in (
+        ("consent_ledger_batches_total", "batches",
+         "Worker batches committed that held records of the partition."),
+        ("consent_ledger_batch_seconds_total", "batch_seconds",
+         "Summed processing time of those batches; divided by batches_total, the mean batch latency."),
+    ):  # fmt: skip
+        out.family(
+            name,
+            "counter",
+            meaning,
+            [
+                ({"topic": figures.topic, "partition": str(row["kafka_partition"])}, row[column])
+                for row in figures.batch_times
+            ],
+        )
+    out.family(
+        "consent_ledger_broker_up",
+        "gauge",
+        "1 when the broker answered for the lag figures, else 0.",
+        [({}, 0 if figures.lag is None else 1)],
+    )
+    out.family(
+        "consent_ledger_consumer_lag",
+        "gauge",
+        "Records on the events topic the worker has not processed yet, by partition.",
+        (
+            ({"topic": figures.topic, "partition": str(partition)}, lag)
+            for partition, lag in (figures.lag or {}).items()
+        ),
+    )
+    out.family(
+        "consent_ledger_http_requests_total",
+        "counter",
+        "HTTP requests answered by this API process, by method, route and status.",
+        figures.requests,
+    )
+    return out.text()

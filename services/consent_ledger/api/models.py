@@ -1,4 +1,4 @@
-"""Response bodies of the HTTP API (CONTRACT §6), as pydantic models.
+"""Response bodies of the HTTP API (docs/CONTRACT.md §6), as pydantic models.
 
 They exist so that ``/openapi.json`` and ``/docs`` describe every answer,
 errors included. Instants are RFC 3339 strings in UTC (``...Z``), written by
@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consent_ledger.core.consents import ConsentState
+
 _INSTANT = "RFC 3339 instant in UTC, e.g. 2026-03-01T08:00:00Z"
 
 
@@ -21,14 +23,6 @@ class ViolationStatus(StrEnum):
 
     OPEN = "open"
     RETRACTED = "retracted"
-
-
-class ConsentState(StrEnum):
-    """The consent status of one purpose at an instant."""
-
-    GRANTED = "granted"
-    WITHDRAWN = "withdrawn"
-    EXPIRED = "expired"
 
 
 # -- errors --------------------------------------------------------------------
@@ -63,7 +57,7 @@ class AcceptedEvents(BaseModel):
 
 
 class RejectedEvent(BaseModel):
-    """One event of the request that failed a check of CONTRACT §2."""
+    """One event of the request that failed a check of docs/CONTRACT.md §2."""
 
     index: int = Field(description="0-based position in the request (0 for a single event)")
     reason: Literal["too-large", "invalid-json", "invalid-envelope", "unknown-type", "invalid-data"]
@@ -164,7 +158,7 @@ class LedgerEntryPage(BaseModel):
 
 
 class RejectedRecord(BaseModel):
-    """A record the worker refused, kept with its raw bytes (CONTRACT §2)."""
+    """A record the worker refused, kept with its raw bytes (docs/CONTRACT.md §2)."""
 
     id: int
     reason: str
@@ -248,7 +242,7 @@ class TreeHead(BaseModel):
 
 
 class SignedCheckpoint(BaseModel):
-    """A signed checkpoint, as stored (format in ``ledger/checkpoints.py``).
+    """A signed checkpoint, as stored (format in ``integrity/checkpoints.py``).
 
     The Ed25519 signature covers the text ``consent-ledger checkpoint v1\\n<log_id>\\n
     <issued_at>\\n`` followed by one ``<partition> <size> <root>\\n`` line per tree
@@ -278,7 +272,7 @@ class CheckpointPage(BaseModel):
 
 
 class ProvedEntry(BaseModel):
-    """What a Merkle leaf covers (``ledger/entry.py``): where and when the ledger
+    """What a Merkle leaf covers (``integrity/entry.py``): where and when the ledger
     recorded an event and the digest of its ciphertext, no personal data."""
 
     model_config = ConfigDict(extra="forbid")

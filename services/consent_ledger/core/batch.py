@@ -29,6 +29,7 @@ from consent_ledger.core.intake import (
 )
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timeline import SubjectFile, ViolationChange
+from consent_ledger.core.vocabulary import CHANGES_EARLIER_VERDICTS, NAMES_A_PURPOSE
 
 
 class Record(NamedTuple):
@@ -152,13 +153,11 @@ def batch_needs(checked: Sequence[Checked]) -> BatchNeeds:
         ids[result.id] = None
         subjects[result.subject] = None
         kind = result.type
-        if kind == "VisitorRegistered":
-            continue
-        purpose: str | None = None
-        if kind != "ErasureRequested":
+        purpose: str | None = None  # an erasure concerns every purpose
+        if kind in NAMES_A_PURPOSE:
             purpose = result.body["data"]["purpose"]
             timelines[(result.subject, purpose)] = None
-        if kind != "DataShared":
+        if kind in CHANGES_EARLIER_VERDICTS:
             key = (result.subject, purpose)
             earliest[key] = min(result.instant, earliest.get(key, result.instant))
     return BatchNeeds(

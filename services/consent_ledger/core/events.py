@@ -14,12 +14,18 @@ from typing import Annotated, Any, Literal, TypeAlias, get_args
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from consent_ledger.core.timestamps import RFC3339_PATTERN, parse_datetime
-from consent_ledger.core.vocabulary import EVENT_TYPES, SUBJECT_ROLES
+from consent_ledger.core.vocabulary import (
+    CONSENT_GIVEN,
+    CONSENT_WITHDRAWN,
+    DATA_SHARED,
+    ERASURE_REQUESTED,
+    EVENT_TYPES,
+    VISITOR_REGISTERED,
+    EventType,
+    SubjectRole,
+)
 
-SubjectRole: TypeAlias = Literal["customer_contact", "user", "jobseeker", "visitor"]
-EventType: TypeAlias = Literal[
-    "ConsentGiven", "ConsentWithdrawn", "DataShared", "VisitorRegistered", "ErasureRequested"
-]
+__all__ = ["EventType", "SubjectRole"]  # re-exported: the models' vocabulary
 
 
 def _non_blank(text: str) -> str:
@@ -130,11 +136,11 @@ class ErasureRequestedData(_Model):
 
 
 DATA_MODELS: dict[str, type[_Model]] = {
-    "ConsentGiven": ConsentGivenData,
-    "ConsentWithdrawn": ConsentWithdrawnData,
-    "DataShared": DataSharedData,
-    "VisitorRegistered": VisitorRegisteredData,
-    "ErasureRequested": ErasureRequestedData,
+    CONSENT_GIVEN: ConsentGivenData,
+    CONSENT_WITHDRAWN: ConsentWithdrawnData,
+    DATA_SHARED: DataSharedData,
+    VISITOR_REGISTERED: VisitorRegisteredData,
+    ERASURE_REQUESTED: ErasureRequestedData,
 }
 
 
@@ -194,12 +200,12 @@ Event: TypeAlias = (
     ConsentGiven | ConsentWithdrawn | DataShared | VisitorRegistered | ErasureRequested
 )
 EVENT_MODELS: dict[str, type[_Event]] = {
-    "ConsentGiven": ConsentGiven,
-    "ConsentWithdrawn": ConsentWithdrawn,
-    "DataShared": DataShared,
-    "VisitorRegistered": VisitorRegistered,
-    "ErasureRequested": ErasureRequested,
+    CONSENT_GIVEN: ConsentGiven,
+    CONSENT_WITHDRAWN: ConsentWithdrawn,
+    DATA_SHARED: DataShared,
+    VISITOR_REGISTERED: VisitorRegistered,
+    ERASURE_REQUESTED: ErasureRequested,
 }
-assert tuple(EVENT_MODELS) == EVENT_TYPES
-assert get_args(SubjectRole) == SUBJECT_ROLES
-assert get_args(EventType) == EVENT_TYPES
+assert tuple(EVENT_MODELS) == tuple(DATA_MODELS) == EVENT_TYPES
+assert all(get_args(model.model_fields["type"].annotation) == (name,)
+           for name, model in EVENT_MODELS.items())  # fmt: skip

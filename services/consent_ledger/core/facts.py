@@ -12,6 +12,13 @@ from typing import Any, NamedTuple, TypeAlias
 
 from consent_ledger.core.intake import ValidEvent
 from consent_ledger.core.timestamps import parse_instant
+from consent_ledger.core.vocabulary import (
+    CONSENT_GIVEN,
+    CONSENT_WITHDRAWN,
+    DATA_SHARED,
+    ERASURE_REQUESTED,
+    VISITOR_REGISTERED,
+)
 
 
 class ConsentChange(NamedTuple):
@@ -74,7 +81,7 @@ def fact_of(event: ValidEvent, seq: int) -> Fact:
     """
     data: dict[str, Any] = event.body["data"]
     kind = event.type
-    if kind == "DataShared":
+    if kind == DATA_SHARED:
         recipient = data["recipient"]
         basis = data.get("legal_basis") or {}
         return tuple.__new__(
@@ -93,23 +100,23 @@ def fact_of(event: ValidEvent, seq: int) -> Fact:
                 basis.get("reference"),
             ),
         )
-    if kind == "ConsentGiven":
+    if kind == CONSENT_GIVEN:
         expires_at = data.get("expires_at")
         expiry = parse_instant(expires_at) if expires_at is not None else None
         return tuple.__new__(
             ConsentChange,
             (event.id, event.subject, event.instant, seq, data["purpose"], True, expiry),
         )
-    if kind == "ConsentWithdrawn":
+    if kind == CONSENT_WITHDRAWN:
         return tuple.__new__(
             ConsentChange,
             (event.id, event.subject, event.instant, seq, data["purpose"], False, None),
         )
-    if kind == "VisitorRegistered":
+    if kind == VISITOR_REGISTERED:
         return tuple.__new__(
             VisitorRegistration,
             (event.id, event.subject, event.instant, seq, data.get("rights_notice")),
         )
-    if kind == "ErasureRequested":
+    if kind == ERASURE_REQUESTED:
         return tuple.__new__(Erasure, (event.id, event.subject, event.instant, seq))
     raise ValueError(f"not a valid event type: {kind!r}")  # validate() lets none through

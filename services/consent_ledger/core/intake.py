@@ -33,7 +33,15 @@ import msgspec
 import orjson
 
 from consent_ledger.core.timestamps import InvalidTimestamp, parse_instant
-from consent_ledger.core.vocabulary import EVENT_TYPES, SUBJECT_ROLES
+from consent_ledger.core.vocabulary import (
+    CONSENT_GIVEN,
+    CONSENT_WITHDRAWN,
+    DATA_SHARED,
+    ERASURE_REQUESTED,
+    EVENT_TYPES,
+    SUBJECT_ROLES,
+    VISITOR_REGISTERED,
+)
 
 
 class Reason(StrEnum):
@@ -73,7 +81,9 @@ class Admission(StrEnum):
     DUPLICATE = "duplicate"
 
 
-class _Invalid(Exception):
+class InvalidRecord(ValueError):
+    """A record (or line) that intake rejects: the :class:`Reason` and a detail saying why."""
+
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -199,13 +209,13 @@ def _is_its_encoding(text: bytes, value: dict[str, Any] | list[Any]) -> bool:
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
-    """Parse one record or line; raise :class:`_Invalid` unless it is an I-JSON object."""
+    """Parse one record or line; raise :class:`InvalidRecord` unless it is an I-JSON object."""
     try:
         value = parse_json(raw)
     except InvalidJson as exc:
-        raise _Invalid(Reason.INVALID_JSON, str(exc)) from None
+        raise InvalidRecord(Reason.INVALID_JSON, str(exc)) from None
     if not isinstance(value, dict):
-        raise _Invalid(Reason.INVALID_JSON, f"expected a JSON object, got {_json_kind(value)}")
+        raise InvalidRecord(Reason.INVALID_JSON, f"expected a JSON object, got {_json_kind(value)}")
     return value
 
 
@@ -327,7 +337,7 @@ def validate(raw: bytes | str) -> ValidEvent | Rejection:
             return too_large
     try:
         body = parse_json_object(raw)
-    except _Invalid as invalid:
+    except InvalidRecord as invalid:
         return Rejection(invalid.reason, invalid.detail)
     return _validated(body)
 
@@ -393,7 +403,7 @@ def validate_parsed(body: Any) -> ValidEvent | Rejection:
 def _validated(body: dict[str, Any]) -> ValidEvent | Rejection:
     try:
         return validate_object(body)
-    except _Invalid as invalid:
+    except InvalidRecord as invalid:
         maybe_id = body.get("id")
         event_id = (
             maybe_id
@@ -441,11 +451,11 @@ def _string_problem(text: str) -> str | None:
 
 
 def validate_object(body: dict[str, Any]) -> ValidEvent:
-    """Validate a parsed event object; raise :class:`_Invalid` with the first failure."""
+    """Validate a parsed event object; raise :class:`InvalidRecord` with the first failure."""
     if body.get("specversion") != "1.0":
         if "specversion" not in body:
-            raise _Invalid(Reason.INVALID_ENVELOPE, "missing attribute 'specversion'")
-        raise _Invalid(
+            raise InvalidRecord(Reason.INVALID_ENVELOPE, "missing attribute 'specversion'")
+        raise InvalidRecord(
             Reason.INVALID_ENVELOPE, f"'specversion' must be \"1.0\", got {body['specversion']!r}"
         )
     get = body.get
@@ -467,31 +477,31 @@ def validate_object(body: dict[str, Any]) -> ValidEvent:
     ):
         for name, value in (("id", event_id), ("source", source), ("subject", subject)):
             if len(value) > MAX_ATTRIBUTE_CHARS:
-                raise _Invalid(
+                raise InvalidRecord(
                     Reason.INVALID_ENVELOPE,
                     f"'{name}' has {len(value):,} characters, over the limit of"
                     f" {MAX_ATTRIBUTE_CHARS}",
                 )
     if "time" not in body:
-        raise _Invalid(Reason.INVALID_ENVELOPE, "missing attribute 'time'")
+        raise InvalidRecord(Reason.INVALID_ENVELOPE, "missing attribute 'time'")
     try:
         instant = parse_instant(body["time"])
     except InvalidTimestamp as exc:
-        raise _Invalid(Reason.INVALID_ENVELOPE, f"'time': {exc}") from None
+        raise InvalidRecord(Reason.INVALID_ENVELOPE, f"'time': {exc}") from None
     for name in ("datacontenttype", "dataschema"):
         # CloudEvents JSON format: a null attribute is decoded as unset.
         if body.get(name) is not None and not isinstance(body[name], str):
-            raise _Invalid(Reason.INVALID_ENVELOPE, f"'{name}' must be a string")
+            raise InvalidRecord(Reason.INVALID_ENVELOPE, f"'{name}' must be a string")
     data_rules = _DATA_RULES.get(event_type)
     if data_rules is None:
-        raise _Invalid(
+        raise InvalidRecord(
             Reason.UNKNOWN_TYPE,
             f"'type' {event_type!r} is none of {', '.join(EVENT_TYPES)}",
         )
     data = body.get("data")
     if not isinstance(data, dict):
         problem = "missing" if "data" not in body else f"{_json_kind(data)}, not an object"
-        raise _Invalid(Reason.INVALID_DATA, f"'data' is {problem}")
+        raise InvalidRecord(Reason.INVALID_DATA, f"'data' is {problem}")
     data_rules(data)
     # tuple.__new__ skips the named tuple's generated __new__ (see facts.fact_of).
     return tuple.__new__(ValidEvent, (event_id, event_type, subject, instant, body))
@@ -538,16 +548,16 @@ def _require_text(obj: Mapping[str, Any], name: str, reason: Reason, where: str)
     value = obj.get(name, _MISSING)
     if value is _MISSING:
         noun = "attribute" if reason is Reason.INVALID_ENVELOPE else "field"
-        raise _Invalid(reason, f"missing {noun} '{where}{name}'")
+        raise InvalidRecord(reason, f"missing {noun} '{where}{name}'")
     if not isinstance(value, str):
-        raise _Invalid(reason, f"'{where}{name}' must be a string, got {_json_kind(value)}")
+        raise InvalidRecord(reason, f"'{where}{name}' must be a string, got {_json_kind(value)}")
     if not _has_text(value):
-        raise _Invalid(reason, f"'{where}{name}' must not be empty")
+        raise InvalidRecord(reason, f"'{where}{name}' must not be empty")
 
 
 def _within_limit(value: str, name: str, where: str) -> None:
     if len(value) > MAX_DATA_CHARS:
-        raise _Invalid(
+        raise InvalidRecord(
             Reason.INVALID_DATA,
             f"'{where}{name}' has {len(value):,} characters, over the limit of {MAX_DATA_CHARS:,}",
         )
@@ -558,9 +568,9 @@ def _string(data: Mapping[str, Any], name: str, where: str = "data.") -> None:
     if type(value) is str and len(value) <= MAX_DATA_CHARS:
         return
     if value is _MISSING:
-        raise _Invalid(Reason.INVALID_DATA, f"missing field '{where}{name}'")
+        raise InvalidRecord(Reason.INVALID_DATA, f"missing field '{where}{name}'")
     if not isinstance(value, str):
-        raise _Invalid(
+        raise InvalidRecord(
             Reason.INVALID_DATA, f"'{where}{name}' must be a string, got {_json_kind(value)}"
         )
     _within_limit(value, name, where)
@@ -579,7 +589,9 @@ def _optional(data: Mapping[str, Any], name: str, kind: type, where: str = "data
     if value is not None:
         if not isinstance(value, kind):
             expected = "an object" if kind is dict else "a string"
-            raise _Invalid(Reason.INVALID_DATA, f"'{where}{name}' must be {expected} or absent")
+            raise InvalidRecord(
+                Reason.INVALID_DATA, f"'{where}{name}' must be {expected} or absent"
+            )
         if isinstance(value, str) and len(value) > MAX_DATA_CHARS:
             _within_limit(value, name, where)
     return value
@@ -588,7 +600,7 @@ def _optional(data: Mapping[str, Any], name: str, kind: type, where: str = "data
 def _subject_role(data: Mapping[str, Any]) -> None:
     _string(data, "subject_role")
     if data["subject_role"] not in SUBJECT_ROLES:
-        raise _Invalid(
+        raise InvalidRecord(
             Reason.INVALID_DATA,
             f"'data.subject_role' {data['subject_role']!r} is none of {', '.join(SUBJECT_ROLES)}",
         )
@@ -605,7 +617,7 @@ def _consent_given(data: dict[str, Any]) -> None:
         try:
             parse_instant(expires_at)
         except InvalidTimestamp as exc:
-            raise _Invalid(Reason.INVALID_DATA, f"'data.expires_at': {exc}") from None
+            raise InvalidRecord(Reason.INVALID_DATA, f"'data.expires_at': {exc}") from None
     _optional(data, "channel", str)
     _optional(data, "policy_version", str)
     notice = _optional(data, "notice", dict)
@@ -628,7 +640,7 @@ def _data_shared(data: dict[str, Any]) -> None:
     _non_blank(data, "controller")
     recipient = data.get("recipient")
     if not isinstance(recipient, dict):
-        raise _Invalid(
+        raise InvalidRecord(
             Reason.INVALID_DATA, "'data.recipient' must be an object with 'kind' and 'id'"
         )
     _non_blank(recipient, "kind", "data.recipient.")
@@ -636,10 +648,10 @@ def _data_shared(data: dict[str, Any]) -> None:
     _optional(recipient, "name", str, "data.recipient.")
     categories = data.get("data_categories")
     if not isinstance(categories, list) or not categories:
-        raise _Invalid(Reason.INVALID_DATA, "'data.data_categories' must be a non-empty list")
+        raise InvalidRecord(Reason.INVALID_DATA, "'data.data_categories' must be a non-empty list")
     for category in categories:
         if not isinstance(category, str) or not category.strip():
-            raise _Invalid(
+            raise InvalidRecord(
                 Reason.INVALID_DATA, "'data.data_categories' must hold only non-empty strings"
             )
         if len(category) > MAX_DATA_CHARS:
@@ -662,10 +674,10 @@ def _erasure_requested(data: dict[str, Any]) -> None:
 
 
 _DATA_RULES: dict[str, Callable[[dict[str, Any]], None]] = {
-    "ConsentGiven": _consent_given,
-    "ConsentWithdrawn": _consent_withdrawn,
-    "DataShared": _data_shared,
-    "VisitorRegistered": _visitor_registered,
-    "ErasureRequested": _erasure_requested,
+    CONSENT_GIVEN: _consent_given,
+    CONSENT_WITHDRAWN: _consent_withdrawn,
+    DATA_SHARED: _data_shared,
+    VISITOR_REGISTERED: _visitor_registered,
+    ERASURE_REQUESTED: _erasure_requested,
 }
 assert tuple(_DATA_RULES) == EVENT_TYPES

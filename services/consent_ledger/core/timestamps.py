@@ -206,10 +206,13 @@ def from_micros(micros: int) -> datetime:
         raise ValueError(f"{micros} microseconds since the epoch is out of range") from None
 
 
-def format_micros(micros: int) -> str:
+def format_micros(micros: int, *, six_digits: bool = False) -> str:
     """An instant as RFC 3339 in UTC, e.g. ``2026-03-01T08:00:00.250000Z``, with
-    no fraction when it is zero, as ``datetime.isoformat`` writes it.
+    no fraction when it is zero, as ``datetime.isoformat`` writes it; with
+    ``six_digits``, always six fraction digits (one text per instant, as the
+    ledger's signed formats need).
 
+    The project's one RFC 3339 formatter.
     Integer arithmetic: every violation's explanation formats a time or two.
     Raises ValueError when that instant is outside years 1..9999."""
     if not _FIRST_INSTANT <= micros <= _LAST_INSTANT:
@@ -223,7 +226,7 @@ def format_micros(micros: int) -> str:
     stamp = (
         f"{str(10_000 + year)[1:]}-{two[month]}-{two[day]}T{two[hour]}:{two[minute]}:{two[second]}"
     )
-    return f"{stamp}.{str(1_000_000 + fraction)[1:]}Z" if fraction else f"{stamp}Z"
+    return f"{stamp}.{str(1_000_000 + fraction)[1:]}Z" if fraction or six_digits else f"{stamp}Z"
 
 
 _TWO_DIGITS = [f"{number:02d}" for number in range(100)]

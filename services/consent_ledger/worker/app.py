@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import shutil
+import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,13 +33,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import Policy
 from consent_ledger.core.timeline import Status
+from consent_ledger.integrity.checkpoints import load_signing_key
+from consent_ledger.integrity.keyring import KeyRing, load_master_key
 from consent_ledger.kafka import make_producer, start_producer
-from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import load_signing_key
-from consent_ledger.ledger.keyring import KeyRing, load_master_key
-from consent_ledger.ledger.migrate import migrate
 from consent_ledger.log import stdlib_logging_config
 from consent_ledger.settings import Settings
+from consent_ledger.store.checkpoint_issuer import issue_checkpoint
+from consent_ledger.store.migrate import migrate
 from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
 from consent_ledger.worker.relay import OutboxRelay
@@ -182,10 +185,14 @@ def create_app(settings: Settings, policy: Policy) -> tuple[faust.App, WorkerRun
     """The faust app of one worker process, and the runtime its agents share."""
     if not settings.kafka_bootstrap or not settings.database_url:
         raise ValueError("the worker needs LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
+    # faust wants a data folder even with in-memory tables, and by default makes
+    # one in the working directory; nothing in it outlives the process.
+    datadir = tempfile.mkdtemp(prefix="consent-ledger-worker-")
     app = faust.App(
         settings.consumer_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=datadir,
         autodiscover=False,
         web_enabled=False,
         topic_partitions=settings.partitions,
@@ -201,6 +208,7 @@ def create_app(settings: Settings, policy: Policy) -> tuple[faust.App, WorkerRun
         stream_wait_empty=False,  # nothing to wait for: acks follow the commit, not a Stream
         producer_acks=-1,
     )
+    weakref.finalize(app, shutil.rmtree, datadir, ignore_errors=True)  # also at exit
     # This app's transport only.
     app.transport.Consumer = lean_consumer(settings.fetch_max_wait_ms)  # type: ignore[misc]
     runtime = WorkerRuntime(settings, policy)

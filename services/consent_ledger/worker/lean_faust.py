@@ -67,6 +67,11 @@ class LeanConsumer(AIOKafkaConsumer):
     also does during a rebalance. This loop therefore awaits the handler
     directly while flow is active, and takes faust's guarded path otherwise. Everything else (read offsets, gaps in
     offsets, commit every N acks, stopping) is faust's loop unchanged.
+
+    A modified copy of ``faust.transport.consumer.Consumer._drain_messages``:
+    faust-streaming and aiokafka are pinned exactly (pyproject.toml), a unit
+    test fingerprints the upstream method (tests/unit/test_lean_faust.py), and
+    tests/integration/test_lean_faust.py runs this loop on a real broker.
     """
 
     fetch_max_wait_ms = 500  # Kafka's own default
@@ -74,7 +79,7 @@ class LeanConsumer(AIOKafkaConsumer):
     def _new_consumer_thread(self) -> _PromptConsumerThread:
         return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in workers
+    async def _drain_messages(self, fetcher: Any) -> None:
         callback = self.callback
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for

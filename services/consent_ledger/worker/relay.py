@@ -1,8 +1,8 @@
 """The outbox relay: publishes committed outbox rows to Kafka, then deletes them.
 
-Rows are claimed in id order with ``FOR UPDATE SKIP LOCKED`` (several workers
-may relay at once), sent, and deleted in the same transaction once the broker
-acknowledged every one. A crash between the acknowledgement and the commit
+Rows are claimed in id order, skipping rows another worker holds (several
+workers may relay at once: store/outbox.py), sent, and deleted in the same
+transaction once the broker acknowledged every one. A crash between the acknowledgement and the commit
 sends those rows again: consumers see each alert's ``id`` and can drop the
 rare repeat; nothing is ever lost.
 """
@@ -14,18 +14,13 @@ import contextlib
 from collections.abc import Sequence
 
 import asyncpg
-import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
 
 from consent_ledger.kafka import send_all
+from consent_ledger.store.outbox import claim_messages, delete_messages
 
 log = structlog.get_logger(__name__)
-
-CLAIM = """
-SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-"""
-DELETE = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 
 
 class OutboxRelay:
@@ -44,18 +39,19 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch of outbox rows; return how many were sent."""
         async with self._pool.acquire() as connection, connection.transaction():
-            rows = await connection.fetch(CLAIM, self._batch)
-            if not rows:
+            claimed = await claim_messages(connection, self._batch)
+            if not claimed:
                 return 0
             by_topic: dict[str, list[tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]]] = {}
-            for row in rows:
-                headers = [(name, value.encode()) for name, value in orjson.loads(row["headers"])]
-                by_topic.setdefault(row["topic"], []).append((row["key"], row["value"], headers))
+            for message in claimed:
+                by_topic.setdefault(message.topic, []).append(
+                    (message.key, message.value, message.headers)
+                )
             for topic, messages in by_topic.items():
                 await send_all(self._producer, topic, messages)
-            await connection.execute(DELETE, [row["id"] for row in rows])
-        self.sent += len(rows)
-        return len(rows)
+            await delete_messages(connection, [message.id for message in claimed])
+        self.sent += len(claimed)
+        return len(claimed)
 
     async def run(self, idle_poll_s: float = 0.5, pause_s: float = 0.05) -> None:
         """Relay until cancelled: drain, then wait for a notify or the poll interval.

@@ -64,15 +64,15 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from consent_ledger.ledger.checkpoints import (
+from consent_ledger.integrity.checkpoints import (
     SignedCheckpoint,
     b64decode,
     b64encode,
     key_id,
     verify_checkpoint,
 )
-from consent_ledger.ledger.entry import LedgerEntry, format_timestamp
-from consent_ledger.ledger.merkle import (
+from consent_ledger.integrity.entry import LedgerEntry, format_timestamp
+from consent_ledger.integrity.merkle import (
     HASH_SIZE,
     consistency_proof,
     inclusion_proof,

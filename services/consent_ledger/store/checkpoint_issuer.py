@@ -14,31 +14,29 @@ import asyncpg
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consent_ledger.ledger.checkpoints import (
+from consent_ledger.integrity.checkpoints import (
     Checkpoint,
     SignedCheckpoint,
     TreeHead,
     sign_checkpoint,
 )
-from consent_ledger.ledger.merkle import MerkleFrontier
+from consent_ledger.store.audit_reads import LATEST_CHECKPOINT, stored_checkpoint
+from consent_ledger.store.merkle_logs import stored_frontiers
 
 _LOCK_ID = 0x6C65646765720002
-TREE_HEADS = "SELECT kafka_partition, frontier FROM merkle_logs ORDER BY kafka_partition"
-LATEST = "SELECT document FROM checkpoints ORDER BY id DESC LIMIT 1"
 INSERT = "INSERT INTO checkpoints (issued_at, document) VALUES ($1, $2) RETURNING id"
 
 
 async def current_tree_heads(connection: asyncpg.Connection) -> tuple[TreeHead, ...]:
-    heads = []
-    for row in await connection.fetch(TREE_HEADS):
-        frontier = MerkleFrontier.from_bytes(row["frontier"])
-        heads.append(TreeHead(row["kafka_partition"], frontier.size, frontier.root()))
-    return tuple(heads)
+    return tuple(
+        TreeHead(partition, frontier.size, frontier.root())
+        for partition, frontier in (await stored_frontiers(connection)).items()
+    )
 
 
 async def latest_checkpoint(connection: asyncpg.Connection) -> SignedCheckpoint | None:
-    document = await connection.fetchval(LATEST)
-    return SignedCheckpoint.from_json(document) if document is not None else None
+    row = await connection.fetchrow(LATEST_CHECKPOINT)
+    return stored_checkpoint(row["id"], row["document"]) if row is not None else None
 
 
 async def issue_checkpoint(

@@ -18,10 +18,12 @@ from typing import Any
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from consent_ledger.ledger.checkpoints import SignedCheckpoint, key_id, verify_checkpoint
-from consent_ledger.ledger.entry import LedgerEntry, from_micros
-from consent_ledger.ledger.merkle import MerkleFrontier
-from consent_ledger.ledger.proofs import build_consistency_document, build_inclusion_document
+from consent_ledger.errors import LedgerInconsistent, NotCovered, UnknownCheckpoint, UnknownEvent
+from consent_ledger.integrity.checkpoints import SignedCheckpoint, key_id, verify_checkpoint
+from consent_ledger.integrity.entry import LedgerEntry, from_micros
+from consent_ledger.integrity.merkle import MerkleFrontier
+from consent_ledger.integrity.proofs import build_consistency_document, build_inclusion_document
+from consent_ledger.store.merkle_logs import stored_frontiers
 
 ENTRY = """
 SELECT event_id, kafka_partition, kafka_offset, recorded_us, payload_sha256, leaf_index
@@ -38,7 +40,6 @@ PARTITION_ENTRIES = """
 SELECT event_id, kafka_offset, recorded_us, payload, payload_sha256, leaf_index, leaf_hash
 FROM ledger_entries WHERE kafka_partition = $1 ORDER BY leaf_index
 """
-MERKLE_LOGS = "SELECT kafka_partition, frontier FROM merkle_logs ORDER BY kafka_partition"
 EPOCH_STARTS = "SELECT kafka_partition, first_leaf_index FROM broker_epochs"
 START_EPOCH = """
 INSERT INTO broker_epochs (kafka_partition, first_leaf_index)
@@ -56,24 +57,32 @@ async def start_broker_epoch(connection: asyncpg.Connection, topic: str) -> None
         await connection.execute(RESET_POSITIONS, topic)
 
 
-class NotFound(LookupError):
-    """No such event or checkpoint; the message says which."""
-
-
 async def checkpoint(
     connection: asyncpg.Connection, checkpoint_id: int | None
 ) -> tuple[int, SignedCheckpoint]:
-    """A stored checkpoint by id, or the latest when ``checkpoint_id`` is None."""
+    """A stored checkpoint by id, or the latest when ``checkpoint_id`` is None.
+
+    Raises :class:`UnknownCheckpoint`, or :class:`LedgerInconsistent` when the
+    stored document is not a valid signed checkpoint."""
     row = await (
         connection.fetchrow(LATEST_CHECKPOINT)
         if checkpoint_id is None
         else connection.fetchrow(CHECKPOINT, checkpoint_id)
     )
     if row is None:
-        raise NotFound(
-            "no checkpoint yet" if checkpoint_id is None else f"no checkpoint {checkpoint_id}"
-        )
-    return row["id"], SignedCheckpoint.from_json(row["document"])
+        raise UnknownCheckpoint(checkpoint_id)
+    return row["id"], stored_checkpoint(row["id"], row["document"])
+
+
+def stored_checkpoint(number: int, document: str) -> SignedCheckpoint:
+    """A stored checkpoint's document, parsed; :class:`LedgerInconsistent` when it
+    is not a valid signed checkpoint."""
+    try:
+        return SignedCheckpoint.from_json(document)
+    except ValueError as exc:
+        raise LedgerInconsistent(
+            f"checkpoint {number} is not a valid signed checkpoint: {exc}"
+        ) from None
 
 
 async def leaf_hashes(connection: asyncpg.Connection, partition: int, size: int) -> list[bytes]:
@@ -83,23 +92,34 @@ async def leaf_hashes(connection: asyncpg.Connection, partition: int, size: int)
 async def inclusion_proof_for(
     connection: asyncpg.Connection, event_id: str, checkpoint_id: int | None = None
 ) -> dict[str, Any]:
-    """The inclusion proof document of one ledger entry against a checkpoint."""
+    """The inclusion proof document of one ledger entry against a checkpoint (the
+    latest when ``checkpoint_id`` is None), with that checkpoint's ``checkpoint_id``.
+
+    Raises :class:`UnknownEvent`, :class:`UnknownCheckpoint` (a named checkpoint),
+    :class:`NotCovered` (the entry is newer than the checkpoint, or none is signed
+    yet) or :class:`LedgerInconsistent` (the stored leaves do not give the signed
+    root)."""
     row = await connection.fetchrow(ENTRY, event_id)
     if row is None:
-        raise NotFound(f"no ledger entry with event id {event_id!r}")
-    number, signed = await checkpoint(connection, checkpoint_id)
+        raise UnknownEvent(event_id)
+    try:
+        number, signed = await checkpoint(connection, checkpoint_id)
+    except UnknownCheckpoint:
+        if checkpoint_id is not None:
+            raise
+        raise NotCovered(event_id, None, named=False) from None
     head = signed.checkpoint.tree_head(row["kafka_partition"])
     if head is None or row["leaf_index"] >= head.size:
-        raise NotFound(
-            f"event {event_id!r} is not covered by checkpoint {number} yet; "
-            "a checkpoint is signed every few seconds"
-        )
+        raise NotCovered(event_id, number, named=checkpoint_id is not None)
     entry = LedgerEntry(
         event_id, row["kafka_partition"], row["kafka_offset"],
         from_micros(row["recorded_us"]), bytes(row["payload_sha256"]),
     )  # fmt: skip
     hashes = await leaf_hashes(connection, entry.partition, head.size)
-    document = build_inclusion_document(entry, row["leaf_index"], hashes, signed)
+    try:
+        document = build_inclusion_document(entry, row["leaf_index"], hashes, signed)
+    except ValueError as exc:
+        raise LedgerInconsistent(f"no inclusion proof of {event_id!r}: {exc}") from None
     document["checkpoint_id"] = number
     return document
 
@@ -107,13 +127,21 @@ async def inclusion_proof_for(
 async def consistency_proof_between(
     connection: asyncpg.Connection, old_id: int, new_id: int
 ) -> dict[str, Any]:
-    """The consistency proof document from checkpoint ``old_id`` to ``new_id``."""
+    """The consistency proof document from checkpoint ``old_id`` to ``new_id``.
+
+    Raises :class:`UnknownCheckpoint`, or :class:`LedgerInconsistent` when no proof
+    can be built (different logs, a shrunk or rewritten log)."""
     _, old = await checkpoint(connection, old_id)
     _, new = await checkpoint(connection, new_id)
     hashes = {}
     for head in new.checkpoint.tree_heads:
         hashes[head.partition] = await leaf_hashes(connection, head.partition, head.size)
-    return build_consistency_document(old, new, hashes)
+    try:
+        return build_consistency_document(old, new, hashes)
+    except ValueError as exc:
+        raise LedgerInconsistent(
+            f"no consistency proof from checkpoint {old_id} to {new_id}: {exc}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +199,7 @@ async def verify_ledger(
     partitions |= {
         head.partition for _, signed in checkpoints for head in signed.checkpoint.tree_heads
     }
-    stored_logs = {
-        row[0]: MerkleFrontier.from_bytes(row[1]) for row in await connection.fetch(MERKLE_LOGS)
-    }
+    stored_logs = await stored_frontiers(connection)
     partitions |= set(stored_logs)
     epoch_starts: dict[int, set[int]] = {}
     for row in await connection.fetch(EPOCH_STARTS):

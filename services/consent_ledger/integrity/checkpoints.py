@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from consent_ledger.ledger.entry import format_timestamp, from_micros, parse_timestamp, to_micros
+from consent_ledger.integrity.entry import format_timestamp, from_micros, parse_timestamp, to_micros
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -1,6 +1,6 @@
 """The API's reads from PostgreSQL: named, parameterised statements, one place.
 
-The API only reads; the worker writes every table (``ledger/migrations``). Each
+The API only reads; the worker writes every table (``store/migrations``). Each
 request reads through one :meth:`LedgerReader.snapshot`, a read-only
 REPEATABLE READ transaction, so a page, the erasure check before it and the
 subject key used to open it all see the same moment even while the worker
@@ -16,8 +16,8 @@ from typing import Any, Final
 
 import asyncpg
 
-from consent_ledger.ledger import audit
-from consent_ledger.ledger.checkpoints import SignedCheckpoint
+from consent_ledger.integrity.checkpoints import SignedCheckpoint
+from consent_ledger.store import audit_reads
 
 Row = Mapping[str, Any]
 
@@ -86,10 +86,6 @@ REJECTED_BY_REASON: Final = (
 
 CHECKPOINTS_PAGE: Final = """
 SELECT id, document FROM checkpoints WHERE id < $1 ORDER BY id DESC LIMIT $2
-"""
-
-ENTRY_POSITION: Final = """
-SELECT kafka_partition, leaf_index FROM ledger_entries WHERE event_id = $1
 """
 
 _VIOLATION_COLUMNS: Final = (
@@ -200,44 +196,41 @@ class LedgerView:
         rows = await self._connection.fetch(REJECTED_BY_REASON)
         return {row["reason"]: row["n"] for row in rows}
 
-    async def checkpoints(self, *, before_id: int, limit: int) -> list[Row]:
-        """Stored checkpoints (``id``, ``document`` as JSON text) with id below
-        ``before_id``, newest first."""
-        return list(await self._connection.fetch(CHECKPOINTS_PAGE, before_id, limit))
+    async def checkpoints(
+        self, *, before_id: int, limit: int
+    ) -> list[tuple[int, SignedCheckpoint]]:
+        """Stored checkpoints with id below ``before_id``, newest first, with their ids.
 
-    async def checkpoint(self, checkpoint_id: int | None) -> tuple[int, SignedCheckpoint] | None:
-        """A stored checkpoint by id, or the latest for None; None when there is none.
+        :class:`~consent_ledger.errors.LedgerInconsistent` when a stored document is
+        not a valid signed checkpoint."""
+        rows = await self._connection.fetch(CHECKPOINTS_PAGE, before_id, limit)
+        return [(row["id"], audit_reads.stored_checkpoint(row["id"], row["document"]))
+                for row in rows]  # fmt: skip
 
-        ValueError when the stored document is not a valid signed checkpoint.
+    async def checkpoint(self, checkpoint_id: int | None) -> tuple[int, SignedCheckpoint]:
+        """A stored checkpoint by id, or the latest for None.
+
+        :class:`~consent_ledger.errors.UnknownCheckpoint` when there is none;
+        :class:`~consent_ledger.errors.LedgerInconsistent` when the stored document
+        is not a valid signed checkpoint.
         """
-        try:
-            return await audit.checkpoint(self._connection, checkpoint_id)
-        except audit.NotFound:
-            return None
+        return await audit_reads.checkpoint(self._connection, checkpoint_id)
 
-    async def entry_position(self, event_id: str) -> Row | None:
-        """``kafka_partition`` and ``leaf_index`` of a ledger entry, or None."""
-        row: Row | None = await self._connection.fetchrow(ENTRY_POSITION, event_id)
-        return row
+    async def inclusion_proof(self, event_id: str, checkpoint_id: int | None) -> dict[str, Any]:
+        """The inclusion proof document (:mod:`consent_ledger.integrity.proofs`) of the
+        entry against the checkpoint (the latest for None), with its ``checkpoint_id``.
 
-    async def inclusion_proof(self, event_id: str, checkpoint_id: int) -> dict[str, Any]:
-        """The inclusion proof document (:mod:`consent_ledger.ledger.proofs`) of the
-        entry against the checkpoint, with its ``checkpoint_id``.
-
-        :class:`~consent_ledger.ledger.audit.NotFound` when either is unknown or
-        the checkpoint does not cover the entry; ValueError when the stored
-        leaves do not give the signed root.
+        Raises what :func:`~consent_ledger.store.audit_reads.inclusion_proof_for` does.
         """
-        return await audit.inclusion_proof_for(self._connection, event_id, checkpoint_id)
+        return await audit_reads.inclusion_proof_for(self._connection, event_id, checkpoint_id)
 
     async def consistency_proof(self, old_id: int, new_id: int) -> dict[str, Any]:
         """The consistency proof document from checkpoint ``old_id`` to ``new_id``.
 
-        :class:`~consent_ledger.ledger.audit.NotFound` for an unknown checkpoint;
-        ValueError when no proof can be built (different logs, a shrunk or
-        rewritten log).
+        Raises what :func:`~consent_ledger.store.audit_reads.consistency_proof_between`
+        does.
         """
-        return await audit.consistency_proof_between(self._connection, old_id, new_id)
+        return await audit_reads.consistency_proof_between(self._connection, old_id, new_id)
 
 
 class LedgerReader:

@@ -13,7 +13,7 @@ import binascii
 import os
 from pathlib import Path
 
-from consent_ledger.ledger.shredding import KEY_SIZE, KeyWrapper, new_subject_key
+from consent_ledger.integrity.shredding import KEY_SIZE, KeyWrapper, new_subject_key
 
 
 class MasterKeyError(ValueError):

@@ -1,4 +1,4 @@
-"""What the ledger knows of one batch, read from PostgreSQL in one statement.
+"""Lock a batch's partitions, then read what the ledger knows of it in one statement.
 
 A batch needs the digests of its event ids, its subjects' files (consent
 timelines, disclosures that may be re-judged, erasures, open violations), its
@@ -19,7 +19,17 @@ from consent_ledger.core.batch import BatchNeeds
 from consent_ledger.core.facts import ConsentChange, Disclosure
 from consent_ledger.core.timeline import SubjectFile, Violation
 from consent_ledger.core.verdicts import Rule, Severity
-from consent_ledger.ledger.sql import as_columns
+from consent_ledger.store.sql import as_columns
+
+# Creates missing rows and locks them all, in partition order, in one statement:
+# the no-op update takes the row lock and returns the stored position. Its own
+# statement: what the batch reads next must be read after the lock is held.
+LOCK_POSITIONS = """
+INSERT INTO consumer_positions (topic, kafka_partition, next_offset)
+SELECT $1, p, 0 FROM unnest($2::int[]) AS p ORDER BY p
+ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = consumer_positions.next_offset
+RETURNING kafka_partition, next_offset
+"""
 
 # Each lookup takes the batch's keys one by one through the index, in a
 # LATERAL subquery that `OFFSET 0` keeps the planner from flattening into a
@@ -88,6 +98,15 @@ SELECT
     ) AS logs,
     ARRAY(SELECT nextval('ledger_seq') FROM generate_series(1, $11)) AS sequence
 """
+
+
+async def lock_positions(
+    connection: asyncpg.Connection, topic: str, partitions: list[int]
+) -> dict[int, int]:
+    """Lock the positions of ``topic``'s ``partitions`` until the transaction ends
+    (two workers briefly owning a partition during a rebalance serialise here) and
+    return each one's next offset to read; a partition new to the ledger starts at 0."""
+    return dict(await connection.fetch(LOCK_POSITIONS, topic, sorted(partitions)))
 
 
 @dataclass(slots=True)

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from consent_ledger.core.timestamps import from_micros, to_micros
-from consent_ledger.ledger.merkle import leaf_hash as _leaf_hash
+from consent_ledger.core.timestamps import format_micros, from_micros, parse_datetime, to_micros
+from consent_ledger.integrity.merkle import leaf_hash as _leaf_hash
 
 __all__ = [
     "ENTRY_FORMAT_VERSION",
@@ -58,18 +58,16 @@ _FIXED = struct.Struct(">IQq32s")  # partition, offset, recorded_at µs, payload
 _U16 = struct.Struct(">H")
 _MAX_PARTITION: Final = 2**32 - 1
 _MAX_OFFSET: Final = 2**64 - 1
-_RFC3339: Final = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+# What the signed formats accept of RFC 3339: at most six fraction digits (entries
+# are hashed at microsecond precision) and no leap second (one text per instant).
+_SIGNED_FORM: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:[0-5]\d(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
 
 
 def format_timestamp(instant: datetime) -> str:
     """RFC 3339 in UTC with exactly six fraction digits and ``Z``: one text per instant."""
-    t = from_micros(to_micros(instant))  # refuses naive datetimes
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T"
-        f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
-    )
+    return format_micros(to_micros(instant), six_digits=True)  # refuses naive datetimes
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -79,14 +77,11 @@ def parse_timestamp(text: str) -> datetime:
     followed by ``Z`` or ``±hh:mm``; more than six fraction digits are refused
     rather than silently rounded, since entries are hashed at microsecond precision.
     """
-    if not isinstance(text, str) or not _RFC3339.fullmatch(text):
+    if not isinstance(text, str) or not _SIGNED_FORM.fullmatch(text):
         raise ValueError(
             f"not an RFC 3339 timestamp with offset and at most 6 fraction digits: {text!r}"
         )
-    normalised = text[:10] + "T" + text[11:]
-    if normalised[-1] in "Zz":
-        normalised = normalised[:-1] + "+00:00"
-    return datetime.fromisoformat(normalised).astimezone(UTC)
+    return parse_datetime(text).astimezone(UTC)
 
 
 def encode_entry(

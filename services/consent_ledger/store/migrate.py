@@ -31,7 +31,7 @@ class Migration:
 
 def migrations() -> list[Migration]:
     """The migrations shipped with the package, in version order."""
-    folder = resources.files("consent_ledger.ledger").joinpath("migrations")
+    folder = resources.files("consent_ledger.store").joinpath("migrations")
     found = []
     for item in folder.iterdir():
         match = _FILE.match(item.name)

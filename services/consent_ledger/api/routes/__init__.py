@@ -1,0 +1,22 @@
+"""The endpoints of the HTTP API (docs/CONTRACT.md §6), one router per area.
+
+Handlers are thin: parse and check the request, read through
+:mod:`consent_ledger.store.api_reads` or publish through :mod:`consent_ledger.api.broker`,
+and shape the answer with :mod:`consent_ledger.api.models`. What is not HTTP
+lives below: consent status in :mod:`consent_ledger.core.consents`, the
+Prometheus page in :mod:`consent_ledger.api.metrics`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from consent_ledger.api.routes import events, ledger, listings, operations, subjects
+from consent_ledger.api.routes.common import ApiContext
+from consent_ledger.api.routes.events import EVENT_COMPONENTS
+
+__all__ = ["EVENT_COMPONENTS", "ApiContext", "router"]
+
+router = APIRouter()
+for _area in (events, listings, subjects, ledger, operations):
+    router.include_router(_area.router)

@@ -1,0 +1,82 @@
+"""What every router of the API shares: the context the app factory wires, the
+paging parameters and helpers, the error responses most endpoints declare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import Depends, Query, Request
+
+from consent_ledger.api import models
+from consent_ledger.api.broker import Publisher
+from consent_ledger.api.errors import ApiError, invalid_parameter
+from consent_ledger.api.metrics import RequestCounts
+from consent_ledger.api.models import ErrorResponse
+from consent_ledger.api.pagination import MAX_LIMIT, InvalidCursor, decode_cursor
+from consent_ledger.core.policy import Policy
+from consent_ledger.core.timestamps import format_micros, to_micros
+from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.settings import Settings
+from consent_ledger.store.api_reads import LedgerReader, Row
+
+
+@dataclass(slots=True)
+class ApiContext:
+    """What the handlers share: configuration and the adapters the factory wired."""
+
+    settings: Settings
+    policy: Policy
+    keyring: KeyRing
+    publisher: Publisher
+    requests: RequestCounts = field(default_factory=RequestCounts)
+    reader: LedgerReader | None = None
+    public_key: Ed25519PublicKey | None = None  # of the checkpoint signing key, if configured
+
+    def ledger(self) -> LedgerReader:
+        if self.reader is None:  # only when the app is served without its lifespan
+            raise ApiError(503, "not-started", "the API has no database connection yet")
+        return self.reader
+
+
+def api_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ApiContext, Depends(api_context)]
+Limit = Annotated[
+    int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, at most {MAX_LIMIT}")
+]
+Cursor = Annotated[
+    str | None, Query(description="`next_cursor` of the previous page; omit for the first page")
+]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "A bad parameter, named in `error.parameter`"},
+    503: {"model": ErrorResponse, "description": "The database cannot be reached"},
+}
+SUBJECT_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
+    410: {"model": models.SubjectErased, "description": "The subject was erased"}
+}
+
+
+def cursor_key(cursor: str, listing: str, size: int) -> tuple[int, ...]:
+    try:
+        return decode_cursor(cursor, listing, size)
+    except InvalidCursor as exc:
+        raise invalid_parameter("cursor", str(exc)) from None
+
+
+def page_of(rows: list[Row], limit: int, cursor_of: Any) -> tuple[list[Row], str | None]:
+    """The first ``limit`` rows and the cursor after them, or None when no row follows."""
+    if len(rows) > limit:
+        return rows[:limit], cursor_of(rows[limit - 1])
+    return rows, None
+
+
+def format_instant(moment: datetime) -> str:
+    return format_micros(to_micros(moment))

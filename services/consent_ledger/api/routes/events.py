@@ -1,0 +1,137 @@
+"""``POST /v1/events``: check a body's events as intake does, publish them all or none."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request
+from pydantic import TypeAdapter
+
+from consent_ledger.api import models
+from consent_ledger.api.broker import BrokerUnavailable
+from consent_ledger.api.errors import ApiError
+from consent_ledger.api.models import ErrorResponse
+from consent_ledger.api.routes.common import Context
+from consent_ledger.core.events import Event
+from consent_ledger.core.intake import (
+    Rejection,
+    ValidEvent,
+    compact_json,
+    validate_request_body,
+)
+
+log = structlog.get_logger(__name__)
+router = APIRouter()
+
+_EVENT_OR_BATCH: TypeAdapter[Any] = TypeAdapter(Event | list[Event])
+
+
+def event_body_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request body's JSON Schema and the component schemas it refers to."""
+    schema = _EVENT_OR_BATCH.json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.pop("$defs", {})
+    return schema, components
+
+
+_BODY_SCHEMA, EVENT_COMPONENTS = event_body_schema()
+_MEDIA_TYPES = (
+    "application/json",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+)
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    summary="Publish events to the ledger",
+    description=(
+        "One CloudEvent, or a JSON array of them. Every event is checked as intake "
+        "does (docs/CONTRACT.md §2, all but `id-conflict`, which the worker decides). All "
+        "valid: all are published to the events topic, and the answer comes after "
+        "the broker acknowledged them. Any invalid: nothing is published (422). "
+        "Publishing is safe to retry: an event delivered twice is counted as a duplicate."
+    ),
+    responses={
+        400: {"model": ErrorResponse, "description": "The body is empty, or an empty array"},
+        413: {"model": ErrorResponse, "description": "The body is larger than the limit"},
+        422: {"model": models.RejectedEvents, "description": "Invalid events; none published"},
+        503: {"model": ErrorResponse, "description": "The broker did not acknowledge"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": _BODY_SCHEMA} for media in _MEDIA_TYPES},
+        }
+    },
+)
+async def publish_events(request: Request, context: Context) -> models.AcceptedEvents:
+    raw = await _read_body(request, context.settings.max_request_bytes)
+    if not raw.strip():
+        raise ApiError(400, "empty-body", "the body is empty; send an event or an array of them")
+    outcomes = _checked_events(raw)
+    if not outcomes:
+        raise ApiError(400, "empty-batch", "the array holds no events")
+    valid: list[ValidEvent] = []
+    rejected: list[models.RejectedEvent] = []
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, Rejection):
+            rejected.append(
+                models.RejectedEvent(
+                    index=index,
+                    reason=outcome.reason.value,  # type: ignore[arg-type]  # never id-conflict here
+                    detail=outcome.detail,
+                    event_id=outcome.event_id,
+                )
+            )
+        else:
+            valid.append(outcome)
+    if rejected:
+        raise ApiError(
+            422,
+            "invalid-events",
+            f"{len(rejected)} of {len(outcomes)} events are invalid; none was published",
+            body={"rejected": [item.model_dump() for item in rejected]},
+        )
+    messages = [
+        (event.subject.encode("utf-8", "backslashreplace"), compact_json(event.body), ())
+        for event in valid
+    ]
+    try:
+        await context.publisher.publish(context.settings.events_topic, messages)
+    except BrokerUnavailable as exc:
+        log.warning("events not published", events=len(messages), error=str(exc))
+        raise ApiError(
+            503,
+            "broker-unavailable",
+            f"{exc}; retry later (events already delivered are then counted as duplicates)",
+        ) from exc
+    log.info("events published", events=len(messages), topic=context.settings.events_topic)
+    return models.AcceptedEvents(accepted=[event.id for event in valid])
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+    too_large = ApiError(
+        413,
+        "payload-too-large",
+        f"the request body is larger than {limit} bytes; send fewer events per request",
+        details={"limit": limit},
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _checked_events(raw: bytes) -> list[ValidEvent | Rejection]:
+    """Each event of a body checked as intake checks a record (intake.validate_request_body)."""
+    return validate_request_body(raw)

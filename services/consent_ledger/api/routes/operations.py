@@ -1,0 +1,114 @@
+"""What operators watch: counts and lag, liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from consent_ledger.api import models
+from consent_ledger.api.broker import (
+    BROKER_TIMEOUT_S,
+    BrokerUnavailable,
+    broker_answers,
+    consumer_lag,
+    log_end_offsets,
+)
+from consent_ledger.api.errors import ApiError, error_body
+from consent_ledger.api.metrics import CONTENT_TYPE, LedgerFigures, exposition
+from consent_ledger.api.routes.common import Context
+
+router = APIRouter()
+
+_READY_TIMEOUT_S: Final = BROKER_TIMEOUT_S
+
+
+@router.get("/v1/stats", summary="Counts of records, violations and the worker's lag")
+async def stats(context: Context) -> models.Stats:
+    topic = context.settings.events_topic
+    async with context.ledger().snapshot() as view:
+        totals = await view.position_totals(topic)
+        by_status = await view.violations_by_status()
+        next_offsets = await view.next_offsets(topic)
+    # Asked after the database, so the lag is never below the truth.
+    log_end = await log_end_offsets(context.settings.kafka_bootstrap, topic)
+    lag = sum(consumer_lag(log_end, next_offsets).values()) if log_end is not None else None
+    return models.Stats(
+        accepted=totals["accepted"],
+        duplicates=totals["duplicates"],
+        rejected=totals["rejected"],
+        violations_open=by_status.get("open", 0),
+        violations_retracted=by_status.get("retracted", 0),
+        lag=lag,
+    )
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> models.Health:
+    return models.Health()
+
+
+@router.get(
+    "/readyz",
+    summary="The database and the broker answer",
+    responses={503: {"model": models.NotReady, "description": "Which dependency failed"}},
+)
+async def readyz(context: Context) -> Response:
+    async def database() -> None:
+        await asyncio.wait_for(context.ledger().ping(), _READY_TIMEOUT_S)
+
+    async def broker() -> None:
+        if not context.settings.kafka_bootstrap:
+            raise BrokerUnavailable("LEDGER_KAFKA_BOOTSTRAP is not set")
+        await broker_answers(context.settings.kafka_bootstrap, _READY_TIMEOUT_S)
+
+    names = ("database", "broker")
+    outcomes = await asyncio.gather(database(), broker(), return_exceptions=True)
+    checks = {
+        name: "ok" if outcome is None else _failure(outcome)
+        for name, outcome in zip(names, outcomes, strict=True)
+    }
+    failed = [name for name, check in checks.items() if check != "ok"]
+    if failed:
+        body = error_body("not-ready", f"not ready: {', '.join(failed)} failed", failed=failed)
+        return JSONResponse({**body, "checks": checks}, status_code=503)
+    return JSONResponse(models.Readiness(checks=checks).model_dump())
+
+
+def _failure(outcome: BaseException | None) -> str:
+    if isinstance(outcome, ApiError):
+        return outcome.message
+    if isinstance(outcome, TimeoutError):
+        return f"no answer within {_READY_TIMEOUT_S:g} s"
+    return f"{type(outcome).__name__}: {outcome}"
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}}},
+)
+async def metrics(context: Context) -> Response:
+    topic = context.settings.events_topic
+    async with context.ledger().snapshot() as view:
+        by_type = await view.entries_by_type()
+        by_reason = await view.rejected_by_reason()
+        by_rule = await view.violations_by_rule_and_status()
+        totals = await view.position_totals(topic)
+        next_offsets = await view.next_offsets(topic)
+        batch_times = await view.batch_times(topic)
+    log_end = await log_end_offsets(context.settings.kafka_bootstrap, topic)
+    figures = LedgerFigures(
+        topic=topic,
+        entries_by_type=by_type,
+        rejected_by_reason=by_reason,
+        violations_by_rule=by_rule,
+        totals=totals,
+        batch_times=batch_times,
+        lag=consumer_lag(log_end, next_offsets) if log_end is not None else None,
+        requests=context.requests.samples(),
+    )
+    return Response(exposition(figures), media_type=CONTENT_TYPE)

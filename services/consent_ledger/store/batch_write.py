@@ -1,0 +1,511 @@
+"""Write one settled batch: every row it produced, in one statement.
+
+:meth:`BatchWriter.write` takes what the core decided for a batch
+(:class:`SettledBatch`) inside the caller's transaction and writes it: ledger
+entries (sealed payloads, Merkle leaves), new subject keys, the grown Merkle
+logs, facts, the current-consent projection, violations, outbox messages
+(alerts, rejected copies), rejected records, and the new partition positions
+and counts. A large batch sends its ledger entries by COPY first; erasures,
+which are rare, take a few statements of their own.
+
+Each row type below is a named tuple whose fields are its table's columns in
+table order: the write statement feeds each table from one array of the
+table's own row type (``unnest($n::table[])``), which asyncpg encodes from
+tuples in column order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import asyncpg
+import orjson
+
+from consent_ledger.core.batch import BatchOutcome, Checked
+from consent_ledger.core.facts import ConsentChange, Disclosure
+from consent_ledger.core.intake import compact_json, subject_named_in
+from consent_ledger.core.timeline import Status, ViolationChange
+from consent_ledger.core.timestamps import format_micros, to_micros
+from consent_ledger.integrity.entry import encode_entry
+from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.merkle import MerkleFrontier, leaf_hash
+from consent_ledger.integrity.shredding import SubjectSealer, new_subject_key
+from consent_ledger.store.batch_read import BatchState
+from consent_ledger.store.sql import as_columns
+
+
+class SubjectKeyRow(NamedTuple):
+    subject: str
+    wrapped_key: bytes
+
+
+class LedgerEntryRow(NamedTuple):
+    seq: int
+    event_id: str
+    subject: str
+    type: str
+    occurred_us: int
+    recorded_at: datetime
+    recorded_us: int
+    kafka_partition: int
+    kafka_offset: int
+    digest: bytes
+    payload: bytes
+    payload_sha256: bytes
+    leaf_index: int
+    leaf_hash: bytes
+
+
+class MerkleLogRow(NamedTuple):
+    kafka_partition: int
+    size: int
+    frontier: bytes
+
+
+class ConsentChangeRow(NamedTuple):
+    event_id: str
+    subject: str
+    purpose: str
+    occurred_us: int
+    seq: int
+    granted: bool
+    expires_us: int | None
+    controller: str
+    channel: str | None
+
+
+class CurrentConsentRow(NamedTuple):
+    subject: str
+    purpose: str
+    event_id: str
+    occurred_us: int
+    seq: int
+    granted: bool
+    expires_us: int | None
+
+
+class DisclosureRow(NamedTuple):
+    event_id: str
+    subject: str
+    purpose: str
+    occurred_us: int
+    seq: int
+    subject_role: str
+    controller: str
+    recipient_kind: str
+    recipient_id: str
+    data_categories: list[str]
+    legal_basis_kind: str | None
+    legal_basis_reference: str | None
+
+
+class ViolationRow(NamedTuple):
+    id: None  # the table's serial: the statement leaves it out
+    event_id: str
+    rule: str
+    subject: str
+    severity: str
+    clause: str
+    explanation: str
+    status: str
+    occurred_us: int
+    detected_at: datetime
+    updated_at: datetime
+
+
+class OutboxRow(NamedTuple):
+    id: None  # the table's serial: the statement leaves it out
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: str  # JSON: [[name, value], ...]
+    subject: str | None  # whose data it carries: erasure scrubs it
+
+
+class RejectedRow(NamedTuple):
+    id: None  # the table's serial: the statement leaves it out
+    kafka_partition: int
+    kafka_offset: int
+    reason: str
+    detail: str
+    event_id: str | None
+    subject: str | None
+    raw: bytes
+    recorded_at: datetime
+
+
+class PositionRow(NamedTuple):
+    """A partition's next offset to read, and the counts the batch adds to it."""
+
+    kafka_partition: int
+    next_offset: int
+    accepted: int
+    duplicates: int
+    rejected: int
+
+
+# Everything a batch writes, one data-modifying CTE per table, each fed by one
+# array of the table's own row type (empty arrays insert nothing). Row arrays
+# rather than an array per column: asyncpg checks each element of an array
+# parameter with isinstance() against collections.abc, three checks per row
+# instead of one or two per value (measured: 29 µs per event as column
+# arrays). Outbox rows keep the order of their array, so alerts are relayed in
+# the order decided.
+WRITE_BATCH = """
+WITH new_keys AS (
+    INSERT INTO subject_keys SELECT * FROM unnest($1::subject_keys[])
+), entries AS (
+    INSERT INTO ledger_entries SELECT * FROM unnest($2::ledger_entries[])
+), logs AS (
+    INSERT INTO merkle_logs SELECT * FROM unnest($3::merkle_logs[])
+    ON CONFLICT (kafka_partition) DO UPDATE SET size = EXCLUDED.size, frontier = EXCLUDED.frontier
+), consents AS (
+    INSERT INTO consent_changes SELECT * FROM unnest($4::consent_changes[])
+), current_state AS (
+    INSERT INTO current_consents SELECT * FROM unnest($5::current_consents[])
+    ON CONFLICT (subject, purpose) DO UPDATE SET
+        event_id = EXCLUDED.event_id, occurred_us = EXCLUDED.occurred_us, seq = EXCLUDED.seq,
+        granted = EXCLUDED.granted, expires_us = EXCLUDED.expires_us
+    WHERE (current_consents.occurred_us, current_consents.seq) < (EXCLUDED.occurred_us, EXCLUDED.seq)
+), shared AS (
+    INSERT INTO disclosures SELECT * FROM unnest($6::disclosures[])
+), judged AS (
+    INSERT INTO violations (event_id, rule, subject, severity, clause, explanation, status,
+                            occurred_us, detected_at, updated_at)
+    SELECT event_id, rule, subject, severity, clause, explanation, status, occurred_us,
+           detected_at, updated_at
+    FROM unnest($7::violations[])
+    ON CONFLICT (event_id, rule) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
+), messages AS (
+    INSERT INTO outbox (topic, key, value, headers, subject)
+    SELECT topic, key, value, headers, subject FROM unnest($8::outbox[])
+), refused AS (
+    INSERT INTO rejected_events (kafka_partition, kafka_offset, reason, detail, event_id, subject,
+                                 raw, recorded_at)
+    SELECT kafka_partition, kafka_offset, reason, detail, event_id, subject, raw, recorded_at
+    FROM unnest($9::rejected_events[])
+)
+UPDATE consumer_positions AS position SET
+    next_offset = p.next_offset, accepted = position.accepted + p.accepted,
+    duplicates = position.duplicates + p.duplicates, rejected = position.rejected + p.rejected,
+    batches = position.batches + 1, batch_seconds = position.batch_seconds + $11,
+    updated_at = now()
+FROM unnest($12::int[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[])
+    AS p(kafka_partition, next_offset, accepted, duplicates, rejected)
+WHERE position.topic = $10 AND position.kafka_partition = p.kafka_partition
+"""
+# A large batch's ledger rows go by COPY, two round trips more, cheaper per row
+# than the write statement's unnest() (COPY encodes each value by its column's
+# codec, with no per-row checks).
+COPY_ENTRIES_FROM = 200
+UPSERT_ERASURE = """
+INSERT INTO erasures (subject, event_id, erased_us, recorded_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (subject) DO UPDATE SET event_id = EXCLUDED.event_id, erased_us = EXCLUDED.erased_us
+WHERE EXCLUDED.erased_us < erasures.erased_us
+"""
+ERASED_EXPLANATION = "Details erased at the request of the subject (GDPR Art. 17)."
+FORGET_SUBJECTS = (
+    "DELETE FROM subject_keys WHERE subject = ANY($1::text[])",
+    "DELETE FROM consent_changes WHERE subject = ANY($1::text[])",
+    "DELETE FROM current_consents WHERE subject = ANY($1::text[])",
+    "DELETE FROM disclosures WHERE subject = ANY($1::text[])",
+    "UPDATE rejected_events SET raw = '', detail = 'erased' WHERE subject = ANY($1::text[])",
+)
+SCRUB_EXPLANATIONS = "UPDATE violations SET explanation = $2 WHERE subject = ANY($1::text[])"
+SCRUB_OUTBOX = (
+    # Copies of rejected records not yet relayed carry raw personal data: drop them.
+    "DELETE FROM outbox WHERE subject = ANY($1::text[]) AND topic <> $2",
+    # Alerts not yet relayed go out without the details.
+    """UPDATE outbox SET value = convert_to(
+        jsonb_set(convert_from(value, 'UTF8')::jsonb, '{violation,explanation}', to_jsonb($3::text))::text,
+        'UTF8') WHERE subject = ANY($1::text[]) AND topic = $2""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SettledBatch:
+    """What the core decided for a batch, with what the ledger held before it."""
+
+    checked: Sequence[Checked]  # the records not committed before, in offset order
+    state: BatchState  # what the batch's read found
+    outcome: BatchOutcome  # what settle_batch decided
+    started: float  # time.perf_counter() when the batch began, for its recorded duration
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTopics:
+    """The topics a batch's rows name."""
+
+    events: str  # whose partition positions the batch advances
+    violations: str  # alerts
+    rejected: str  # copies of rejected records
+
+
+class BatchWriter:
+    """Writes settled batches; one per worker process.
+
+    ``integrity=False`` is for benchmarks only (``LEDGER_INTEGRITY=false``): the
+    payload in clear, no digests or Merkle leaves, to measure what integrity costs.
+    """
+
+    def __init__(self, keyring: KeyRing, topics: BatchTopics, *, integrity: bool = True) -> None:
+        self._keyring = keyring
+        self._topics = topics
+        self._integrity = integrity
+
+    async def write(self, connection: asyncpg.Connection, batch: SettledBatch) -> int:
+        """Write every row of ``batch`` in the caller's transaction; return how many
+        outbox messages it wrote (the relay has work when not zero)."""
+        outcome, state = batch.outcome, batch.state
+        now = datetime.now(UTC)
+        # Settling recorded the batch's erasures in the subject files: a file with an
+        # erasure is a subject erased before the batch or by it.
+        forgotten = {subject for subject, file in state.files.items() if file.erased_at is not None}
+        if self._integrity:
+            entries, new_keys, logs = self._entries(state, outcome, forgotten, now)
+        else:
+            entries, new_keys, logs = _entries_without_integrity(state, outcome, now)
+        consents, current, shared = _facts(outcome, forgotten)
+        violations, alerts = self._violations(outcome.changes, forgotten, now)
+        rejected, copies = self._rejected(outcome, state.erased | set(outcome.erased), now)
+        positions = _positions(batch.checked, outcome)
+        if len(entries) >= COPY_ENTRIES_FROM:
+            await connection.copy_records_to_table("ledger_entries", records=entries)
+            entries = []
+        elapsed = time.perf_counter() - batch.started
+        await connection.execute(
+            WRITE_BATCH, new_keys, entries, logs, consents, current, shared, violations,
+            alerts + copies, rejected, self._topics.events, elapsed,
+            *as_columns(positions, len(PositionRow._fields)),
+        )  # fmt: skip
+        if outcome.erased:
+            await self._forget(connection, outcome)
+        return len(alerts) + len(copies)
+
+    def _entries(
+        self, state: BatchState, outcome: BatchOutcome, forgotten: set[str], now: datetime
+    ) -> tuple[list[LedgerEntryRow], list[SubjectKeyRow], list[MerkleLogRow]]:
+        """Ledger rows of the accepted events (sealed payloads, Merkle leaves), the
+        data keys of new subjects, and the grown Merkle logs."""
+        recorded_us = to_micros(now)
+        keys, new_keys = self._subject_keys(state, outcome, forgotten)
+        frontiers: dict[int, MerkleFrontier] = {}
+        sealers = {subject: SubjectSealer(key, subject) for subject, key in keys.items()}
+        rows = []
+        for record, event, fact, digest in outcome.accepted:
+            payload = sealers[event.subject].seal(event.id, compact_json(event.body))
+            payload_sha256 = hashlib.sha256(payload).digest()
+            frontier = frontiers.get(record.partition)
+            if frontier is None:
+                stored = state.logs.get(record.partition)
+                frontier = frontiers[record.partition] = (
+                    MerkleFrontier.from_bytes(stored[1]) if stored else MerkleFrontier()
+                )
+            leaf = leaf_hash(
+                encode_entry(event.id, record.partition, record.offset, now, payload_sha256)
+            )
+            index = frontier.append(leaf)
+            rows.append(LedgerEntryRow(
+                fact.seq, event.id, event.subject, event.type, event.instant, now, recorded_us,
+                record.partition, record.offset, digest, payload, payload_sha256, index, leaf,
+            ))  # fmt: skip
+        logs = [
+            MerkleLogRow(partition, tree.size, tree.to_bytes())
+            for partition, tree in frontiers.items()
+        ]
+        return rows, new_keys, logs
+
+    def _subject_keys(
+        self, state: BatchState, outcome: BatchOutcome, forgotten: set[str]
+    ) -> tuple[dict[str, bytes], list[SubjectKeyRow]]:
+        """Data keys of the accepted events' subjects, and the wrapped keys of
+        subjects new to the ledger, to store.
+
+        Subjects erased before this batch get a throwaway key that is never
+        stored: what arrives for them is unreadable from the start.
+        """
+        keys: dict[str, bytes] = {}
+        new_keys = []
+        for subject in {item.event.subject for item in outcome.accepted}:
+            wrapped = state.wrapped_keys.get(subject)
+            if wrapped is not None:
+                keys[subject] = self._keyring.unwrap(subject, wrapped)
+            elif subject in forgotten:
+                keys[subject] = new_subject_key()  # never stored
+            else:
+                keys[subject], wrapped = self._keyring.new_key(subject)
+                new_keys.append(SubjectKeyRow(subject, wrapped))
+        return keys, new_keys
+
+    async def _forget(self, connection: asyncpg.Connection, outcome: BatchOutcome) -> None:
+        """Record the batch's erasures, and remove what the ledger keeps in clear of
+        the subjects they erased."""
+        now = datetime.now(UTC)
+        await connection.executemany(
+            UPSERT_ERASURE,
+            [
+                (subject, fact.event_id, fact.instant, now)
+                for subject, fact in outcome.erased.items()
+            ],
+        )
+        erased = list(outcome.erased)
+        for statement in FORGET_SUBJECTS:
+            await connection.execute(statement, erased)
+        await connection.execute(SCRUB_EXPLANATIONS, erased, ERASED_EXPLANATION)
+        drop_copies, scrub_alerts = SCRUB_OUTBOX
+        await connection.execute(drop_copies, erased, self._topics.violations)
+        await connection.execute(scrub_alerts, erased, self._topics.violations, ERASED_EXPLANATION)
+
+    def _violations(
+        self, changes: list[ViolationChange], forgotten: set[str], now: datetime
+    ) -> tuple[list[ViolationRow], list[OutboxRow]]:
+        """One row per violation the batch changed (its last change), and one alert
+        per change."""
+        changes = [
+            ViolationChange(
+                change.status, change.violation._replace(explanation=ERASED_EXPLANATION)
+            )
+            if change.violation.subject in forgotten
+            else change
+            for change in changes
+        ]
+        final = {change.violation.key: change for change in changes}
+        rows = [
+            ViolationRow(
+                None, v.event_id, v.rule.value, v.subject, v.severity.value, v.clause,
+                v.explanation, change.status.value, v.occurred_at, now, now,
+            )
+            for change in final.values()
+            for v in (change.violation,)
+        ]  # fmt: skip
+        topic = self._topics.violations
+        alerts = [
+            OutboxRow(None, topic, v.event_id.encode(), alert_message(change, now), "[]", v.subject)
+            for change in changes
+            for v in (change.violation,)
+        ]
+        return rows, alerts
+
+    def _rejected(
+        self, outcome: BatchOutcome, erased: set[str], now: datetime
+    ) -> tuple[list[RejectedRow], list[OutboxRow]]:
+        """Rows of the rejected records, and their copies for ``ledger.rejected``;
+        a record naming an erased subject is kept without its bytes, and not copied."""
+        rows: list[RejectedRow] = []
+        copies: list[OutboxRow] = []
+        for record, rejection in outcome.rejected:
+            subject = subject_named_in(record.value)
+            if subject in erased:  # the raw record may hold personal data of a forgotten subject
+                rows.append(RejectedRow(
+                    None, record.partition, record.offset, rejection.reason.value, "erased",
+                    rejection.event_id, subject, b"", now,
+                ))  # fmt: skip
+                continue
+            rows.append(RejectedRow(
+                None, record.partition, record.offset, rejection.reason.value, rejection.detail,
+                rejection.event_id, subject, record.value, now,
+            ))  # fmt: skip
+            headers = [
+                ["reason", rejection.reason.value],
+                ["detail", rejection.detail],
+                ["source_partition", str(record.partition)],
+                ["source_offset", str(record.offset)],
+            ]
+            copies.append(OutboxRow(
+                None, self._topics.rejected, subject.encode() if subject else None, record.value,
+                orjson.dumps(headers).decode(), subject,
+            ))  # fmt: skip
+        return rows, copies
+
+
+def _entries_without_integrity(
+    state: BatchState, outcome: BatchOutcome, now: datetime
+) -> tuple[list[LedgerEntryRow], list[SubjectKeyRow], list[MerkleLogRow]]:
+    """The ledger rows with the payload in clear and no digests or Merkle leaves."""
+    recorded_us = to_micros(now)
+    sizes: dict[int, int] = {}
+    rows = []
+    for record, event, fact, digest in outcome.accepted:
+        index = sizes.get(record.partition, state.logs.get(record.partition, (0, b""))[0])
+        sizes[record.partition] = index + 1
+        rows.append(LedgerEntryRow(
+            fact.seq, event.id, event.subject, event.type, event.instant, now, recorded_us,
+            record.partition, record.offset, digest, compact_json(event.body), b"", index, b"",
+        ))  # fmt: skip
+    empty = MerkleFrontier().to_bytes()
+    return rows, [], [MerkleLogRow(partition, size, empty) for partition, size in sizes.items()]
+
+
+def _facts(
+    outcome: BatchOutcome, forgotten: set[str]
+) -> tuple[list[ConsentChangeRow], list[CurrentConsentRow], list[DisclosureRow]]:
+    """Rows of the consent changes, of the current consents they move, and of the
+    disclosures; none for subjects erased."""
+    consents: list[ConsentChangeRow] = []
+    shared: list[DisclosureRow] = []
+    latest: dict[tuple[str, str], ConsentChange] = {}
+    for _, event, fact, _ in outcome.accepted:
+        if fact.subject in forgotten:
+            continue
+        data = event.body["data"]
+        if isinstance(fact, ConsentChange):
+            consents.append(ConsentChangeRow(
+                fact.event_id, fact.subject, fact.purpose, fact.instant, fact.seq, fact.granted,
+                fact.expires_at, data["controller"], data.get("channel"),
+            ))  # fmt: skip
+            key = (fact.subject, fact.purpose)
+            current = latest.get(key)
+            if current is None or (current.instant, current.seq) < (fact.instant, fact.seq):
+                latest[key] = fact
+        elif isinstance(fact, Disclosure):
+            shared.append(DisclosureRow(
+                fact.event_id, fact.subject, fact.purpose, fact.instant, fact.seq, fact.role,
+                data["controller"], fact.recipient_kind, fact.recipient_id,
+                list(fact.data_categories), fact.legal_basis_kind,
+                fact.legal_basis_reference,
+            ))  # fmt: skip
+    current_rows = [
+        CurrentConsentRow(c.subject, c.purpose, c.event_id, c.instant, c.seq, c.granted,
+                          c.expires_at)
+        for c in latest.values()
+    ]  # fmt: skip
+    return consents, current_rows, shared
+
+
+def _positions(checked: Sequence[Checked], outcome: BatchOutcome) -> list[PositionRow]:
+    """Per partition: the next offset to read, and the accepted, duplicate and
+    rejected counts the batch adds."""
+    next_offset: dict[int, int] = {}
+    for item in checked:
+        partition = item.record.partition
+        next_offset[partition] = max(next_offset.get(partition, 0), item.record.offset + 1)
+    counts: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for accepted in outcome.accepted:
+        counts[accepted.record.partition][0] += 1
+    for record in outcome.duplicates:
+        counts[record.partition][1] += 1
+    for record, _ in outcome.rejected:
+        counts[record.partition][2] += 1
+    return [
+        PositionRow(partition, offset, *counts[partition])
+        for partition, offset in next_offset.items()
+    ]
+
+
+def alert_message(change: ViolationChange, at: datetime) -> bytes:
+    """The JSON message alerting hears on ``ledger.violations``."""
+    violation = change.violation
+    kind = "ViolationOpened" if change.status is Status.OPEN else "ViolationRetracted"
+    at_us = to_micros(at)
+    return orjson.dumps({
+        "type": kind,
+        "id": f"{violation.event_id}/{violation.rule.value}/{change.status.value}/{at_us}",
+        "time": format_micros(at_us),
+        "violation": violation.to_document() | {"status": change.status.value},
+    })  # fmt: skip
