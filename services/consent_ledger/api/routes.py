@@ -51,7 +51,7 @@ from consent_ledger.core.intake import (
     validate,
     validate_parsed,
 )
-from consent_ledger.core.policy import Policy
+from consent_ledger.core.policy import PolicyVersions
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant, to_micros
 from consent_ledger.core.verdicts import Rule, consent_status_at
 from consent_ledger.ledger.audit import NotFound
@@ -71,7 +71,7 @@ class ApiContext:
     """What the handlers share: configuration and the adapters the factory wired."""
 
     settings: Settings
-    policy: Policy
+    policy: PolicyVersions
     keyring: KeyRing
     publisher: Publisher
     requests: RequestCounts = field(default_factory=RequestCounts)

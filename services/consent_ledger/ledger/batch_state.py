@@ -155,7 +155,8 @@ async def load_batch_state(
         "open_violations"
     ]:
         violation = Violation(
-            event_id, Rule(rule), subject, Severity(severity), clause, explanation, occurred_us
-        )
+            event_id, Rule(rule), subject, Severity(severity), clause, explanation, occurred_us,
+            None,  # the version is not stored yet
+        )  # fmt: skip
         file_of(subject).open.setdefault(event_id, {})[violation.rule] = violation
     return state

@@ -44,7 +44,7 @@ from consent_ledger.core.batch import (
 )
 from consent_ledger.core.facts import ConsentChange, Disclosure
 from consent_ledger.core.intake import Rejection, compact_json, subject_named_in
-from consent_ledger.core.policy import Policy
+from consent_ledger.core.policy import Policy, PolicyVersions, as_versions
 from consent_ledger.core.timeline import Status, ViolationChange
 from consent_ledger.core.timestamps import to_micros
 from consent_ledger.ledger.batch_state import BatchState, load_batch_state
@@ -165,11 +165,15 @@ class BatchPipeline:
     """Turns batches of records into committed ledger rows; one per worker process."""
 
     def __init__(
-        self, pool: asyncpg.Pool, keyring: KeyRing, policy: Policy, settings: Settings
+        self,
+        pool: asyncpg.Pool,
+        keyring: KeyRing,
+        policy: PolicyVersions | Policy,
+        settings: Settings,
     ) -> None:
         self._pool = pool
         self._keyring = keyring
-        self._policy = policy
+        self._policies = as_versions(policy)  # each event judged under the one in force
         self._settings = settings
 
     async def process(self, records: Sequence[Record]) -> BatchReport:
@@ -215,7 +219,7 @@ class BatchPipeline:
         report.stages_ms["load"] = _ms_since(stage)
         stage = time.perf_counter()
         outcome = settle_batch(
-            checked, state.digests, state.files, self._policy, iter(state.sequence)
+            checked, state.digests, state.files, self._policies, iter(state.sequence)
         )
         report.stages_ms["settle"] = _ms_since(stage)
         stage = time.perf_counter()
