@@ -94,7 +94,7 @@ SELECT kafka_partition, leaf_index FROM ledger_entries WHERE event_id = $1
 
 _VIOLATION_COLUMNS: Final = (
     "id, event_id, rule, subject, severity, status, clause, explanation, "
-    "occurred_us, detected_at, updated_at"
+    "occurred_us, detected_at, updated_at, policy_version"
 )
 VIOLATION_FILTERS: Final = ("status", "subject", "rule")
 
