@@ -96,7 +96,8 @@ class Policy:
     roles: frozenset[str] = field(default_factory=lambda: frozenset(SUBJECT_ROLES))
     # Microseconds since the epoch; None: in force since always (a file without one).
     effective_from: int | None = None
-    source: str = "<policy>"  # the file it was read from, for error messages
+    # The file it was read from, for error messages; not part of what it says.
+    source: str = field(default="<policy>", compare=False)
 
 
 # Where a version without ``effective_from`` starts: before every instant an
