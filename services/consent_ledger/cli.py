@@ -21,7 +21,7 @@ import orjson
 
 from consent_ledger import __version__
 from consent_ledger.core.offline import OfflineLedger
-from consent_ledger.core.policy import Policy, PolicyError, load_policy, load_reference_policy
+from consent_ledger.core.policy import PolicyError, load_policy_versions
 from consent_ledger.core.timeline import Violation
 from consent_ledger.settings import Settings, SettingsError
 
@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     check.add_argument("events", type=Path, help="JSON Lines file, one CloudEvent per line")
     check.add_argument("--policy", type=Path,
-                       help="policy YAML (default: LEDGER_POLICY, else the reference policy)")  # fmt: skip
+                       help="policy YAML, or a folder of versions, one *.yaml each "
+                            "(default: LEDGER_POLICY, else the reference policy)")  # fmt: skip
     check.add_argument("--json", action="store_true", help="print one JSON document")
     check.set_defaults(run=_check)
 
@@ -227,7 +228,7 @@ def _dev(args: argparse.Namespace) -> int:
     missing = missing_embedded(settings)
     if missing is not None:
         raise UsageError(missing)
-    resolve_policy(settings.policy_path)  # refuse a bad policy before starting anything
+    load_policy_versions(settings.policy_path)  # refuse a bad policy before starting anything
     return DevStack(settings, demo=args.demo, workers=args.workers).run()
 
 
@@ -239,7 +240,7 @@ def _worker(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap or not settings.database_url:
         raise UsageError("set LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
     try:
-        run_worker(settings, resolve_policy(settings.policy_path))
+        run_worker(settings, load_policy_versions(settings.policy_path))
     except WorkerNotReady as exc:
         raise UsageError(f"not joining the consumer group: {exc}") from None
     return EXIT_OK
@@ -409,13 +410,8 @@ def _publish(args: argparse.Namespace) -> int:
     return EXIT_VIOLATIONS if report.rejected else EXIT_OK
 
 
-def resolve_policy(path: Path | None) -> Policy:
-    """The policy at ``path``, or the reference policy shipped with the package."""
-    return load_policy(path) if path is not None else load_reference_policy()
-
-
 def _check(args: argparse.Namespace) -> int:
-    policy = resolve_policy(args.policy or _settings().policy_path)
+    policy = load_policy_versions(args.policy or _settings().policy_path)
     ledger = OfflineLedger(policy)
     # The ledger only grows while reading and builds no reference cycles, so the
     # cyclic collector would only rescan it again and again (a third of the time);

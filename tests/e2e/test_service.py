@@ -17,6 +17,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consent_ledger.core.cloudevents import binary_headers
+from consent_ledger.core.offline import OfflineLedger
+from consent_ledger.core.policy import load_policy_versions
 from tests.e2e.conftest import CLI, SCENARIOS, LedgerService
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -37,6 +39,12 @@ def lines(name: str) -> list[bytes]:
         for line in (SCENARIOS / name / "events.jsonl").read_bytes().splitlines()
         if line.strip()
     ]
+
+
+def policy_of(name: str) -> Path:
+    """The scenario's policy: its folder of versions (CONTRACT §3) where it has one."""
+    versions = SCENARIOS / name / "policies"
+    return versions if versions.is_dir() else SCENARIOS / name / "policy.yaml"
 
 
 def expected(name: str) -> dict[str, Any]:
@@ -71,6 +79,7 @@ async def test_scenario_gives_its_verdicts_also_when_published_twice(
 ) -> None:
     service, want = ledger_service, expected(name)
     records = len(lines(name))
+    service.env["LEDGER_POLICY"] = str(policy_of(name))
     service.start_worker()
     published = service.publish(SCENARIOS / name / "events.jsonl")
     assert published.returncode == 0, published.stderr
@@ -78,6 +87,13 @@ async def test_scenario_gives_its_verdicts_also_when_published_twice(
     stats = await service.wait_counted(records)
     await assert_exactly_expected(service, want, stats)
     assert stats["violations_open"] == len(want["open"])
+    if policy_of(name).is_dir():  # versions: each violation names the one that judged it
+        judged = OfflineLedger(load_policy_versions(policy_of(name)))
+        judged.ingest_lines(lines(name))
+        listed = await service.pages("/v1/violations", status="open")
+        assert {(v["event_id"], v["rule"]): v["policy_version"] for v in listed} == {
+            v.key: v.policy_version for v in judged.open_violations()
+        }
     counts = want["counts"]
 
     service.publish(SCENARIOS / name / "events.jsonl")

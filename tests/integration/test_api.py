@@ -348,6 +348,7 @@ async def test_violations_are_paged_in_detection_order(
             "detected_at": first["detected_at"],
             "occurred_at": "2026-01-01T00:00:00Z",
             "updated_at": first["updated_at"],
+            "policy_version": None,  # written by hand, without the version that judged it
         }
         assert first["detected_at"].endswith("Z")
 

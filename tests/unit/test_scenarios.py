@@ -2,7 +2,8 @@
 
 The scenarios are a copy of the shared ones under ``tests/data/scenarios``: the
 project never reads outside its own tree at run time. Each folder holds
-``events.jsonl``, ``policy.yaml``, ``expected.json`` and a README.
+``events.jsonl``, ``expected.json``, a README, and its policy: ``policy.yaml``,
+or a folder ``policies/`` of versions (CONTRACT §3).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from consent_ledger import cli
 from consent_ledger.core.offline import OfflineLedger
-from consent_ledger.core.policy import load_policy
+from consent_ledger.core.policy import load_policy_versions
 
 pytestmark = pytest.mark.unit
 
@@ -32,6 +33,12 @@ def _keep_the_garbage_collector() -> Iterator[None]:
     yield
     if enabled:
         gc.enable()
+
+
+def policy_of(name: str) -> Path:
+    """The scenario's policy: its folder of versions where it has one, else its file."""
+    versions = SCENARIOS / name / "policies"
+    return versions if versions.is_dir() else SCENARIOS / name / "policy.yaml"
 
 
 def expected_of(name: str) -> dict[str, Any]:
@@ -60,19 +67,21 @@ def test_the_scenarios_are_all_there() -> None:
         "erasure",
         "jobseekers-and-visitors",
         "late-arrivals",
+        "policy-versions",
         "random-3000",
     }
     assert (SCENARIOS / "policy.yaml").is_file()
     for name in SCENARIO_NAMES:
-        for file in ("events.jsonl", "policy.yaml", "expected.json"):
+        for file in ("events.jsonl", "expected.json"):
             assert (SCENARIOS / name / file).is_file(), f"{name}/{file}"
+        assert policy_of(name).exists(), f"{name}: policy"
 
 
 @pytest.mark.parametrize("name", SCENARIO_NAMES)
 def test_scenario_through_the_offline_ledger(name: str) -> None:
     folder = SCENARIOS / name
     expected = expected_of(name)
-    ledger = OfflineLedger(load_policy(folder / "policy.yaml"))
+    ledger = OfflineLedger(load_policy_versions(policy_of(name)))
     with (folder / "events.jsonl").open("rb") as lines:
         ledger.ingest_lines(lines)
 
@@ -95,7 +104,7 @@ def test_scenario_through_the_command_line(name: str, capsys: pytest.CaptureFixt
     expected = expected_of(name)
 
     status = cli.main(
-        ["check", str(folder / "events.jsonl"), "--policy", str(folder / "policy.yaml"), "--json"]
+        ["check", str(folder / "events.jsonl"), "--policy", str(policy_of(name)), "--json"]
     )
 
     document = json.loads(capsys.readouterr().out)
@@ -106,7 +115,9 @@ def test_scenario_through_the_command_line(name: str, capsys: pytest.CaptureFixt
     assert document["counts"] == expected["counts"]
 
 
-@pytest.mark.parametrize("name", SCENARIO_NAMES)
+@pytest.mark.parametrize(
+    "name", [name for name in SCENARIO_NAMES if policy_of(name).name == "policy.yaml"]
+)
 def test_scenario_with_the_shipped_reference_policy(
     name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from consent_ledger.core.facts import Fact, fact_of
 from consent_ledger.core.intake import Admission, ValidEvent, admit, content_digest, validate
 from consent_ledger.core.offline import OfflineLedger
-from consent_ledger.core.policy import load_policy
+from consent_ledger.core.policy import PolicyVersions, load_policy
 from consent_ledger.core.timeline import Status, SubjectFile, ViolationChange
 
 pytestmark = pytest.mark.unit
 
 POLICY_FILE = Path(__file__).resolve().parents[1] / "data" / "scenarios" / "policy.yaml"
-POLICY = load_policy(POLICY_FILE)
+POLICY = PolicyVersions((load_policy(POLICY_FILE),))  # one version, in force always
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 
 

@@ -24,7 +24,7 @@ from consent_ledger.api.broker import Publisher
 from consent_ledger.api.errors import install_error_handlers
 from consent_ledger.api.metrics import RequestCountingMiddleware
 from consent_ledger.api.routes import EVENT_COMPONENTS, ApiContext, router
-from consent_ledger.core.policy import Policy, load_policy, load_reference_policy
+from consent_ledger.core.policy import Policy, PolicyVersions, as_versions, load_policy_versions
 from consent_ledger.integrity.checkpoints import load_public_key, load_signing_key
 from consent_ledger.integrity.keyring import KeyRing, load_master_key
 from consent_ledger.settings import Settings, SettingsError
@@ -41,7 +41,7 @@ def create_app(
     *,
     pool: asyncpg.Pool | None = None,
     producer: AIOKafkaProducer | None = None,
-    policy: Policy,
+    policy: PolicyVersions | Policy,
 ) -> FastAPI:
     """The API app for ``settings``.
 
@@ -57,7 +57,7 @@ def create_app(
     """
     context = ApiContext(
         settings=settings,
-        policy=policy,
+        policy=as_versions(policy),
         keyring=KeyRing(load_master_key(settings.master_key_file, settings.master_key)),
         publisher=Publisher(settings, producer),
         reader=LedgerReader(pool) if pool is not None else None,
@@ -154,7 +154,7 @@ def _with_event_schemas(
 def build_server(
     settings: Settings,
     *,
-    policy: Policy | None = None,
+    policy: PolicyVersions | Policy | None = None,
     pool: asyncpg.Pool | None = None,
     producer: AIOKafkaProducer | None = None,
 ) -> uvicorn.Server:
@@ -162,14 +162,11 @@ def build_server(
 
     ``await server.serve()`` runs it; set ``server.should_exit = True`` to stop
     it gracefully (what a supervisor running several services does). Without
-    ``policy``, the policy at ``settings.policy_path`` or the reference policy.
+    ``policy``, the versions at ``settings.policy_path`` (a file or a folder) or
+    the reference policy.
     """
     if policy is None:
-        policy = (
-            load_policy(settings.policy_path)
-            if settings.policy_path is not None
-            else load_reference_policy()
-        )
+        policy = load_policy_versions(settings.policy_path)
     app = create_app(settings, pool=pool, producer=producer, policy=policy)
     config = uvicorn.Config(
         app,
@@ -183,7 +180,7 @@ def build_server(
     return uvicorn.Server(config)
 
 
-async def serve(settings: Settings, *, policy: Policy | None = None) -> None:
+async def serve(settings: Settings, *, policy: PolicyVersions | Policy | None = None) -> None:
     """Run the API until the process is told to stop (``consent-ledger api``)."""
     server = build_server(settings, policy=policy)
     await server.serve()

@@ -88,6 +88,10 @@ class ViolationItem(BaseModel):
     detected_at: str = Field(description=f"When the ledger first found it; {_INSTANT}")
     occurred_at: str = Field(description=f"The event time of the violating event; {_INSTANT}")
     updated_at: str = Field(description=f"When its status last changed; {_INSTANT}")
+    policy_version: str | None = Field(
+        description="The policy version in force at the event's time, which judged it; "
+        "null for violations recorded before versions were"
+    )
 
 
 class ViolationPage(BaseModel):

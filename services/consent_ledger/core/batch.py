@@ -27,7 +27,7 @@ from consent_ledger.core.intake import (
     validate,
     validate_parsed,
 )
-from consent_ledger.core.policy import Policy
+from consent_ledger.core.policy import PolicyVersions
 from consent_ledger.core.timeline import SubjectFile, ViolationChange
 from consent_ledger.core.vocabulary import CHANGES_EARLIER_VERDICTS, NAMES_A_PURPOSE
 
@@ -88,14 +88,15 @@ def settle_batch(
     checked: Sequence[Checked],
     accepted_digests: Mapping[str, bytes],
     files: dict[str, SubjectFile],
-    policy: Policy,
+    policies: PolicyVersions,
     sequence: Iterator[int],
 ) -> BatchOutcome:
     """Decide each checked record in order and judge the accepted ones.
 
     ``accepted_digests`` holds the digests of ids the ledger accepted before this
     batch; ``files`` the subject files of the batch's subjects (missing ones are
-    created); ``sequence`` yields the ingest order numbers for accepted events.
+    created); ``policies`` the versions to judge by, each event under the one in
+    force at its time; ``sequence`` yields the ingest order numbers for accepted events.
     """
     outcome = BatchOutcome()
     in_batch: dict[str, bytes] = {}
@@ -117,7 +118,7 @@ def settle_batch(
         if subject is None:
             subject = files[result.subject] = SubjectFile(result.subject)
         was_erased = subject.erased_at
-        outcome.changes.extend(subject.record(fact, policy))
+        outcome.changes.extend(subject.record(fact, policies))
         if isinstance(fact, Erasure) and subject.erased_at != was_erased:
             outcome.erased[result.subject] = fact
         outcome.accepted.append(Accepted(record, result, fact, digest))

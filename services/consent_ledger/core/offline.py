@@ -25,7 +25,7 @@ from consent_ledger.core.intake import (
     parse_json_object,
     validate,
 )
-from consent_ledger.core.policy import Policy
+from consent_ledger.core.policy import Policy, PolicyVersions, as_versions
 from consent_ledger.core.timeline import SubjectFile, Violation
 
 
@@ -44,15 +44,21 @@ class Counts:
 
 @dataclass(slots=True)
 class OfflineLedger:
-    """Accepts events one by one and keeps every subject's file in memory."""
+    """Accepts events one by one and keeps every subject's file in memory.
 
-    policy: Policy
+    ``policy`` is a set of versions, or one policy in force always."""
+
+    policy: PolicyVersions | Policy
     counts: Counts = field(default_factory=Counts)
     rejected: list[RejectedLine] = field(default_factory=list)
     # Accepted ids: where the event's line starts in the file, or its digest.
     _accepted: dict[str, int | bytes] = field(default_factory=dict)
     _files: dict[str, SubjectFile] = field(default_factory=dict)
     _source: int | None = None  # the file descriptor lines are read again from
+    _versions: PolicyVersions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._versions = as_versions(self.policy)
 
     def ingest(self, raw: bytes | str, line: int, offset: int | None = None) -> None:
         """Validate, admit and judge one record; ``line`` is its 1-based position,
@@ -77,7 +83,7 @@ class OfflineLedger:
         subject = self._files.get(checked.subject)
         if subject is None:
             subject = self._files[checked.subject] = SubjectFile(checked.subject)
-        subject.record(fact_of(checked, seq=line), self.policy)
+        subject.record(fact_of(checked, seq=line), self._versions)
 
     def ingest_lines(self, lines: Iterable[bytes]) -> None:
         """Ingest every non-blank line, numbering lines from 1."""

@@ -1,14 +1,19 @@
 """The policy file of CONTRACT §3: which purposes exist, on what basis, for whom,
-and to which recipients data may go.
+and to which recipients data may go; and its versions, each in force from its
+``effective_from``.
 
 :func:`load_policy` refuses a file that does not parse or breaks the shape, with
 an error naming the file, the key path and the problem, e.g.
 ``policy.yaml: purposes.marketing.basis: 'consnet' is not one of consent, ...``.
+:func:`load_policy_versions` reads a file (one version) or a folder whose
+``*.yaml`` files are the versions, and refuses versions that clash.
+:class:`PolicyVersions` answers which version is in force at an instant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from consent_ledger.core.timestamps import format_micros, parse_instant
 from consent_ledger.core.vocabulary import SUBJECT_ROLES
 
 BASES = ("consent", "contract", "legitimate_interest", "legal_obligation")
@@ -88,6 +94,99 @@ class Policy:
     require_rights_notice: bool = True
     visitors_clause: str = "visitors"
     roles: frozenset[str] = field(default_factory=lambda: frozenset(SUBJECT_ROLES))
+    # Microseconds since the epoch; None: in force since always (a file without one).
+    effective_from: int | None = None
+    # The file it was read from, for error messages; not part of what it says.
+    source: str = field(default="<policy>", compare=False)
+
+
+# Where a version without ``effective_from`` starts: before every instant an
+# event can carry (years 1..9999).
+_SINCE_ALWAYS = -(2**63)
+
+
+def _start(policy: Policy) -> int:
+    return _SINCE_ALWAYS if policy.effective_from is None else policy.effective_from
+
+
+class PolicyVersions:
+    """The versions of a policy, each in force from its ``effective_from`` until
+    the next one's (CONTRACT §3).
+
+    Immutable: a version published later makes a new set (:meth:`with_version`),
+    so that everything judged in one batch is judged under one set.
+    """
+
+    def __init__(self, versions: Iterable[Policy]) -> None:
+        """Refuses an empty set, and two versions with the same ``version`` or
+        ``effective_from`` (the error names both files)."""
+        ordered = sorted(versions, key=_start)
+        if not ordered:
+            raise PolicyError("<policy versions>", "", "no version")
+        seen: dict[str, Policy] = {}
+        for index, policy in enumerate(ordered):
+            earlier = seen.get(policy.version)
+            if earlier is not None:
+                raise PolicyError(
+                    f"{earlier.source} and {policy.source}",
+                    "version",
+                    f"both are {policy.version!r}; each version needs its own",
+                )
+            seen[policy.version] = policy
+            if index and _start(ordered[index - 1]) == _start(policy):
+                when = (
+                    "missing from both: only one version can be in force since always"
+                    if policy.effective_from is None
+                    else f"both are {format_micros(policy.effective_from)}; "
+                    "two versions cannot come into force at the same instant"
+                )
+                raise PolicyError(
+                    f"{ordered[index - 1].source} and {policy.source}", "effective_from", when
+                )
+        self.versions: tuple[Policy, ...] = tuple(ordered)  # by effective_from
+        self._starts: list[int] = [_start(policy) for policy in ordered]
+
+    def in_force_at(self, instant: int) -> Policy:
+        """The version in force at ``instant`` (microseconds since the epoch): the
+        one with the latest ``effective_from`` at or before it; before every
+        version, the earliest."""
+        versions = self.versions
+        if len(versions) == 1:
+            return versions[0]
+        index = bisect_right(self._starts, instant)
+        return versions[index - 1] if index else versions[0]
+
+    def with_version(self, policy: Policy) -> PolicyVersions:
+        """A new set with ``policy`` added; refused if it clashes with a version."""
+        return PolicyVersions((*self.versions, policy))
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    def __repr__(self) -> str:
+        return f"PolicyVersions({', '.join(repr(policy.version) for policy in self.versions)})"
+
+
+def as_versions(policy: Policy | PolicyVersions) -> PolicyVersions:
+    """A set of versions as it is; a single policy as the one version, in force always."""
+    return policy if isinstance(policy, PolicyVersions) else PolicyVersions((policy,))
+
+
+def load_policy_versions(path: str | Path | None) -> PolicyVersions:
+    """The versions at ``path``: a policy file is one version; in a folder each
+    ``*.yaml`` file is one (other files are left alone). Without a path, the
+    reference policy, as one version in force always."""
+    if path is None:
+        return PolicyVersions((load_reference_policy(),))
+    folder = Path(path)
+    if not folder.is_dir():
+        return PolicyVersions((load_policy(folder),))
+    files = sorted(item for item in folder.glob("*.yaml") if item.is_file())
+    if not files:
+        raise PolicyError(
+            str(folder), "", "no *.yaml file in the folder; each one is a version of the policy"
+        )
+    return PolicyVersions(load_policy(file) for file in files)
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -108,12 +207,28 @@ def load_reference_policy() -> Policy:
 
 # libyaml's safe loader where PyYAML was built with it: a tenth of check's start-up.
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+# The safe loader without YAML's own timestamps: an unquoted `effective_from:
+# 2026-04-01T00:00:00Z` stays the text written, checked as RFC 3339 like an
+# event's `time` (YAML's timestamps also take forms RFC 3339 does not, such as
+# a space for the `T`, and lose what was written). Built with type(): a class
+# statement deriving from the C loader would not compile with mypyc.
+_POLICY_LOADER = type(
+    "_PolicyLoader",
+    (_SAFE_LOADER,),
+    {
+        "yaml_implicit_resolvers": {
+            first: [(tag, pattern) for tag, pattern in resolvers if tag != _YAML_TIMESTAMP]
+            for first, resolvers in _SAFE_LOADER.yaml_implicit_resolvers.items()
+        }
+    },
+)
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse policy YAML; ``source`` names the file in error messages."""
     try:
-        document = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - it is a safe loader
+        document = yaml.load(text, Loader=_POLICY_LOADER)  # noqa: S506 - it is a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -163,7 +278,9 @@ class _Reader:
             raise self.fail("", "the file is empty")
         top = self.mapping(document, "(top level)")
         self.unknown_keys(
-            top, ("policy", "version", "roles", "purposes", "recipients", "visitors"), ""
+            top,
+            ("policy", "version", "effective_from", "roles", "purposes", "recipients", "visitors"),
+            "",
         )
         roles = frozenset(SUBJECT_ROLES)
         if "roles" in top:
@@ -198,7 +315,21 @@ class _Reader:
             require_rights_notice=require_notice,
             visitors_clause=self.text(visitors.get("clause", "visitors"), "visitors.clause"),
             roles=roles,
+            effective_from=self.instant(top["effective_from"], "effective_from")
+            if "effective_from" in top
+            else None,
+            source=self.source,
         )
+
+    def instant(self, value: Any, key: str) -> int:
+        try:
+            return parse_instant(value)
+        except ValueError:  # InvalidTimestamp, or an instant out of range
+            raise self.fail(
+                key,
+                f"{value!r} is not an RFC 3339 timestamp with an offset "
+                "(e.g. 2026-04-01T00:00:00Z or 2026-04-01T02:00:00+02:00)",
+            ) from None
 
     def purpose(self, name: str, spec: Any, roles: frozenset[str]) -> Purpose:
         key = f"purposes.{name}"

@@ -8,6 +8,10 @@ offline ``check`` keeps one file per subject in memory; the stream worker loads
 the files of a batch's subjects from PostgreSQL, records the batch, and stores
 the changes. Both get the same answers because both run this code.
 
+Each event is judged under the policy version in force at its own time
+(CONTRACT §3), also when a late consent event re-judges it, and each violation
+names that version.
+
 Erasure (CONTRACT §4): disclosures dated after the erasure become
 ``shared-after-erasure`` and nothing else; then the subject's consent timeline
 and disclosures are forgotten (they are personal data), verdicts already
@@ -31,7 +35,7 @@ from consent_ledger.core.facts import (
     Fact,
     VisitorRegistration,
 )
-from consent_ledger.core.policy import Policy
+from consent_ledger.core.policy import PolicyVersions
 from consent_ledger.core.timestamps import format_micros
 from consent_ledger.core.verdicts import Breach, Rule, Severity, judge_disclosure, judge_visitor
 
@@ -51,6 +55,9 @@ class Violation(NamedTuple):
     clause: str
     explanation: str
     occurred_at: int  # the event's time, microseconds since the epoch
+    # The policy version that judged it; None only for violations stored before
+    # versions were recorded.
+    policy_version: str | None
 
     # A StrEnum's str() is its value, without the interpreted property .value is.
 
@@ -58,7 +65,7 @@ class Violation(NamedTuple):
     def key(self) -> tuple[str, str]:
         return (self.event_id, str(self.rule))
 
-    def to_document(self) -> dict[str, str]:
+    def to_document(self) -> dict[str, str | None]:
         """The JSON form ``check --json`` prints and alerts carry."""
         return {
             "event_id": self.event_id,
@@ -68,6 +75,7 @@ class Violation(NamedTuple):
             "clause": self.clause,
             "explanation": self.explanation,
             "occurred_at": format_micros(self.occurred_at),
+            "policy_version": self.policy_version,
         }
 
 
@@ -92,12 +100,12 @@ class SubjectFile:
     erased_at: int | None = None
     open: dict[str, dict[Rule, Violation]] = field(default_factory=dict)
 
-    def record(self, fact: Fact, policy: Policy) -> list[ViolationChange]:
+    def record(self, fact: Fact, policies: PolicyVersions) -> list[ViolationChange]:
         """Take in one accepted fact; return the violations it opens and retracts."""
         if isinstance(fact, Disclosure):
             if self.erased_at is None:
                 self.disclosures.setdefault(fact.purpose, []).append(fact)
-            return self._rejudge([fact], policy)
+            return self._rejudge([fact], policies)
         if isinstance(fact, ConsentChange):
             if self.erased_at is not None:
                 return []  # nothing remains to change: verdicts reached before stay
@@ -107,12 +115,15 @@ class SubjectFile:
                 for shared in self.disclosures.get(fact.purpose, ())
                 if shared.instant >= fact.instant
             ]
-            return self._rejudge(affected, policy)
+            return self._rejudge(affected, policies)
         if isinstance(fact, VisitorRegistration):
-            return self._settle(fact.event_id, fact.instant, judge_visitor(policy, fact))
-        return self._erase(fact, policy)
+            policy = policies.in_force_at(fact.instant)
+            return self._settle(
+                fact.event_id, fact.instant, judge_visitor(policy, fact), policy.version
+            )
+        return self._erase(fact, policies)
 
-    def _erase(self, erasure: Erasure, policy: Policy) -> list[ViolationChange]:
+    def _erase(self, erasure: Erasure, policies: PolicyVersions) -> list[ViolationChange]:
         if self.erased_at is not None and self.erased_at <= erasure.instant:
             return []
         self.erased_at = erasure.instant
@@ -123,20 +134,28 @@ class SubjectFile:
             for shared in same_purpose
             if shared.instant > erasure.instant
         ]
-        changes = self._rejudge(after, policy)
+        changes = self._rejudge(after, policies)
         self.disclosures.clear()
         return changes
 
-    def _rejudge(self, disclosures: list[Disclosure], policy: Policy) -> list[ViolationChange]:
+    def _rejudge(
+        self, disclosures: list[Disclosure], policies: PolicyVersions
+    ) -> list[ViolationChange]:
+        """Judge each disclosure again, each under the version in force at its time."""
         changes: list[ViolationChange] = []
         for shared in disclosures:
+            policy = policies.in_force_at(shared.instant)
             consent = self.consents.get(shared.purpose, [])
             breaches = judge_disclosure(policy, shared, consent, self.erased_at)
-            changes.extend(self._settle(shared.event_id, shared.instant, breaches))
+            changes.extend(self._settle(shared.event_id, shared.instant, breaches, policy.version))
         return changes
 
-    def _settle(self, event_id: str, instant: int, breaches: list[Breach]) -> list[ViolationChange]:
-        """Make the event's open violations exactly ``breaches``; return what changed."""
+    def _settle(
+        self, event_id: str, instant: int, breaches: list[Breach], policy_version: str
+    ) -> list[ViolationChange]:
+        """Make the event's open violations exactly ``breaches`` (found under
+        ``policy_version``); return what changed. A violation still open keeps
+        what it was opened with."""
         was_open = self.open.get(event_id)
         if was_open is None:
             if not breaches:
@@ -155,6 +174,7 @@ class SubjectFile:
                     breach.clause,
                     breach.explanation,
                     instant,
+                    policy_version,
                 )
                 changes.append(ViolationChange(Status.OPEN, violation))
             now_open[breach.rule] = violation

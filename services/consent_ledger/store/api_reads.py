@@ -90,7 +90,7 @@ SELECT id, document FROM checkpoints WHERE id < $1 ORDER BY id DESC LIMIT $2
 
 _VIOLATION_COLUMNS: Final = (
     "id, event_id, rule, subject, severity, status, clause, explanation, "
-    "occurred_us, detected_at, updated_at"
+    "occurred_us, detected_at, updated_at, policy_version"
 )
 VIOLATION_FILTERS: Final = ("status", "subject", "rule")
 

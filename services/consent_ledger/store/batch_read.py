@@ -80,7 +80,8 @@ SELECT
         ) e
     ) AS erasures,
     ARRAY(
-        SELECT ROW(v.event_id, v.rule, v.subject, v.severity, v.clause, v.explanation, v.occurred_us)
+        SELECT ROW(v.event_id, v.rule, v.subject, v.severity, v.clause, v.explanation, v.occurred_us,
+                   v.policy_version)
         FROM unnest($8::text[]) AS batch(subject)
         CROSS JOIN LATERAL (
             SELECT * FROM violations WHERE subject = batch.subject AND status = 'open' OFFSET 0
@@ -170,11 +171,11 @@ async def load_batch_state(
     for subject, erased_us in row["erasures"]:
         if subject in batch_subjects:
             file_of(subject).erased_at = erased_us
-    for event_id, rule, subject, severity, clause, explanation, occurred_us in row[
-        "open_violations"
-    ]:
+    for (event_id, rule, subject, severity, clause, explanation, occurred_us,
+         policy_version) in row["open_violations"]:  # fmt: skip
         violation = Violation(
-            event_id, Rule(rule), subject, Severity(severity), clause, explanation, occurred_us
-        )
+            event_id, Rule(rule), subject, Severity(severity), clause, explanation, occurred_us,
+            policy_version,
+        )  # fmt: skip
         file_of(subject).open.setdefault(event_id, {})[violation.rule] = violation
     return state

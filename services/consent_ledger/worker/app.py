@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consent_ledger.core.batch import Record
-from consent_ledger.core.policy import Policy
+from consent_ledger.core.policy import Policy, PolicyVersions
 from consent_ledger.core.timeline import Status
 from consent_ledger.integrity.checkpoints import load_signing_key
 from consent_ledger.integrity.keyring import KeyRing, load_master_key
@@ -53,7 +53,7 @@ RETRYABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
 class WorkerRuntime:
     """The connections a worker process holds, opened once when it first needs them."""
 
-    def __init__(self, settings: Settings, policy: Policy) -> None:
+    def __init__(self, settings: Settings, policy: PolicyVersions | Policy) -> None:
         self.settings = settings
         self.policy = policy
         self._opened = asyncio.Lock()
@@ -181,7 +181,9 @@ async def take_batch(channel: Any, limit: int) -> list[Any]:
     return batch
 
 
-def create_app(settings: Settings, policy: Policy) -> tuple[faust.App, WorkerRuntime]:
+def create_app(
+    settings: Settings, policy: PolicyVersions | Policy
+) -> tuple[faust.App, WorkerRuntime]:
     """The faust app of one worker process, and the runtime its agents share."""
     if not settings.kafka_bootstrap or not settings.database_url:
         raise ValueError("the worker needs LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL")
@@ -308,7 +310,9 @@ def check_ready(settings: Settings) -> None:
         loop.close()
 
 
-def make_worker(settings: Settings, policy: Policy, *, loglevel: str = "warning") -> faust.Worker:
+def make_worker(
+    settings: Settings, policy: PolicyVersions | Policy, *, loglevel: str = "warning"
+) -> faust.Worker:
     """The faust worker that runs one worker process's app."""
     app, _ = create_app(settings, policy)
     worker = faust.Worker(
@@ -323,7 +327,7 @@ def make_worker(settings: Settings, policy: Policy, *, loglevel: str = "warning"
     return worker
 
 
-def run_worker(settings: Settings, policy: Policy) -> None:
+def run_worker(settings: Settings, policy: PolicyVersions | Policy) -> None:
     """Run a worker until it is stopped (SIGINT/SIGTERM): ``consent-ledger worker``.
     Raises :class:`WorkerNotReady` before joining the group if it could not work."""
     check_ready(settings)

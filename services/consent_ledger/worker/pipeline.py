@@ -25,7 +25,7 @@ import asyncpg
 
 from consent_ledger.core.batch import BatchOutcome, Record, batch_needs, check_records, settle_batch
 from consent_ledger.core.intake import Rejection, subject_named_in
-from consent_ledger.core.policy import Policy
+from consent_ledger.core.policy import Policy, PolicyVersions, as_versions
 from consent_ledger.core.timeline import Status
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
@@ -54,10 +54,14 @@ class BatchPipeline:
     """Turns batches of records into committed ledger rows; one per worker process."""
 
     def __init__(
-        self, pool: asyncpg.Pool, keyring: KeyRing, policy: Policy, settings: Settings
+        self,
+        pool: asyncpg.Pool,
+        keyring: KeyRing,
+        policy: PolicyVersions | Policy,
+        settings: Settings,
     ) -> None:
         self._pool = pool
-        self._policy = policy
+        self._policies = as_versions(policy)  # each event judged under the one in force
         self._topic = settings.events_topic
         topics = BatchTopics(
             settings.events_topic, settings.violations_topic, settings.rejected_topic
@@ -93,7 +97,7 @@ class BatchPipeline:
             stages["load"] = _ms_since(stage)
             stage = time.perf_counter()
             outcome = settle_batch(
-                fresh, state.digests, state.files, self._policy, iter(state.sequence)
+                fresh, state.digests, state.files, self._policies, iter(state.sequence)
             )
             stages["settle"] = _ms_since(stage)
             stage = time.perf_counter()

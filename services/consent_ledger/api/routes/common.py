@@ -17,7 +17,7 @@ from consent_ledger.api.errors import ApiError, invalid_parameter
 from consent_ledger.api.metrics import RequestCounts
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import MAX_LIMIT, InvalidCursor, decode_cursor
-from consent_ledger.core.policy import Policy
+from consent_ledger.core.policy import PolicyVersions
 from consent_ledger.core.timestamps import format_micros, to_micros
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
@@ -29,7 +29,7 @@ class ApiContext:
     """What the handlers share: configuration and the adapters the factory wired."""
 
     settings: Settings
-    policy: Policy
+    policy: PolicyVersions
     keyring: KeyRing
     publisher: Publisher
     requests: RequestCounts = field(default_factory=RequestCounts)

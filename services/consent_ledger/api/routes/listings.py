@@ -63,6 +63,7 @@ def _violation(row: Row) -> models.ViolationItem:
         detected_at=format_instant(row["detected_at"]),
         occurred_at=format_micros(row["occurred_us"]),
         updated_at=format_instant(row["updated_at"]),
+        policy_version=row["policy_version"],
     )
 
 
