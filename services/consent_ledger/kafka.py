@@ -13,6 +13,10 @@ from aiokafka.errors import BrokerResponseError
 
 from consent_ledger.settings import Settings
 
+PRODUCER_MAX_REQUEST_BYTES = 1_048_576
+"""The largest message the ledger's producers send (aiokafka's default, set
+explicitly: copies of rejected records are cut to fit it)."""
+
 
 class IdempotenceRefused(RuntimeError):
     """The broker would not start an idempotent producer (the embedded one never does)."""
@@ -31,6 +35,7 @@ def make_producer(settings: Settings, *, client_id: str = "consent-ledger") -> A
         linger_ms=5,
         max_batch_size=256 * 1024,
         request_timeout_ms=30_000,
+        max_request_size=PRODUCER_MAX_REQUEST_BYTES,
     )
 
 
