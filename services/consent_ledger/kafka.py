@@ -6,12 +6,17 @@ embedded broker refuses InitProducerId, so ``consent-ledger dev`` turns it off.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition, errors
 from aiokafka.errors import BrokerResponseError
 
 from consent_ledger.settings import Settings
+
+PRODUCER_MAX_REQUEST_BYTES = 1_048_576
+"""The largest message the ledger's producers send (aiokafka's default, set
+explicitly: copies of rejected records are cut to fit it)."""
 
 
 class IdempotenceRefused(RuntimeError):
@@ -31,6 +36,7 @@ def make_producer(settings: Settings, *, client_id: str = "consent-ledger") -> A
         linger_ms=5,
         max_batch_size=256 * 1024,
         request_timeout_ms=30_000,
+        max_request_size=PRODUCER_MAX_REQUEST_BYTES,
     )
 
 
@@ -67,6 +73,55 @@ async def send_all(
     for future in futures:
         await future
     return len(futures)
+
+
+# What a broker (or the producer, checking first) answers when it will never
+# take a message, however often it is sent: the message itself is at fault.
+REFUSED_FOR_GOOD = (
+    errors.MessageSizeTooLargeError,
+    errors.RecordTooLargeError,
+    errors.RecordListTooLargeError,
+    errors.InvalidMessageError,  # corrupt record
+    errors.InvalidTopicError,
+    errors.InvalidTimestampError,
+    errors.UnsupportedForMessageFormatError,
+)
+
+OutgoingMessage = tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]
+
+
+async def send_each(
+    producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage]
+) -> list[BaseException | None]:
+    """Send (topic, key, value, headers) messages in order and wait for every
+    answer; return, per message, None when the broker acknowledged it, else the
+    error. A message refused for good (:data:`REFUSED_FOR_GOOD`) does not stop
+    the others; any other error from handing a message to the producer (an
+    unreachable broker: each would wait out the request timeout) leaves it and
+    every later message unsent, with that error."""
+    pending: list[asyncio.Future[object] | BaseException] = []
+    for topic, key, value, headers in messages:
+        try:
+            pending.append(
+                await producer.send(topic, value=value, key=key, headers=list(headers) or None)
+            )
+        except REFUSED_FOR_GOOD as refused:
+            pending.append(refused)
+        except Exception as failure:  # the rest are unsent, for a later pass
+            pending += [failure] * (len(messages) - len(pending))
+            break
+    outcomes: list[BaseException | None] = []
+    for item in pending:
+        if isinstance(item, BaseException):
+            outcomes.append(item)
+            continue
+        try:
+            await item
+        except Exception as failure:  # reported per message
+            outcomes.append(failure)
+        else:
+            outcomes.append(None)
+    return outcomes
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

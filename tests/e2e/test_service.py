@@ -17,8 +17,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consent_ledger.core.cloudevents import binary_headers
+from consent_ledger.core.intake import ValidEvent, validate
 from consent_ledger.core.offline import OfflineLedger
-from consent_ledger.core.policy import load_policy_versions
+from consent_ledger.core.policy import load_policy, load_policy_versions
 from tests.e2e.conftest import CLI, SCENARIOS, LedgerService
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -142,29 +143,47 @@ async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
     assert at_kill["accepted"] < want["counts"]["accepted"], "the kill came after the last batch"
 
 
-async def test_a_batch_that_cannot_be_written_stops_the_worker_and_loses_nothing(
+async def test_a_record_that_cannot_be_stored_is_rejected_and_the_stream_goes_on(
     ledger_service: LedgerService,
 ) -> None:
-    service, want = ledger_service, expected("random-3000")
+    """CONTRACT §2: a record PostgreSQL refuses (here: a trigger refusing one
+    event's ledger entry) is isolated from its batch and rejected as
+    ``unprocessable``; the worker stays up and everything else is exactly what
+    ``check`` gives for the records without it."""
+    service, records = ledger_service, lines("random-3000")
+    poison = next(
+        outcome.id for outcome in map(validate, records[1500:])
+        if isinstance(outcome, ValidEvent)
+        and sum(line.count(outcome.id.encode()) for line in records) == 1
+    )  # fmt: skip
+    ledger = OfflineLedger(load_policy(SCENARIOS / "random-3000" / "policy.yaml"))
+    for number, line in enumerate(records, start=1):
+        if poison.encode() not in line:
+            ledger.ingest(line, number)
     await asyncio.to_thread(
         subprocess.run, [str(CLI), "migrate"], env=service.env, check=True, capture_output=True
     )
     connection = await asyncpg.connect(service.env["LEDGER_DATABASE_URL"])
     try:
-        await connection.execute(BROKEN_DISCLOSURES)  # every write of a disclosure fails
-        worker = service.start_worker()
-        service.publish(SCENARIOS / "random-3000" / "events.jsonl")
-        exit_status = await asyncio.wait_for(asyncio.to_thread(worker.wait), timeout=120)
-        assert exit_status != 0, "the worker went on past a batch it could not write"
-        assert "injected fault" in service.worker_log(1)
-        service.workers.remove(worker)  # its exit was the point
-        assert (await service.stats())["accepted"] == 0  # the failed batches left nothing
-        await connection.execute("DROP TRIGGER broken ON disclosures")
+        await connection.execute(REFUSE_ONE_ENTRY.replace("POISON", poison))
     finally:
         await connection.close()
     service.start_worker()
-    stats = await service.wait_counted(len(lines("random-3000")))
-    await assert_exactly_expected(service, want, stats)
+    service.publish(SCENARIOS / "random-3000" / "events.jsonl")
+    stats = await service.wait_counted(len(records))
+
+    counts = ledger.counts
+    assert (stats["accepted"], stats["duplicates"], stats["rejected"]) == (
+        counts.accepted, counts.duplicates, counts.rejected + 1,
+    )  # fmt: skip
+    assert await service.open_violations() == {v.key for v in ledger.open_violations()}
+    unprocessable = [
+        item for item in await service.pages("/v1/rejected") if item["reason"] == "unprocessable"
+    ]
+    assert [item["event_id"] for item in unprocessable] == [poison]
+    assert "injected fault" in unprocessable[0]["detail"]
+    assert "poison record isolated" in service.worker_log(1)
+    assert service.workers[0].poll() is None, "the worker stopped"
 
 
 @pytest.mark.parametrize(
@@ -197,10 +216,11 @@ async def test_a_worker_that_could_not_work_does_not_join_its_group(
     assert healthy.poll() is None and (await service.stats()) == before
 
 
-BROKEN_DISCLOSURES = """
+REFUSE_ONE_ENTRY = """
 CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
-$$ BEGIN RAISE EXCEPTION 'injected fault'; END $$;
-CREATE TRIGGER broken BEFORE INSERT ON disclosures FOR EACH ROW EXECUTE FUNCTION refuse();
+$$ BEGIN IF NEW.event_id = 'POISON' THEN RAISE EXCEPTION 'injected fault'; END IF;
+   RETURN NEW; END $$;
+CREATE TRIGGER refuse BEFORE INSERT ON ledger_entries FOR EACH ROW EXECUTE FUNCTION refuse();
 """
 
 

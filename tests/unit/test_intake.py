@@ -406,6 +406,7 @@ def test_rejected_with_its_reason(raw: bytes | str, reason: Reason) -> None:
 def test_each_reason_has_several_cases() -> None:
     by_reason = {reason: sum(1 for *_, r in REJECTED if r is reason) for reason in Reason}
     assert by_reason.pop(Reason.ID_CONFLICT) == 0  # needs history: see the admit tests
+    assert by_reason.pop(Reason.UNPROCESSABLE) == 0  # the worker's, when storing fails
     assert all(count >= 5 for count in by_reason.values()), by_reason
 
 

@@ -24,6 +24,7 @@ from consent_ledger.core.intake import (
     admit,
     content_digest,
     record_size_problem,
+    subject_named_in,
     validate,
     validate_parsed,
 )
@@ -39,6 +40,7 @@ class Record(NamedTuple):
     offset: int
     value: bytes
     headers: Sequence[tuple[str, bytes]] = ()
+    key: bytes | None = None  # the Kafka key: names the subject (CONTRACT §1), also for erasure
 
 
 class Checked(NamedTuple):
@@ -82,6 +84,41 @@ def check_record(record: Record) -> Checked:
 
 def check_records(records: Sequence[Record]) -> list[Checked]:
     return [check_record(record) for record in records]
+
+
+MAX_SUBJECT_CHARS = 256  # CONTRACT §1
+
+
+def filed_subject(text: str | None) -> str | None:
+    """``text`` if an accepted event could name it as its subject, else None.
+
+    A rejected record is filed under the subject it names, so that erasing the
+    subject scrubs it; a string no accepted event can carry (empty, over 256
+    characters, holding U+0000 or an unpaired surrogate) names nobody the ledger
+    could erase, and PostgreSQL would refuse it in a text column or an index.
+    """
+    if not text or len(text) > MAX_SUBJECT_CHARS or "\x00" in text:
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # an unpaired surrogate
+        return None
+    return text
+
+
+def subject_of_rejected(record: Record) -> str | None:
+    """The subject a rejected record's value names, when it is a JSON object with one."""
+    return filed_subject(subject_named_in(record.value))
+
+
+def key_subject(key: bytes | None) -> str | None:
+    """The subject a record's Kafka key names (CONTRACT §1: events are keyed by subject)."""
+    if not key:
+        return None
+    try:
+        return filed_subject(key.decode())
+    except UnicodeDecodeError:
+        return None
 
 
 def settle_batch(

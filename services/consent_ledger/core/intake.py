@@ -53,6 +53,7 @@ class Reason(StrEnum):
     UNKNOWN_TYPE = "unknown-type"
     INVALID_DATA = "invalid-data"
     ID_CONFLICT = "id-conflict"
+    UNPROCESSABLE = "unprocessable"  # the worker only: storing a valid event failed (its detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,8 +75,12 @@ class EmbeddedBroker:
         startup_timeout: float = 20.0,
         stop_timeout: float = 5.0,
         log_path: str | os.PathLike[str] | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self._requested_port = port
+        # The port clients are told to connect to after bootstrapping: its own,
+        # or a TCP proxy's in front of it (tests cut connections there).
+        self._advertised_port = advertised_port
         self._host = host
         self._binary = binary
         self._startup_timeout = startup_timeout
@@ -201,7 +205,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self._host}:{self._advertised_port or port}",
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -27,9 +27,15 @@ from typing import NamedTuple
 import asyncpg
 import orjson
 
-from consent_ledger.core.batch import BatchOutcome, Checked
+from consent_ledger.core.batch import (
+    BatchOutcome,
+    Checked,
+    Record,
+    key_subject,
+    subject_of_rejected,
+)
 from consent_ledger.core.facts import ConsentChange, Disclosure
-from consent_ledger.core.intake import compact_json, subject_named_in
+from consent_ledger.core.intake import Rejection, compact_json
 from consent_ledger.core.timeline import Status, ViolationChange
 from consent_ledger.core.timestamps import format_micros, to_micros
 from consent_ledger.integrity.entry import encode_entry
@@ -127,6 +133,7 @@ class OutboxRow(NamedTuple):
     value: bytes
     headers: str  # JSON: [[name, value], ...]
     subject: str | None  # whose data it carries: erasure scrubs it
+    created_at: None  # the table's default: the statement leaves it out
 
 
 class RejectedRow(NamedTuple):
@@ -139,6 +146,7 @@ class RejectedRow(NamedTuple):
     subject: str | None
     raw: bytes
     recorded_at: datetime
+    key_subject: str | None  # the subject the Kafka key names: erasure scrubs by it too
 
 
 class PositionRow(NamedTuple):
@@ -190,8 +198,9 @@ WITH new_keys AS (
     SELECT topic, key, value, headers, subject FROM unnest($8::outbox[])
 ), refused AS (
     INSERT INTO rejected_events (kafka_partition, kafka_offset, reason, detail, event_id, subject,
-                                 raw, recorded_at)
-    SELECT kafka_partition, kafka_offset, reason, detail, event_id, subject, raw, recorded_at
+                                 raw, recorded_at, key_subject)
+    SELECT kafka_partition, kafka_offset, reason, detail, event_id, subject, raw, recorded_at,
+           key_subject
     FROM unnest($9::rejected_events[])
 )
 UPDATE consumer_positions AS position SET
@@ -218,17 +227,32 @@ FORGET_SUBJECTS = (
     "DELETE FROM consent_changes WHERE subject = ANY($1::text[])",
     "DELETE FROM current_consents WHERE subject = ANY($1::text[])",
     "DELETE FROM disclosures WHERE subject = ANY($1::text[])",
-    "UPDATE rejected_events SET raw = '', detail = 'erased' WHERE subject = ANY($1::text[])",
+    # By the subject the record names or the one its Kafka key names (CONTRACT §2).
+    """UPDATE rejected_events SET raw = '', detail = 'erased'
+       WHERE subject = ANY($1::text[]) OR key_subject = ANY($1::text[])""",
+    # Copies the broker refused for good are kept as dead letters: the same holds.
+    "DELETE FROM outbox_dead WHERE (subject = ANY($1::text[]) OR key = ANY($2::bytea[]))"
+    " AND topic <> $3",
 )
 SCRUB_EXPLANATIONS = "UPDATE violations SET explanation = $2 WHERE subject = ANY($1::text[])"
 SCRUB_OUTBOX = (
-    # Copies of rejected records not yet relayed carry raw personal data: drop them.
-    "DELETE FROM outbox WHERE subject = ANY($1::text[]) AND topic <> $2",
-    # Alerts not yet relayed go out without the details.
+    # Copies of rejected records not yet relayed carry raw personal data: drop them
+    # (a copy keeps its record's Kafka key, which may name the subject).
+    "DELETE FROM outbox WHERE (subject = ANY($1::text[]) OR key = ANY($3::bytea[])) AND topic <> $2",
+    # Alerts not yet relayed (or refused for good) go out or stay without the details.
     """UPDATE outbox SET value = convert_to(
         jsonb_set(convert_from(value, 'UTF8')::jsonb, '{violation,explanation}', to_jsonb($3::text))::text,
         'UTF8') WHERE subject = ANY($1::text[]) AND topic = $2""",
+    """UPDATE outbox_dead SET value = convert_to(
+        jsonb_set(convert_from(value, 'UTF8')::jsonb, '{violation,explanation}', to_jsonb($3::text))::text,
+        'UTF8') WHERE subject = ANY($1::text[]) AND topic = $2""",
 )
+# What a copy of a rejected record to ledger.rejected may carry besides its raw
+# bytes (key, headers, the record batch's own framing): the raw copy is cut to
+# the producer's maximum request size less this, so that every copy fits.
+COPY_ALLOWANCE = 8_192
+COPY_MAX_KEY_BYTES = 1_024
+COPY_MAX_DETAIL_CHARS = 1_024
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +272,7 @@ class BatchTopics:
     events: str  # whose partition positions the batch advances
     violations: str  # alerts
     rejected: str  # copies of rejected records
+    max_message_bytes: int = 1_048_576  # the relay's producer's max request size
 
 
 class BatchWriter:
@@ -358,12 +383,17 @@ class BatchWriter:
             ],
         )
         erased = list(outcome.erased)
-        for statement in FORGET_SUBJECTS:
+        keys = [subject.encode() for subject in erased]
+        violations_topic = self._topics.violations
+        *forget, drop_dead_copies = FORGET_SUBJECTS
+        for statement in forget:
             await connection.execute(statement, erased)
+        await connection.execute(drop_dead_copies, erased, keys, violations_topic)
         await connection.execute(SCRUB_EXPLANATIONS, erased, ERASED_EXPLANATION)
-        drop_copies, scrub_alerts = SCRUB_OUTBOX
-        await connection.execute(drop_copies, erased, self._topics.violations)
-        await connection.execute(scrub_alerts, erased, self._topics.violations, ERASED_EXPLANATION)
+        drop_copies, *scrub_alerts = SCRUB_OUTBOX
+        await connection.execute(drop_copies, erased, violations_topic, keys)
+        for statement in scrub_alerts:
+            await connection.execute(statement, erased, violations_topic, ERASED_EXPLANATION)
 
     def _violations(
         self, changes: list[ViolationChange], forgotten: set[str], now: datetime
@@ -389,7 +419,9 @@ class BatchWriter:
         ]  # fmt: skip
         topic = self._topics.violations
         alerts = [
-            OutboxRow(None, topic, v.event_id.encode(), alert_message(change, now), "[]", v.subject)
+            OutboxRow(
+                None, topic, v.event_id.encode(), alert_message(change, now), "[]", v.subject, None
+            )
             for change in changes
             for v in (change.violation,)
         ]
@@ -399,32 +431,51 @@ class BatchWriter:
         self, outcome: BatchOutcome, erased: set[str], now: datetime
     ) -> tuple[list[RejectedRow], list[OutboxRow]]:
         """Rows of the rejected records, and their copies for ``ledger.rejected``;
-        a record naming an erased subject is kept without its bytes, and not copied."""
+        a record whose value or Kafka key names an erased subject is kept without
+        its bytes, and not copied."""
         rows: list[RejectedRow] = []
         copies: list[OutboxRow] = []
         for record, rejection in outcome.rejected:
-            subject = subject_named_in(record.value)
-            if subject in erased:  # the raw record may hold personal data of a forgotten subject
+            subject = subject_of_rejected(record)
+            by_key = key_subject(record.key)
+            if (
+                subject in erased or by_key in erased
+            ):  # the raw record may hold a forgotten subject's data
                 rows.append(RejectedRow(
                     None, record.partition, record.offset, rejection.reason.value, "erased",
-                    rejection.event_id, subject, b"", now,
+                    rejection.event_id, subject, b"", now, by_key,
                 ))  # fmt: skip
                 continue
             rows.append(RejectedRow(
                 None, record.partition, record.offset, rejection.reason.value, rejection.detail,
-                rejection.event_id, subject, record.value, now,
+                rejection.event_id, subject, record.value, now, by_key,
             ))  # fmt: skip
-            headers = [
-                ["reason", rejection.reason.value],
-                ["detail", rejection.detail],
-                ["source_partition", str(record.partition)],
-                ["source_offset", str(record.offset)],
-            ]
-            copies.append(OutboxRow(
-                None, self._topics.rejected, subject.encode() if subject else None, record.value,
-                orjson.dumps(headers).decode(), subject,
-            ))  # fmt: skip
+            copies.append(self._copy(record, rejection, subject))
         return rows, copies
+
+    def _copy(self, record: Record, rejection: Rejection, subject: str | None) -> OutboxRow:
+        """The copy of a rejected record for ``ledger.rejected``, cut to fit the
+        producer's maximum request size: a raw copy cut short says so in the
+        headers ``raw_truncated`` and ``raw_size`` (its full length), a key left out
+        in ``key_size``. The full bytes stay in ``rejected_events``."""
+        headers = [
+            ["reason", rejection.reason.value],
+            ["detail", rejection.detail[:COPY_MAX_DETAIL_CHARS]],
+            ["source_partition", str(record.partition)],
+            ["source_offset", str(record.offset)],
+        ]
+        key = record.key if record.key is not None else (subject.encode() if subject else None)
+        if key is not None and len(key) > COPY_MAX_KEY_BYTES:
+            headers.append(["key_size", str(len(key))])
+            key = None
+        value = record.value
+        room = self._topics.max_message_bytes - COPY_ALLOWANCE
+        if len(value) > room:
+            headers += [["raw_truncated", "true"], ["raw_size", str(len(value))]]
+            value = value[:room]
+        return OutboxRow(
+            None, self._topics.rejected, key, value, orjson.dumps(headers).decode(), subject, None
+        )
 
 
 def _entries_without_integrity(

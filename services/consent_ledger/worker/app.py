@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consent_ledger.core.batch import Record
+from consent_ledger.core.intake import Reason
 from consent_ledger.core.policy import Policy, PolicyVersions
 from consent_ledger.core.timeline import Status
 from consent_ledger.integrity.checkpoints import load_signing_key
@@ -40,14 +41,12 @@ from consent_ledger.log import stdlib_logging_config
 from consent_ledger.settings import Settings
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.store.migrate import migrate
+from consent_ledger.worker.isolation import is_transient, store_isolating
 from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
 from consent_ledger.worker.relay import OutboxRelay
 
 log = structlog.get_logger(__name__)
-
-RETRYABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.DeadlockDetectedError, asyncpg.SerializationError)  # fmt: skip
 
 
 class WorkerRuntime:
@@ -63,6 +62,7 @@ class WorkerRuntime:
         self.signing_key: Ed25519PrivateKey | None = None
         self._producer: AIOKafkaProducer | None = None
         self.batches = 0
+        self.isolated = 0  # records rejected as unprocessable by this process
 
     async def open(self) -> None:
         async with self._opened:
@@ -99,23 +99,30 @@ class WorkerRuntime:
                 await self.pool.close()
             self.pool = self.pipeline = self.relay = self._producer = None
 
-    async def process(self, records: Sequence[Record]) -> BatchReport:
-        """Persist one batch, retrying connection-class failures until it commits."""
+    async def process(self, records: Sequence[Record]) -> list[BatchReport]:
+        """Persist one batch: an outage is waited out with backoff and the batch
+        retried until it commits (what committed before is skipped); a record that
+        cannot be stored is isolated and rejected (worker/isolation.py). One
+        report per transaction committed."""
         assert self.pipeline is not None and self.relay is not None
         delay = 0.1
         while True:
             try:
-                report = await self.pipeline.process(records)
+                reports = await store_isolating(self.pipeline, records)
                 break
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 log.warning("batch failed, retrying", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.batches += 1
-        if report.outbox:
-            self.relay.notify()
-        _log_batch(records, report)
-        return report
+        for report in reports:
+            self.batches += 1
+            self.isolated += report.rejected_by_reason[Reason.UNPROCESSABLE.value]
+            if report.outbox:
+                self.relay.notify()
+            _log_batch(report)
+        return reports
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
@@ -125,7 +132,7 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     is one more round trip per batch."""
 
 
-def _log_batch(records: Sequence[Record], report: BatchReport) -> None:
+def _log_batch(report: BatchReport) -> None:
     """One line per batch, and one per rejected record and per violation change,
     each with the event id, partition and offset it concerns."""
     outcome = report.outcome
@@ -145,7 +152,6 @@ def _log_batch(records: Sequence[Record], report: BatchReport) -> None:
                 rule=violation.rule.value, severity=violation.severity.value,
                 partition=judged.partition if judged else None, offset=judged.offset if judged else None,
             )  # fmt: skip
-    first, last = records[0], records[-1]
     log.info(
         "batch committed",
         records=report.records,
@@ -155,8 +161,8 @@ def _log_batch(records: Sequence[Record], report: BatchReport) -> None:
         rejected=sum(report.rejected_by_reason.values()),
         opened=sum(report.opened_by_rule.values()),
         retracted=sum(report.retracted_by_rule.values()),
-        first=f"{first.partition}@{first.offset}",
-        last=f"{last.partition}@{last.offset}",
+        first=report.first,
+        last=report.last,
         ms=round(report.seconds * 1000, 1),
         stages_ms=report.stages_ms,
     )
@@ -167,7 +173,9 @@ def _record(event: Any) -> Record:
     headers = message.headers or []
     if isinstance(headers, dict):
         headers = list(headers.items())
-    return Record(message.partition, message.offset, message.value or b"", tuple(headers))
+    return Record(
+        message.partition, message.offset, message.value or b"", tuple(headers), message.key
+    )
 
 
 async def take_batch(channel: Any, limit: int) -> list[Any]:
@@ -249,7 +257,9 @@ def create_app(
             return
         try:
             signed = await issue_checkpoint(runtime.pool, runtime.signing_key, settings.log_id)
-        except RETRYABLE as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             log.warning("checkpoint failed, will retry at the next interval", error=repr(exc))
             return
         if signed is not None:
@@ -268,7 +278,7 @@ def create_app(
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types want a signal kwarg
     async def release(sender: Any, *_: Any, **__: Any) -> None:
         await runtime.close()
-        log.info("worker stopped", batches=runtime.batches)
+        log.info("worker stopped", batches=runtime.batches, isolated=runtime.isolated)
 
     return app, runtime
 

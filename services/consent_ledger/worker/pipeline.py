@@ -18,16 +18,28 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+import orjson
 
-from consent_ledger.core.batch import BatchOutcome, Record, batch_needs, check_records, settle_batch
-from consent_ledger.core.intake import Rejection, subject_named_in
+from consent_ledger.core.batch import (
+    BatchOutcome,
+    Checked,
+    Record,
+    batch_needs,
+    check_records,
+    filed_subject,
+    key_subject,
+    settle_batch,
+    subject_of_rejected,
+)
+from consent_ledger.core.intake import Reason, Rejection
 from consent_ledger.core.policy import Policy, PolicyVersions, as_versions
 from consent_ledger.core.timeline import Status
 from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.kafka import PRODUCER_MAX_REQUEST_BYTES
 from consent_ledger.settings import Settings
 from consent_ledger.store.batch_read import load_batch_state, lock_positions
 from consent_ledger.store.batch_write import BatchTopics, BatchWriter, SettledBatch
@@ -38,6 +50,8 @@ class BatchReport:
     """What one batch did, for logs and metrics."""
 
     records: int = 0
+    first: str = ""  # partition@offset of the batch's first record
+    last: str = ""  # and of its last
     skipped: int = 0  # already committed by an earlier run
     accepted_by_type: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
@@ -64,15 +78,16 @@ class BatchPipeline:
         self._policies = as_versions(policy)  # each event judged under the one in force
         self._topic = settings.events_topic
         topics = BatchTopics(
-            settings.events_topic, settings.violations_topic, settings.rejected_topic
-        )
+            settings.events_topic, settings.violations_topic, settings.rejected_topic,
+            PRODUCER_MAX_REQUEST_BYTES,
+        )  # fmt: skip
         self._writer = BatchWriter(keyring, topics, integrity=settings.integrity)
 
     async def process(self, records: Sequence[Record]) -> BatchReport:
         """Check, settle and persist ``records`` (one or more partitions, offset order
         within each) in one transaction."""
         started = time.perf_counter()
-        report = BatchReport(records=len(records))
+        report = BatchReport(records=len(records), first=_at(records[0]), last=_at(records[-1]))
         stages = report.stages_ms
         checked = check_records(records)  # pure and the costliest step: outside the transaction
         stages["check"] = _ms_since(started)
@@ -86,14 +101,13 @@ class BatchPipeline:
             if not fresh:
                 report.seconds = time.perf_counter() - started
                 return report
-            named = (subject_named_in(item.record.value) for item in fresh
-                     if isinstance(item.outcome, Rejection))  # fmt: skip
             state = await load_batch_state(
                 connection,
                 batch_needs(fresh),
                 sorted({item.record.partition for item in fresh}),
-                [subject for subject in named if subject],
-            )
+                _named_by_rejected(item.record for item in fresh
+                                   if isinstance(item.outcome, Rejection)),
+            )  # fmt: skip
             stages["load"] = _ms_since(stage)
             stage = time.perf_counter()
             outcome = settle_batch(
@@ -107,6 +121,54 @@ class BatchPipeline:
         _count(report, outcome)
         report.seconds = time.perf_counter() - started
         return report
+
+    async def reject_unprocessable(self, record: Record, detail: str) -> BatchReport:
+        """Commit ``record`` as rejected ``unprocessable``, with ``detail`` (the error
+        storing it raised), and advance its partition past it: the last resort
+        for a record that passed intake but that the ledger cannot store
+        (worker/isolation.py finds it). Nothing of it is read but its bytes, its
+        key and the subject and id its value names, each kept only if PostgreSQL
+        can store it."""
+        started = time.perf_counter()
+        report = BatchReport(records=1, first=_at(record), last=_at(record))
+        rejection = Rejection(Reason.UNPROCESSABLE, detail, _storable_event_id(record))
+        checked = [Checked(record, rejection)]
+        async with self._pool.acquire() as connection, connection.transaction():
+            positions = await lock_positions(connection, self._topic, [record.partition])
+            if record.offset < positions[record.partition]:
+                report.skipped = 1  # committed meanwhile (a rebalance): nothing to reject
+                report.seconds = time.perf_counter() - started
+                return report
+            state = await load_batch_state(
+                connection, batch_needs([]), [record.partition], _named_by_rejected([record])
+            )
+            outcome = BatchOutcome(rejected=[(record, rejection)])
+            settled = SettledBatch(checked, state, outcome, started)
+            report.outbox = await self._writer.write(connection, settled)
+        _count(report, outcome)
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+def _named_by_rejected(records: Iterable[Record]) -> list[str]:
+    """The subjects rejected records name, by value or by Kafka key: whether they
+    were erased decides whether their bytes are kept."""
+    named: dict[str, None] = {}
+    for record in records:
+        for subject in (subject_of_rejected(record), key_subject(record.key)):
+            if subject is not None:
+                named[subject] = None
+    return list(named)
+
+
+def _storable_event_id(record: Record) -> str | None:
+    """The id an unprocessable record's value names, if it can be stored and shown."""
+    try:
+        body = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        return None
+    event_id = body.get("id") if isinstance(body, dict) else None
+    return filed_subject(event_id) if isinstance(event_id, str) else None
 
 
 def _count(report: BatchReport, outcome: BatchOutcome) -> None:
@@ -122,6 +184,10 @@ def _count(report: BatchReport, outcome: BatchOutcome) -> None:
             report.opened_by_rule if change.status is Status.OPEN else report.retracted_by_rule
         )
         by_rule[change.violation.rule.value] += 1
+
+
+def _at(record: Record) -> str:
+    return f"{record.partition}@{record.offset}"
 
 
 def _ms_since(start: float) -> float:

@@ -2,23 +2,25 @@
 
 Rows are claimed in id order, skipping rows another worker holds (several
 workers may relay at once: store/outbox.py), sent, and deleted in the same
-transaction once the broker acknowledged every one. A crash between the acknowledgement and the commit
-sends those rows again: consumers see each alert's ``id`` and can drop the
-rare repeat; nothing is ever lost.
+transaction once the broker acknowledged them. A crash between the
+acknowledgement and the commit sends those rows again: consumers see each
+alert's ``id`` and can drop the rare repeat; nothing is ever lost. A message
+the broker refuses for good (too large, invalid) moves to ``outbox_dead``
+with the reason and the rest go on; one that failed otherwise (an outage)
+stays for the next pass, so only then may a later alert overtake it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from consent_ledger.kafka import send_all
-from consent_ledger.store.outbox import claim_messages, delete_messages
+from consent_ledger.kafka import REFUSED_FOR_GOOD, send_each
+from consent_ledger.store.outbox import claim_messages, settle_messages
 
 log = structlog.get_logger(__name__)
 
@@ -32,26 +34,43 @@ class OutboxRelay:
         self._batch = batch
         self._wake = asyncio.Event()
         self.sent = 0
+        self.dead = 0  # messages refused for good by this relay
 
     def notify(self) -> None:
         self._wake.set()
 
     async def relay_once(self) -> int:
-        """Publish one batch of outbox rows; return how many were sent."""
+        """Publish one batch of outbox rows; return how many were settled: sent, or
+        refused by the broker for good and kept in ``outbox_dead`` with the reason,
+        so that one message the broker will never take jams nothing behind it.
+        Any other failure is raised after what was settled is committed; the
+        messages it concerns stay for the next pass."""
         async with self._pool.acquire() as connection, connection.transaction():
             claimed = await claim_messages(connection, self._batch)
             if not claimed:
                 return 0
-            by_topic: dict[str, list[tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]]] = {}
-            for message in claimed:
-                by_topic.setdefault(message.topic, []).append(
-                    (message.key, message.value, message.headers)
-                )
-            for topic, messages in by_topic.items():
-                await send_all(self._producer, topic, messages)
-            await delete_messages(connection, [message.id for message in claimed])
-        self.sent += len(claimed)
-        return len(claimed)
+            outcomes = await send_each(
+                self._producer, [(m.topic, m.key, m.value, m.headers) for m in claimed]
+            )
+            sent: list[int] = []
+            dead: list[tuple[int, str]] = []
+            failure: BaseException | None = None
+            for message, outcome in zip(claimed, outcomes, strict=True):
+                if outcome is None:
+                    sent.append(message.id)
+                elif isinstance(outcome, REFUSED_FOR_GOOD):
+                    dead.append((message.id, f"{type(outcome).__name__}: {outcome}"[:1_024]))
+                elif failure is None:
+                    failure = outcome
+            if sent or dead:
+                await settle_messages(connection, sent, dead)
+        for message_id, reason in dead:
+            log.error("outbox message refused for good, kept as dead", id=message_id, reason=reason)
+        self.sent += len(sent)
+        self.dead += len(dead)
+        if failure is not None:
+            raise failure
+        return len(sent) + len(dead)
 
     async def run(self, idle_poll_s: float = 0.5, pause_s: float = 0.05) -> None:
         """Relay until cancelled: drain, then wait for a notify or the poll interval.
