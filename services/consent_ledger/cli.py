@@ -184,6 +184,24 @@ def _parser() -> argparse.ArgumentParser:
                         "derived from LEDGER_SIGNING_KEY_FILE")  # fmt: skip
     verify.set_defaults(run=_verify)
 
+    rebuild = _command(
+        commands, "rebuild", "recompute the read models from the ledger and compare them",
+        "Recompute every read model (consent changes, current consents, disclosures, "
+        "erasures, violations with their status, the accepted and rejected counts) from the "
+        "ledger's entries in ingest order with the worker's own core, list each row where "
+        "the live ones differ, and with --swap replace the live ones in one transaction "
+        "(running workers wait for it). Erased subjects stay erased: their violations are "
+        "kept as recorded.",
+        "LEDGER_DATABASE_URL (required), LEDGER_MASTER_KEY_FILE or LEDGER_MASTER_KEY "
+        "(required), LEDGER_POLICY (the worker's), LEDGER_EVENTS_TOPIC",
+        "exit status: 0 the live read models equal the rebuilt ones, 1 they differed (with "
+        "--swap: and were replaced), 2 usage error, or the ledger could not be read or "
+        "replayed (nothing changed)",
+    )  # fmt: skip
+    rebuild.add_argument("--swap", action="store_true",
+                         help="replace the live read models with the rebuilt ones")  # fmt: skip
+    rebuild.set_defaults(run=_rebuild)
+
     verify_proof = _command(
         commands, "verify-proof", "check a saved inclusion or consistency proof offline",
         "Check a proof document saved from the API (inclusion or consistency) offline, "
@@ -354,6 +372,60 @@ def _verify(args: argparse.Namespace) -> int:
         f"{report.checkpoints} checkpoints\n"
     )
     return EXIT_OK if report.ok else EXIT_VIOLATIONS
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from consent_ledger.errors import RebuildError
+    from consent_ledger.integrity.keyring import KeyRing, MasterKeyError, load_master_key
+    from consent_ledger.store.rebuild import rebuild_read_models
+
+    settings = _settings()
+    if not settings.database_url:
+        raise UsageError("set LEDGER_DATABASE_URL")
+    try:
+        keyring = KeyRing(load_master_key(settings.master_key_file, settings.master_key))
+    except MasterKeyError as exc:
+        raise UsageError(str(exc)) from None
+    policy = resolve_policy(settings.policy_path)  # judge as the worker judges
+    database_url = settings.database_url
+
+    async def run() -> Any:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return await rebuild_read_models(
+                connection, keyring, policy, settings.events_topic, swap=args.swap
+            )
+        finally:
+            await connection.close()
+
+    try:
+        report = asyncio.run(run())
+    except RebuildError as exc:
+        raise UsageError(f"cannot rebuild: {exc}") from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise UsageError(f"cannot read the ledger: {type(exc).__name__}: {exc}") from None
+    for difference in [*report.differences, *report.count_differences]:
+        sys.stdout.write(f"DIFFERS: {difference.describe()}\n")
+    rows = ", ".join(f"{count} {table}" for table, count in report.rows.items())
+    sys.stdout.write(
+        f"replayed {report.entries} entries of {report.subjects} subjects in "
+        f"{report.seconds:.1f} s: {rows}; {report.erased_subjects} erased subjects, whose "
+        f"{report.carried_violations} violations are kept as recorded\n"
+    )
+    found = len(report.differences) + len(report.count_differences)
+    if report.equal:
+        sys.stdout.write("OK: the live read models equal the ledger's\n")
+    elif report.swapped:
+        sys.stdout.write(
+            f"REPLACED: {found} differences; the live read models now equal the ledger's\n"
+        )
+    else:
+        sys.stdout.write(f"FAILED: {found} differences; nothing changed (--swap replaces them)\n")
+    return EXIT_OK if report.equal else EXIT_VIOLATIONS
 
 
 def _verify_proof(args: argparse.Namespace) -> int:
