@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+_TRANSPORT = (
+    "LEDGER_KAFKA_SECURITY_PROTOCOL, LEDGER_KAFKA_SASL_MECHANISM, LEDGER_KAFKA_SASL_USERNAME, "
+    "LEDGER_KAFKA_SASL_PASSWORD_FILE, LEDGER_KAFKA_CA_FILE (TLS and SASL to Kafka)"
+)
 _CHECK_EXIT = "exit status: 0 nothing open, 1 violations open, 2 usage, file or policy error"
 
 
@@ -129,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         "LEDGER_EVENTS_TOPIC, LEDGER_REJECTED_TOPIC, LEDGER_VIOLATIONS_TOPIC, "
         "LEDGER_PARTITIONS, LEDGER_CONSUMER_GROUP, LEDGER_BATCH_SIZE, "
         "LEDGER_CHECKPOINT_INTERVAL_S, LEDGER_LOG_ID, LEDGER_KAFKA_IDEMPOTENCE, "
-        "LEDGER_SESSION_TIMEOUT_S, LEDGER_FETCH_MAX_WAIT_MS, LEDGER_INTEGRITY",
+        "LEDGER_SESSION_TIMEOUT_S, LEDGER_FETCH_MAX_WAIT_MS, LEDGER_INTEGRITY, " + _TRANSPORT,
         "exit status: 0 stopped by a signal, 2 usage or configuration error or the "
         "database unusable at start, other non-zero: it crashed (restart it: it resumes "
         "where the database says it stopped)",
@@ -143,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         "lag), LEDGER_API_HOST, LEDGER_API_PORT, LEDGER_MASTER_KEY_FILE or "
         "LEDGER_MASTER_KEY (required), LEDGER_PUBLIC_KEY_FILE or LEDGER_SIGNING_KEY_FILE, "
         "LEDGER_POLICY, LEDGER_EVENTS_TOPIC, LEDGER_KAFKA_IDEMPOTENCE, "
-        "LEDGER_MAX_REQUEST_BYTES, LEDGER_CHECKPOINT_INTERVAL_S, LEDGER_LOG_ID",
+        "LEDGER_MAX_REQUEST_BYTES, LEDGER_CHECKPOINT_INTERVAL_S, LEDGER_LOG_ID, " + _TRANSPORT,
         "exit status: 0 stopped by a signal, 2 usage or configuration error",
     )  # fmt: skip
     api.set_defaults(run=_api)
@@ -153,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         "Send a JSON Lines file's events to the events topic, keyed by subject. Without "
         "--raw each line is checked first and refused lines are reported, not sent.",
         "LEDGER_KAFKA_BOOTSTRAP (required), LEDGER_EVENTS_TOPIC, LEDGER_KAFKA_IDEMPOTENCE "
-        "(set it to false against the embedded broker of `consent-ledger dev`)",
+        "(set it to false against the embedded broker of `consent-ledger dev`), " + _TRANSPORT,
         "exit status: 0 all sent, 1 lines refused (not sent), 2 usage or broker error",
     )  # fmt: skip
     publish.add_argument("events", type=Path, help="JSON Lines file, one CloudEvent per line")
@@ -228,9 +232,14 @@ def _configure_logging() -> None:
 
 def _settings() -> Settings:
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        if settings.kafka_security_protocol != "PLAINTEXT":
+            from consent_ledger.kafka import kafka_security
+
+            kafka_security(settings)  # an unreadable password or CA file: one line, now
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
+    return settings
 
 
 def _dev(args: argparse.Namespace) -> int:
