@@ -91,6 +91,7 @@ def kafka_security(settings: Settings) -> KafkaSecurity:
         ssl_context=context,
     )
 
+
 PRODUCER_MAX_REQUEST_BYTES = 1_048_576
 """The largest message the ledger's producers send (aiokafka's default, set
 explicitly: copies of rejected records are cut to fit it)."""
