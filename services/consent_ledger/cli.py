@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+_TRANSPORT = (
+    "LEDGER_KAFKA_SECURITY_PROTOCOL, LEDGER_KAFKA_SASL_MECHANISM, LEDGER_KAFKA_SASL_USERNAME, "
+    "LEDGER_KAFKA_SASL_PASSWORD_FILE, LEDGER_KAFKA_CA_FILE (TLS and SASL to Kafka)"
+)
 _CHECK_EXIT = "exit status: 0 nothing open, 1 violations open, 2 usage, file or policy error"
 
 
@@ -130,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         "LEDGER_EVENTS_TOPIC, LEDGER_REJECTED_TOPIC, LEDGER_VIOLATIONS_TOPIC, "
         "LEDGER_PARTITIONS, LEDGER_CONSUMER_GROUP, LEDGER_BATCH_SIZE, "
         "LEDGER_CHECKPOINT_INTERVAL_S, LEDGER_LOG_ID, LEDGER_KAFKA_IDEMPOTENCE, "
-        "LEDGER_SESSION_TIMEOUT_S, LEDGER_FETCH_MAX_WAIT_MS, LEDGER_INTEGRITY",
+        "LEDGER_SESSION_TIMEOUT_S, LEDGER_FETCH_MAX_WAIT_MS, LEDGER_INTEGRITY, " + _TRANSPORT,
         "exit status: 0 stopped by a signal, 2 usage or configuration error or the "
         "database unusable at start, other non-zero: it crashed (restart it: it resumes "
         "where the database says it stopped)",
@@ -144,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
         "lag), LEDGER_API_HOST, LEDGER_API_PORT, LEDGER_MASTER_KEY_FILE or "
         "LEDGER_MASTER_KEY (required), LEDGER_PUBLIC_KEY_FILE or LEDGER_SIGNING_KEY_FILE, "
         "LEDGER_POLICY, LEDGER_EVENTS_TOPIC, LEDGER_KAFKA_IDEMPOTENCE, "
-        "LEDGER_MAX_REQUEST_BYTES, LEDGER_CHECKPOINT_INTERVAL_S, LEDGER_LOG_ID",
+        "LEDGER_MAX_REQUEST_BYTES, LEDGER_CHECKPOINT_INTERVAL_S, LEDGER_LOG_ID, " + _TRANSPORT,
         "exit status: 0 stopped by a signal, 2 usage or configuration error",
     )  # fmt: skip
     api.set_defaults(run=_api)
@@ -154,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
         "Send a JSON Lines file's events to the events topic, keyed by subject. Without "
         "--raw each line is checked first and refused lines are reported, not sent.",
         "LEDGER_KAFKA_BOOTSTRAP (required), LEDGER_EVENTS_TOPIC, LEDGER_KAFKA_IDEMPOTENCE "
-        "(set it to false against the embedded broker of `consent-ledger dev`)",
+        "(set it to false against the embedded broker of `consent-ledger dev`), " + _TRANSPORT,
         "exit status: 0 all sent, 1 lines refused (not sent), 2 usage or broker error",
     )  # fmt: skip
     publish.add_argument("events", type=Path, help="JSON Lines file, one CloudEvent per line")
@@ -185,6 +189,24 @@ def _parser() -> argparse.ArgumentParser:
                         "derived from LEDGER_SIGNING_KEY_FILE")  # fmt: skip
     verify.set_defaults(run=_verify)
 
+    rebuild = _command(
+        commands, "rebuild", "recompute the read models from the ledger and compare them",
+        "Recompute every read model (consent changes, current consents, disclosures, "
+        "erasures, violations with their status, the accepted and rejected counts) from the "
+        "ledger's entries in ingest order with the worker's own core, list each row where "
+        "the live ones differ, and with --swap replace the live ones in one transaction "
+        "(running workers wait for it). Erased subjects stay erased: their violations are "
+        "kept as recorded.",
+        "LEDGER_DATABASE_URL (required), LEDGER_MASTER_KEY_FILE or LEDGER_MASTER_KEY "
+        "(required), LEDGER_POLICY (the worker's), LEDGER_EVENTS_TOPIC",
+        "exit status: 0 the live read models equal the rebuilt ones, 1 they differed (with "
+        "--swap: and were replaced), 2 usage error, or the ledger could not be read or "
+        "replayed (nothing changed)",
+    )  # fmt: skip
+    rebuild.add_argument("--swap", action="store_true",
+                         help="replace the live read models with the rebuilt ones")  # fmt: skip
+    rebuild.set_defaults(run=_rebuild)
+
     verify_proof = _command(
         commands, "verify-proof", "check a saved inclusion or consistency proof offline",
         "Check a proof document saved from the API (inclusion or consistency) offline, "
@@ -211,9 +233,14 @@ def _configure_logging() -> None:
 
 def _settings() -> Settings:
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        if settings.kafka_security_protocol != "PLAINTEXT":
+            from consent_ledger.kafka import kafka_security
+
+            kafka_security(settings)  # an unreadable password or CA file: one line, now
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
+    return settings
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -355,6 +382,60 @@ def _verify(args: argparse.Namespace) -> int:
         f"{report.checkpoints} checkpoints\n"
     )
     return EXIT_OK if report.ok else EXIT_VIOLATIONS
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from consent_ledger.errors import RebuildError
+    from consent_ledger.integrity.keyring import KeyRing, MasterKeyError, load_master_key
+    from consent_ledger.store.rebuild import rebuild_read_models
+
+    settings = _settings()
+    if not settings.database_url:
+        raise UsageError("set LEDGER_DATABASE_URL")
+    try:
+        keyring = KeyRing(load_master_key(settings.master_key_file, settings.master_key))
+    except MasterKeyError as exc:
+        raise UsageError(str(exc)) from None
+    policy = load_policy_versions(settings.policy_path)  # judge as the worker judges
+    database_url = settings.database_url
+
+    async def run() -> Any:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return await rebuild_read_models(
+                connection, keyring, policy, settings.events_topic, swap=args.swap
+            )
+        finally:
+            await connection.close()
+
+    try:
+        report = asyncio.run(run())
+    except RebuildError as exc:
+        raise UsageError(f"cannot rebuild: {exc}") from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise UsageError(f"cannot read the ledger: {type(exc).__name__}: {exc}") from None
+    for difference in [*report.differences, *report.count_differences]:
+        sys.stdout.write(f"DIFFERS: {difference.describe()}\n")
+    rows = ", ".join(f"{count} {table}" for table, count in report.rows.items())
+    sys.stdout.write(
+        f"replayed {report.entries} entries of {report.subjects} subjects in "
+        f"{report.seconds:.1f} s: {rows}; {report.erased_subjects} erased subjects, whose "
+        f"{report.carried_violations} violations are kept as recorded\n"
+    )
+    found = len(report.differences) + len(report.count_differences)
+    if report.equal:
+        sys.stdout.write("OK: the live read models equal the ledger's\n")
+    elif report.swapped:
+        sys.stdout.write(
+            f"REPLACED: {found} differences; the live read models now equal the ledger's\n"
+        )
+    else:
+        sys.stdout.write(f"FAILED: {found} differences; nothing changed (--swap replaces them)\n")
+    return EXIT_OK if report.equal else EXIT_VIOLATIONS
 
 
 def _verify_proof(args: argparse.Namespace) -> int:

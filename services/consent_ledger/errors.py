@@ -7,7 +7,8 @@
     │   ├── UnknownEvent        no ledger entry has this event id
     │   └── UnknownCheckpoint   no checkpoint with this id, or none signed yet
     ├── NotCovered              the entry exists, but the checkpoint's tree does not hold it
-    └── LedgerInconsistent      what is stored disagrees with itself or its signatures
+    ├── LedgerInconsistent      what is stored disagrees with itself or its signatures
+    └── RebuildError            the read models cannot be rebuilt: an entry is unreadable
 
 The API maps each kind to a status in one place (``api/errors.py``), so a bug
 that raises a built-in exception is an internal error (500 "internal-error"),
@@ -62,3 +63,9 @@ class LedgerInconsistent(LedgerError):
     """Stored rows that fail the ledger's own checks: a checkpoint that does not
     parse, leaves that do not give a signed root, a log that shrank.
     ``consent-ledger verify`` says where."""
+
+
+class RebuildError(LedgerError):
+    """``consent-ledger rebuild`` cannot replay the ledger: an entry of a subject
+    never erased cannot be read (no key, a key the master key does not unwrap, a
+    payload that does not open), or the core refuses an entry the ledger holds."""

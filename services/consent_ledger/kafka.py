@@ -2,17 +2,95 @@
 
 Producers use idempotence unless ``LEDGER_KAFKA_IDEMPOTENCE=false``: the
 embedded broker refuses InitProducerId, so ``consent-ledger dev`` turns it off.
+
+Every client (producers, consumers, the admin client, faust's) connects with
+the transport of :func:`kafka_security`: TLS and SASL from the
+``LEDGER_KAFKA_*`` settings of CONTRACT §7.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition, errors
 from aiokafka.errors import BrokerResponseError
 
-from consent_ledger.settings import Settings
+from consent_ledger.settings import Settings, SettingsError
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How a client reaches the brokers: the security protocol, the SASL
+    mechanism and credentials, and the TLS context trusting the CA."""
+
+    protocol: str = "PLAINTEXT"
+    mechanism: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.ssl_context is not None:
+            options["ssl_context"] = self.ssl_context
+        if self.mechanism is not None:
+            options |= {
+                "sasl_mechanism": self.mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password,
+            }
+        return options
+
+
+PLAINTEXT = KafkaSecurity()
+
+
+@functools.lru_cache(maxsize=8)
+def kafka_security(settings: Settings) -> KafkaSecurity:
+    """The transport ``settings`` name, with the password file read and the CA
+    loaded (once per process: the API asks on every readiness probe).
+
+    Raises :class:`SettingsError` (one line, naming the variable) when the
+    password or CA file cannot be read or used. The combinations themselves
+    were checked when the settings were read."""
+    protocol = settings.kafka_security_protocol
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        # The system's trusted CAs unless a CA file is named; the broker's
+        # certificate must match the host name it is reached by.
+        ca_file = settings.kafka_ca_file
+        try:
+            context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(
+                f"LEDGER_KAFKA_CA_FILE={ca_file}: cannot load it as PEM certificates: {exc}"
+            ) from None
+    if not protocol.startswith("SASL_"):
+        return KafkaSecurity(protocol, ssl_context=context)
+    password_file = settings.kafka_sasl_password_file
+    assert password_file is not None  # Settings.from_env refuses SASL without it
+    try:
+        password = password_file.read_text("utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"LEDGER_KAFKA_SASL_PASSWORD_FILE={password_file}: cannot read it: {exc}"
+        ) from None
+    if not password:
+        raise SettingsError(f"LEDGER_KAFKA_SASL_PASSWORD_FILE={password_file} is empty")
+    return KafkaSecurity(
+        protocol,
+        mechanism=settings.kafka_sasl_mechanism,
+        username=settings.kafka_sasl_username,
+        password=password,
+        ssl_context=context,
+    )
+
 
 PRODUCER_MAX_REQUEST_BYTES = 1_048_576
 """The largest message the ledger's producers send (aiokafka's default, set
@@ -37,6 +115,7 @@ def make_producer(settings: Settings, *, client_id: str = "consent-ledger") -> A
         max_batch_size=256 * 1024,
         request_timeout_ms=30_000,
         max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+        **kafka_security(settings).client_options(),
     )
 
 
@@ -124,9 +203,13 @@ async def send_each(
     return outcomes
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+async def end_offsets(
+    bootstrap: str, topic: str, security: KafkaSecurity = PLAINTEXT
+) -> dict[int, int]:
     """The log-end offset of every partition of ``topic``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **security.client_options()
+    )
     try:
         await consumer.start()
         await consumer.topics()  # fetches the cluster metadata

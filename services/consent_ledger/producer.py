@@ -13,7 +13,10 @@ checked with the same intake rules the ledger applies (an invalid event raises
 :class:`InvalidEvent` naming the reason and the field, and is not sent), then
 published to ``ledger.events`` keyed by subject. Sends are batched by the
 client; ``publish`` returns once the broker acknowledged the event, and
-``publish_many`` once it acknowledged all of them.
+``publish_many`` once it acknowledged all of them. A broker behind TLS or SASL
+(CONTRACT §7) is reached with the transport of ``settings``, e.g.
+``LedgerProducer(bootstrap, source=..., settings=Settings.from_env())`` reads
+the ``LEDGER_KAFKA_*`` variables.
 """
 
 from __future__ import annotations
@@ -88,10 +91,15 @@ class LedgerProducer:
         topic: str = EVENTS_TOPIC,
         enable_idempotence: bool = True,
         producer: AIOKafkaProducer | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.source = source
         self.topic = topic
-        self._settings = Settings(kafka_bootstrap=bootstrap, kafka_idempotence=enable_idempotence)
+        # ``settings`` (e.g. Settings.from_env()) brings the transport of CONTRACT §7:
+        # TLS and SASL from the LEDGER_KAFKA_* variables.
+        self._settings = (settings or Settings()).with_(
+            kafka_bootstrap=bootstrap, kafka_idempotence=enable_idempotence
+        )
         self._given = producer
         self._producer = producer or make_producer(
             self._settings, client_id="consent-ledger-producer"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 
 class SettingsError(ValueError):
@@ -48,6 +48,12 @@ class Settings:
     fetch_max_wait_ms: int = 500
     max_request_bytes: int = 1_000_000
     integrity: bool = True  # benchmarks only: false skips sealing, digests and Merkle leaves
+    # Transport to Kafka (CONTRACT §7); consent_ledger.kafka.kafka_security builds the clients' part.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ca_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +74,7 @@ class Settings:
                 ) from None
         if "database_url" in values:
             _check_database_url(values["database_url"])
+        _check_kafka_transport(values)
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
@@ -98,6 +105,11 @@ _VARIABLES: dict[str, type] = {
     "fetch_max_wait_ms": int,
     "max_request_bytes": int,
     "integrity": bool,
+    "kafka_security_protocol": str,
+    "kafka_sasl_mechanism": str,
+    "kafka_sasl_username": str,
+    "kafka_sasl_password_file": Path,
+    "kafka_ca_file": Path,
 }
 # CONTRACT §5 spells one variable differently from its field; from_env honours both.
 _ALIASES = {"LEDGER_POLICY": "LEDGER_POLICY_PATH"}
@@ -131,4 +143,69 @@ def _check_database_url(url: str) -> None:
         raise SettingsError(
             f"LEDGER_DATABASE_URL ({shown}) is not a PostgreSQL URL: {problem}; "
             "e.g. postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+        )
+    # TLS (CONTRACT §7): asyncpg reads sslmode and sslrootcert from the URL
+    # itself; a typo in either would surface only as a failed connection.
+    query = parse_qs(urlsplit(url).query)
+    for mode in query.get("sslmode", []):
+        if mode not in _SSL_MODES:
+            raise SettingsError(
+                f"LEDGER_DATABASE_URL: sslmode={mode!r} is not one of " + ", ".join(_SSL_MODES)
+            )
+    for root in query.get("sslrootcert", []):
+        if not Path(root).is_file():
+            raise SettingsError(f"LEDGER_DATABASE_URL: sslrootcert={root} is not a file")
+
+
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SASL_VARIABLES = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password_file")
+
+
+def _check_kafka_transport(values: dict[str, Any]) -> None:
+    """Refuse, in one line each, the Kafka transport settings that cannot work
+    together (normalising the protocol and mechanism to upper case). Reads no
+    file: :func:`consent_ledger.kafka.kafka_security` does, when a client is made."""
+    protocol = str(values.get("kafka_security_protocol", "PLAINTEXT")).strip().upper()
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise SettingsError(
+            f"LEDGER_KAFKA_SECURITY_PROTOCOL={values['kafka_security_protocol']!r} is not one of "
+            + ", ".join(KAFKA_SECURITY_PROTOCOLS)
+        )
+    values["kafka_security_protocol"] = protocol
+    if "kafka_sasl_mechanism" in values:
+        mechanism = str(values["kafka_sasl_mechanism"]).strip().upper()
+        if mechanism not in KAFKA_SASL_MECHANISMS:
+            raise SettingsError(
+                f"LEDGER_KAFKA_SASL_MECHANISM={values['kafka_sasl_mechanism']!r} is not one of "
+                + ", ".join(KAFKA_SASL_MECHANISMS)
+            )
+        values["kafka_sasl_mechanism"] = mechanism
+    sasl_given = [name for name in _SASL_VARIABLES if name in values]
+    if protocol.startswith("SASL_"):
+        missing = [f"LEDGER_{name.upper()}" for name in _SASL_VARIABLES if name not in values]
+        if missing:
+            raise SettingsError(
+                f"LEDGER_KAFKA_SECURITY_PROTOCOL={protocol} needs " + ", ".join(missing)
+            )
+        if protocol == "SASL_PLAINTEXT" and values["kafka_sasl_mechanism"] == "PLAIN":
+            # PLAIN sends the password itself: without TLS anyone on the path reads it.
+            raise SettingsError(
+                "LEDGER_KAFKA_SASL_MECHANISM=PLAIN would send the password unencrypted over "
+                "SASL_PLAINTEXT: use LEDGER_KAFKA_SECURITY_PROTOCOL=SASL_SSL, or a SCRAM mechanism"
+            )
+    elif sasl_given:
+        named = ", ".join(f"LEDGER_{name.upper()}" for name in sasl_given)
+        wanted = "SASL_SSL" if protocol == "SSL" else "SASL_SSL or SASL_PLAINTEXT"
+        raise SettingsError(
+            f"{named} set, but LEDGER_KAFKA_SECURITY_PROTOCOL={protocol} sends no credentials: "
+            f"use {wanted}"
+        )
+    if "kafka_ca_file" in values and not protocol.endswith("SSL"):
+        raise SettingsError(
+            f"LEDGER_KAFKA_CA_FILE set, but LEDGER_KAFKA_SECURITY_PROTOCOL={protocol} does not "
+            "use TLS: use SSL or SASL_SSL"
         )

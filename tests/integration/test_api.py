@@ -561,6 +561,47 @@ async def test_a_subject_who_never_consented_has_no_consents(
 
 
 @pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/subjects/anna%00/consents", "subject"),
+        ("/v1/subjects/anna%00/events", "subject"),
+        ("/v1/subjects//consents", "subject"),
+        ("/v1/subjects/%20/events", "subject"),
+        (f"/v1/subjects/{'s' * 257}/consents", "subject"),
+        ("/v1/violations?subject=a%00b", "subject"),
+        ("/v1/violations?subject=%20", "subject"),
+        (f"/v1/violations?subject={'s' * 257}", "subject"),
+        ("/v1/subjects/anna/consents?as_of=2026%00", "as_of"),
+        ("/v1/violations?cursor=%00", "cursor"),
+        ("/v1/ledger/proofs/inclusion/ev%00", "event_id"),
+    ],
+)
+async def test_nul_an_empty_or_an_overlong_subject_is_a_400_naming_it(
+    settings: Settings, pool: asyncpg.Pool, path: str, parameter: str
+) -> None:
+    async with api(settings, pool) as client:
+        response = await client.get(path)
+    assert assert_error(response, 400, "invalid-parameter")["error"]["parameter"] == parameter
+
+
+async def test_a_subject_of_256_characters_is_asked_about(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with api(settings, pool) as client:
+        response = await client.get(f"/v1/subjects/{'s' * 256}/consents")
+    assert response.status_code == 200 and response.json()["consents"] == []
+
+
+async def test_an_echoed_parameter_is_cut(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with api(settings, pool) as client:
+        response = await client.get("/v1/subjects/anna/consents", params={"as_of": "q" * 50_000})
+    body = assert_error(response, 400, "invalid-parameter")
+    assert len(response.content) < 1_000
+    assert body["error"]["message"].startswith("as_of: 'qqq")
+    assert "more characters" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
     ("as_of", "mentions"),
     [
         ("yesterday", "RFC 3339"),
@@ -698,7 +739,66 @@ async def test_rejected_records_with_raw_text_or_base64(
     assert base64.b64decode(binary["raw"]) == b"\xff\xfe binary"
     assert unknown["reason"] == "unknown-type" and unknown["event_id"] == "ev-9"
     assert unknown["detail"] == "detail of 9" and unknown["recorded_at"].endswith("Z")
+    assert [(item["raw_bytes"], item["raw_truncated"]) for item in items] == [
+        (9, False), (9, False), (16, False)
+    ]  # fmt: skip
     assert assert_error(bad_cursor, 400)["error"]["parameter"] == "cursor"
+
+
+async def test_a_page_of_rejected_records_is_bounded_in_bytes(
+    settings: Settings, pool: asyncpg.Pool, rows: LedgerRows
+) -> None:
+    # Control characters are UTF-8 that JSON escapes six bytes each: ten records
+    # of 1 MB would be 62 MB on one page.
+    huge = b"\x01" * 1_000_000
+    for offset in range(10):
+        await rows.rejected(0, offset, "invalid-json", huge)
+    await rows.rejected(0, 10, "invalid-json", b"{small")
+    await rows.rejected(0, 11, "invalid-json", b"\xff" * 400_000)  # base64: 533,336 bytes
+    await rows.rejected(0, 12, "invalid-json", b"\xfe" * 400_000)
+    pages: list[dict[str, Any]] = []
+    sizes: list[int] = []
+    async with api(settings, pool) as client:
+        cursor = None
+        while len(pages) < 20:
+            params: dict[str, Any] = {"limit": 1000} | ({"cursor": cursor} if cursor else {})
+            response = await client.get("/v1/rejected", params=params)
+            assert response.status_code == 200, response.text[:300]
+            sizes.append(len(response.content))
+            pages.append(response.json())
+            cursor = pages[-1]["next_cursor"]
+            if cursor is None:
+                break
+    assert max(sizes) <= 1_001_000, sizes
+    listed = [(item["offset"], item["raw_truncated"]) for page in pages for item in page["items"]]
+    # Each record over a page on its own is shown cut, filling its page; the
+    # small one shares a page with a 533 KB one, but two of those do not fit.
+    assert listed == [(n, True) for n in range(10)] + [(10, False), (11, False), (12, False)]
+    assert [len(page["items"]) for page in pages] == [1] * 10 + [2, 1]
+    first = pages[0]["items"][0]
+    assert first["raw_bytes"] == 1_000_000 and first["raw_encoding"] == "utf-8"
+    assert 100_000 < len(first["raw"]) < 1_000_000 and set(first["raw"]) == {"\x01"}
+    assert base64.b64decode(pages[10]["items"][1]["raw"]) == b"\xff" * 400_000
+
+
+async def test_a_cut_rejected_record_keeps_whole_characters_and_long_texts_are_cut(
+    settings: Settings, pool: asyncpg.Pool, rows: LedgerRows
+) -> None:
+    await rows.db.execute(
+        "INSERT INTO rejected_events (kafka_partition, kafka_offset, reason, detail, event_id,"
+        " subject, raw, recorded_at) VALUES (0, 1, 'invalid-json', $1, NULL, $2, $3, $4)",
+        "d" * 5_000,
+        "s" * 3_000,
+        "é".encode() * 700_000,  # 1.4 MB of two-byte characters
+        NOW,
+    )
+    async with api(settings, pool) as client:
+        body = (await client.get("/v1/rejected")).json()
+    [item] = body["items"]
+    assert body["next_cursor"] is None
+    assert item["raw_truncated"] and item["raw_encoding"] == "utf-8"
+    assert set(item["raw"]) == {"é"} and item["raw_bytes"] == 1_400_000
+    assert item["detail"] == "d" * 1_024 + "…" and item["subject"] == "s" * 1_024 + "…"
 
 
 # -- stats, health, metrics ----------------------------------------------------------
@@ -1042,6 +1142,36 @@ async def test_post_that_is_not_json_is_one_invalid_json_event(
     assert mentions in rejected["detail"]
 
 
+async def test_post_lists_the_first_100_invalid_events_and_counts_them_all(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    zeros = b"[" + b"0," * 489_999 + b"0]"  # 980 KB: 490,000 invalid events
+    unknown = [event(f"u{n}", "ann", kind="Nope" + "x" * 2_000) for n in range(150)]
+    async with api(settings, pool) as client:
+        many = await client.post("/v1/events", content=zeros)
+        long_details = await client.post("/v1/events", json=[event("ok", "ann"), *unknown])
+    body = assert_error(many, 422, "invalid-events")
+    assert len(many.content) < 20_000
+    assert body["rejected_total"] == 490_000 and len(body["rejected"]) == 100
+    assert [item["index"] for item in body["rejected"]] == list(range(100))
+    assert {item["reason"] for item in body["rejected"]} == {"invalid-json"}
+    assert "490000 of 490000" in body["error"]["message"]
+    body = assert_error(long_details, 422, "invalid-events")
+    assert body["rejected_total"] == 150
+    assert [item["index"] for item in body["rejected"]] == list(range(1, 101))
+    assert all(len(item["detail"]) < 600 for item in body["rejected"])
+
+
+async def test_post_nested_999_deep_is_invalid_json(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with api(settings, pool) as client:
+        arrays = await client.post("/v1/events", content=b"[" * 999 + b"]" * 999)
+        objects = await client.post("/v1/events", content=b'{"a":' * 999 + b"1" + b"}" * 999)
+    for response in (arrays, objects):
+        body = assert_error(response, 422, "invalid-events")
+        assert [item["reason"] for item in body["rejected"]] == ["invalid-json"]
+        assert body["rejected_total"] == 1
+
+
 @pytest.mark.parametrize(
     ("content", "code"), [(b"", "empty-body"), (b" \n", "empty-body"), (b"[]", "empty-batch")]
 )
@@ -1112,6 +1242,19 @@ async def test_served_by_uvicorn_on_a_socket_with_its_own_pool(
             assert_error(missing, 404)
             huge = await client.post("/v1/events", content=b"[" + b" " * 2_000_000 + b"]")
             assert_error(huge, 413)
+            # A body the decoder takes a second or more over is checked off the
+            # event loop: /healthz keeps answering while it is being checked (with
+            # the check on the loop, one answer came before it and one after).
+            zeros = asyncio.create_task(
+                client.post("/v1/events", content=b"[" + b"0," * 489_999 + b"0]")
+            )
+            answered = 0
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as other:
+                while not zeros.done():  # bounded: the POST is answered
+                    assert (await other.get("/healthz")).status_code == 200
+                    answered += 1
+            assert answered >= 5
+            assert (await zeros).status_code == 422
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 10)

@@ -15,6 +15,7 @@ from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.store.migrate import migrate
+from consent_ledger.store.rebuild import rebuild_read_models
 from consent_ledger.worker.pipeline import BatchPipeline
 from tests.e2e.conftest import SCENARIOS
 
@@ -113,3 +114,26 @@ async def test_the_service_role_can_issue_checkpoints_but_not_withdraw_them(
             await connection.execute(statement)
         assert await connection.fetchval("SELECT count(*) FROM checkpoints") == 1
         assert await connection.fetchval("SELECT count(*) FROM merkle_logs") == 1
+
+
+async def test_the_service_role_rebuilds_and_swaps_the_read_models(
+    service_pool: asyncpg.Pool,
+) -> None:
+    """`consent-ledger rebuild --swap` runs with the worker's credentials: it
+    needs temporary tables, the lock on consumer_positions and the read models'
+    writes, nothing the owner keeps to itself."""
+    keyring = KeyRing(os.urandom(32))
+    policy = load_reference_policy()
+    pipeline = BatchPipeline(service_pool, keyring, policy, Settings())
+    lines = (SCENARIOS / "late-arrivals" / "events.jsonl").read_bytes().splitlines()
+    await pipeline.process([Record(0, offset, line) for offset, line in enumerate(lines)])
+    async with service_pool.acquire() as connection:
+        deleted = await connection.execute("DELETE FROM violations")
+        assert deleted != "DELETE 0"
+        report = await rebuild_read_models(
+            connection, keyring, policy, Settings().events_topic, swap=True
+        )
+        assert report.swapped and report.differences
+        assert (
+            await rebuild_read_models(connection, keyring, policy, Settings().events_topic)
+        ).equal

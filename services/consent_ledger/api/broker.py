@@ -14,7 +14,9 @@ from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from consent_ledger.kafka import (
+    PLAINTEXT,
     IdempotenceRefused,
+    KafkaSecurity,
     end_offsets,
     make_producer,
     send_all,
@@ -77,12 +79,15 @@ class Publisher:
             await producer.stop()
 
 
-async def broker_answers(bootstrap: str, timeout_s: float = BROKER_TIMEOUT_S) -> None:
+async def broker_answers(
+    bootstrap: str, timeout_s: float = BROKER_TIMEOUT_S, security: KafkaSecurity = PLAINTEXT
+) -> None:
     """Raise unless the broker answers a metadata request within ``timeout_s``."""
     client = AIOKafkaClient(
         bootstrap_servers=bootstrap,
         client_id="consent-ledger-api-ready",
         request_timeout_ms=int(timeout_s * 1000),
+        **security.client_options(),
     )
     try:
         await asyncio.wait_for(client.bootstrap(), timeout_s)
@@ -91,14 +96,17 @@ async def broker_answers(bootstrap: str, timeout_s: float = BROKER_TIMEOUT_S) ->
 
 
 async def log_end_offsets(
-    bootstrap: str | None, topic: str, timeout_s: float = BROKER_TIMEOUT_S
+    bootstrap: str | None,
+    topic: str,
+    timeout_s: float = BROKER_TIMEOUT_S,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[int, int] | None:
     """The log-end offset per partition of ``topic``, or None when the broker
     cannot tell in time (or none is configured)."""
     if not bootstrap:
         return None
     try:
-        return await asyncio.wait_for(end_offsets(bootstrap, topic), timeout_s)
+        return await asyncio.wait_for(end_offsets(bootstrap, topic, security), timeout_s)
     except (KafkaError, OSError) as exc:
         log.warning("log-end offsets unavailable", topic=topic, error=repr(exc))
         return None

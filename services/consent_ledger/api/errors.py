@@ -30,6 +30,17 @@ from consent_ledger.errors import (
 
 log = structlog.get_logger(__name__)
 
+#: The most characters of a sentence an error answer carries: messages and
+#: details may quote what the caller sent, which is bounded only by the request.
+MAX_MESSAGE_CHARS = 512
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text``, cut to ``limit`` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
 
 class ApiError(Exception):
     """An answer other than success: a status, a stable code and a sentence.
@@ -63,7 +74,7 @@ def invalid_parameter(parameter: str, problem: str) -> ApiError:
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
+    return {"error": {"code": code, "message": clip(message), **extra}}
 
 
 def error_response(
@@ -157,7 +168,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     problems = []
     for error in exc.errors():
         location = [str(part) for part in error.get("loc", ()) if part not in ("query", "path")]
-        problems.append({"parameter": ".".join(location), "problem": str(error.get("msg", ""))})
+        problem = clip(str(error.get("msg", "")))
+        problems.append({"parameter": clip(".".join(location)), "problem": problem})
     first = problems[0] if problems else {"parameter": "", "problem": "invalid request"}
     message = "; ".join(f"{p['parameter']}: {p['problem']}" for p in problems) or "invalid request"
     return error_response(

@@ -65,11 +65,19 @@ class RejectedEvent(BaseModel):
     event_id: str | None = Field(description="The event's id, when it has a usable one")
 
 
+#: The most invalid events a 422 of ``POST /v1/events`` lists; it counts them all.
+MAX_LISTED_REJECTIONS = 100
+
+
 class RejectedEvents(BaseModel):
     """At least one event was invalid: nothing was published."""
 
     error: ErrorDetail
-    rejected: list[RejectedEvent]
+    rejected: list[RejectedEvent] = Field(
+        description=f"The first {MAX_LISTED_REJECTIONS} invalid events, in request order",
+        max_length=MAX_LISTED_REJECTIONS,
+    )
+    rejected_total: int = Field(description="How many events of the request are invalid", ge=1)
 
 
 # -- violations ----------------------------------------------------------------
@@ -174,9 +182,19 @@ class RejectedRecord(BaseModel):
     recorded_at: str = Field(description=_INSTANT)
     raw: str = Field(description="The record as it came: UTF-8 text, or base64 (`raw_encoding`)")
     raw_encoding: Literal["utf-8", "base64"]
+    raw_bytes: int = Field(description="The record's size in bytes", ge=0)
+    raw_truncated: bool = Field(
+        description=(
+            "Whether `raw` shows only the start of the record: one larger than a page of "
+            "`/v1/rejected` on its own"
+        )
+    )
 
 
 class RejectedPage(BaseModel):
+    """At most ``limit`` records and about a megabyte of JSON; ``next_cursor`` when
+    more follow."""
+
     items: list[RejectedRecord]
     next_cursor: str | None
 

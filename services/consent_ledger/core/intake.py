@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, NamedTuple, cast
@@ -357,8 +357,41 @@ def validate_request_body(body: bytes) -> list[ValidEvent | Rejection]:
     ``invalid-json`` event: its elements cannot be told apart. The caller bounds
     the body's size.
     """
+    return list(_request_body_events(body))
+
+
+class RequestBodyCheck(NamedTuple):
+    """A ``POST /v1/events`` body checked, with only the first rejections kept."""
+
+    events: int  # in the body
+    valid: list[ValidEvent]
+    rejected: list[tuple[int, Rejection]]  # (index in the body, rejection), the first ones
+    rejected_total: int
+
+
+def check_request_body(body: bytes, keep: int) -> RequestBodyCheck:
+    """:func:`validate_request_body`, keeping the valid events and only the first
+    ``keep`` rejections (with their index) but counting all: a body of a million
+    invalid elements must not make a million answers."""
+    valid: list[ValidEvent] = []
+    rejected: list[tuple[int, Rejection]] = []
+    total = 0
+    events = 0
+    for index, outcome in enumerate(_request_body_events(body)):
+        events += 1
+        if isinstance(outcome, Rejection):
+            total += 1
+            if len(rejected) < keep:
+                rejected.append((index, outcome))
+        else:
+            valid.append(outcome)
+    return RequestBodyCheck(events, valid, rejected, total)
+
+
+def _request_body_events(body: bytes) -> Iterator[ValidEvent | Rejection]:
     if body.lstrip()[:1] != b"[":
-        return [_validate_posted(body.strip())]
+        yield _validate_posted(body.strip())
+        return
     array_depth = MAX_DEPTH + 1
     try:
         if body.count(b"{") + body.count(b"[") > array_depth and _nesting_depth(body, array_depth):
@@ -368,11 +401,15 @@ def validate_request_body(body: bytes) -> list[ValidEvent | Rejection]:
         try:
             parse_json(body, array_depth)  # for the reason
         except InvalidJson as exc:
-            return [Rejection(Reason.INVALID_JSON, str(exc))]
-        return [Rejection(Reason.INVALID_JSON, "not a JSON array of events")]
+            yield Rejection(Reason.INVALID_JSON, str(exc))
+            return
+        yield Rejection(Reason.INVALID_JSON, "not a JSON array of events")
+        return
     except InvalidJson as exc:
-        return [Rejection(Reason.INVALID_JSON, str(exc))]
-    return [_validate_posted(bytes(element)) for element in elements]
+        yield Rejection(Reason.INVALID_JSON, str(exc))
+        return
+    for element in elements:
+        yield _validate_posted(bytes(element))
 
 
 def _validate_posted(record: bytes) -> ValidEvent | Rejection:

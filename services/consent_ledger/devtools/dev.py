@@ -44,7 +44,7 @@ from consent_ledger.integrity.checkpoints import (
     save_signing_key,
 )
 from consent_ledger.integrity.keyring import create_master_key_file
-from consent_ledger.kafka import make_producer, start_producer
+from consent_ledger.kafka import kafka_security, make_producer, start_producer
 from consent_ledger.settings import Settings
 from consent_ledger.store.audit_reads import start_broker_epoch
 from consent_ledger.store.migrate import migrate
@@ -95,6 +95,7 @@ class DevStack:
                 settings.rejected_topic: 1,
                 settings.violations_topic: 1,
             },
+            security=kafka_security(settings),
         )
         connection = await asyncpg.connect(settings.database_url)
         try:

@@ -8,9 +8,12 @@ import socket
 import struct
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from consent_ledger.kafka import KafkaSecurity
 
 log = structlog.get_logger(__name__)
 
@@ -61,12 +64,14 @@ async def ensure_topics(
     *,
     replication_factor: int = 1,
     ready_within: float = 30.0,
+    security: KafkaSecurity | None = None,
 ) -> None:
     """Create each topic with its partition count unless it exists; wait until usable.
 
     A topic that already exists is left as it is (a different partition count is
     logged, not changed). Returns once the broker's metadata lists every topic with
     a leader for each partition; raises ``TimeoutError`` after ``ready_within`` seconds.
+    ``security`` is the transport to the brokers (plain text when None).
     """
     if not topics:
         return
@@ -75,7 +80,9 @@ async def ensure_topics(
 
     deadline = time.monotonic() + ready_within
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(ready_within * 1000)
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(ready_within * 1000),
+        **(security.client_options() if security is not None else {}),
     )
     await admin.start()
     try:

@@ -50,9 +50,26 @@ ORDER BY occurred_us, seq
 LIMIT $4
 """
 
+# The next $2 rejected records after id $1, without reading more than $3 bytes of
+# raw records in all (a record may be a megabyte): a record's raw is read, cut to
+# $3 bytes, only while the raw bytes before it on the page are under $3. Texts are
+# cut to $4 characters (one more, so that the caller sees a cut). page_rows is how
+# many records the page would have had without the budget.
 REJECTED_PAGE: Final = """
-SELECT id, reason, detail, event_id, subject, kafka_partition, kafka_offset, raw, recorded_at
-FROM rejected_events WHERE id > $1 ORDER BY id LIMIT $2
+WITH page AS (
+    SELECT id, raw_bytes,
+           coalesce(sum(raw_bytes) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING
+                                         AND 1 PRECEDING), 0) AS bytes_before,
+           count(*) OVER () AS page_rows
+    FROM (SELECT id, octet_length(raw) AS raw_bytes
+          FROM rejected_events WHERE id > $1 ORDER BY id LIMIT $2) AS firsts
+)
+SELECT r.id, r.reason, left(r.detail, $4 + 1) AS detail, left(r.event_id, $4 + 1) AS event_id,
+       left(r.subject, $4 + 1) AS subject, r.kafka_partition, r.kafka_offset, r.recorded_at,
+       substring(r.raw FROM 1 FOR $3) AS raw, page.raw_bytes, page.page_rows
+FROM page JOIN rejected_events AS r ON r.id = page.id
+WHERE page.bytes_before < $3
+ORDER BY r.id
 """
 
 POSITION_TOTALS: Final = """
@@ -164,8 +181,14 @@ class LedgerView:
             await self._connection.fetch(VIOLATIONS_PAGE[filters], after_id, limit, *values)
         )
 
-    async def rejected(self, *, after_id: int, limit: int) -> list[Row]:
-        return list(await self._connection.fetch(REJECTED_PAGE, after_id, limit))
+    async def rejected(
+        self, *, after_id: int, limit: int, raw_budget: int, text_chars: int
+    ) -> list[Row]:
+        """The next ``limit`` rejected records after ``after_id``, those that start
+        within ``raw_budget`` bytes of raw records (see :data:`REJECTED_PAGE`)."""
+        return list(
+            await self._connection.fetch(REJECTED_PAGE, after_id, limit, raw_budget, text_chars)
+        )
 
     async def position_totals(self, topic: str) -> Row:
         row: Row = await self._connection.fetchrow(POSITION_TOTALS, topic)

@@ -112,7 +112,7 @@ class DisclosureRow(NamedTuple):
 
 
 class ViolationRow(NamedTuple):
-    id: None  # the table's serial: the statement leaves it out
+    id: int | None  # the table's serial: the batch's statement leaves it out
     event_id: str
     rule: str
     subject: str
@@ -299,7 +299,7 @@ class BatchWriter:
             entries, new_keys, logs = self._entries(state, outcome, forgotten, now)
         else:
             entries, new_keys, logs = _entries_without_integrity(state, outcome, now)
-        consents, current, shared = _facts(outcome, forgotten)
+        consents, current, shared = fact_rows(outcome, forgotten)
         violations, alerts = self._violations(outcome.changes, forgotten, now)
         rejected, copies = self._rejected(outcome, state.erased | set(outcome.erased), now)
         positions = _positions(batch.checked, outcome)
@@ -408,15 +408,7 @@ class BatchWriter:
             else change
             for change in changes
         ]
-        final = {change.violation.key: change for change in changes}
-        rows = [
-            ViolationRow(
-                None, v.event_id, v.rule.value, v.subject, v.severity.value, v.clause,
-                v.explanation, change.status.value, v.occurred_at, now, now, v.policy_version,
-            )
-            for change in final.values()
-            for v in (change.violation,)
-        ]  # fmt: skip
+        rows = violation_rows(changes, now)
         topic = self._topics.violations
         alerts = [
             OutboxRow(
@@ -496,7 +488,22 @@ def _entries_without_integrity(
     return rows, [], [MerkleLogRow(partition, size, empty) for partition, size in sizes.items()]
 
 
-def _facts(
+def violation_rows(changes: list[ViolationChange], now: datetime) -> list[ViolationRow]:
+    """One row per violation ``changes`` touch, from its last change, as a batch
+    written at ``now`` inserts it (a row already stored takes only the status and
+    ``updated_at``: see WRITE_BATCH). ``rebuild`` builds its rows with this too."""
+    final = {change.violation.key: change for change in changes}
+    return [
+        ViolationRow(
+            None, v.event_id, v.rule.value, v.subject, v.severity.value, v.clause,
+            v.explanation, change.status.value, v.occurred_at, now, now, v.policy_version,
+        )
+        for change in final.values()
+        for v in (change.violation,)
+    ]  # fmt: skip
+
+
+def fact_rows(
     outcome: BatchOutcome, forgotten: set[str]
 ) -> tuple[list[ConsentChangeRow], list[CurrentConsentRow], list[DisclosureRow]]:
     """Rows of the consent changes, of the current consents they move, and of the

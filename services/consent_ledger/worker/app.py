@@ -29,6 +29,7 @@ import faust
 import structlog
 from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from faust.types.auth import CredentialsT
 
 from consent_ledger.core.batch import Record
 from consent_ledger.core.intake import Reason
@@ -36,7 +37,7 @@ from consent_ledger.core.policy import Policy, PolicyVersions
 from consent_ledger.core.timeline import Status
 from consent_ledger.integrity.checkpoints import load_signing_key
 from consent_ledger.integrity.keyring import KeyRing, load_master_key
-from consent_ledger.kafka import make_producer, start_producer
+from consent_ledger.kafka import KafkaSecurity, kafka_security, make_producer, start_producer
 from consent_ledger.log import stdlib_logging_config
 from consent_ledger.settings import Settings
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
@@ -201,6 +202,7 @@ def create_app(
     app = faust.App(
         settings.consumer_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(kafka_security(settings)),
         store="memory://",
         datadir=datadir,
         autodiscover=False,
@@ -281,6 +283,22 @@ def create_app(
         log.info("worker stopped", batches=runtime.batches, isolated=runtime.isolated)
 
     return app, runtime
+
+
+def faust_credentials(security: KafkaSecurity) -> CredentialsT | None:
+    """The transport of ``security`` as faust's ``broker_credentials``, which faust
+    hands to every client it makes (consumer, producer, topic creation)."""
+    if security.mechanism is not None:
+        # faust derives SASL_SSL from the context's presence, SASL_PLAINTEXT from its absence.
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password,
+            ssl_context=security.ssl_context,
+            mechanism=security.mechanism,
+        )
+    if security.ssl_context is not None:
+        return faust.SSLCredentials(security.ssl_context)
+    return None
 
 
 def _partitions(topic_partitions: Any, topic: str) -> list[int]:

@@ -17,6 +17,7 @@ from consent_ledger.api.errors import ApiError, invalid_parameter
 from consent_ledger.api.metrics import RequestCounts
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import MAX_LIMIT, InvalidCursor, decode_cursor
+from consent_ledger.core.intake import MAX_ATTRIBUTE_CHARS
 from consent_ledger.core.policy import PolicyVersions
 from consent_ledger.core.timestamps import format_micros, to_micros
 from consent_ledger.integrity.keyring import KeyRing
@@ -62,6 +63,29 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 SUBJECT_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
     410: {"model": models.SubjectErased, "description": "The subject was erased"}
 }
+
+
+def refuse_nul(request: Request) -> None:
+    """Refuse U+0000 in any path or query parameter with a 400 naming it: no id,
+    subject or cursor the ledger stores can hold it, and PostgreSQL refuses it in text."""
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if isinstance(value, str) and "\x00" in value:
+            raise invalid_parameter(name, "holds U+0000 (NUL), which no value here may hold")
+
+
+def subject_parameter(subject: str, parameter: str = "subject") -> str:
+    """``subject`` as a path or query parameter, held to what an event's subject may
+    be (CONTRACT §1): not empty nor only white space, at most 256 characters."""
+    if not subject.strip():
+        raise invalid_parameter(parameter, "is empty; name a subject")
+    if len(subject) > MAX_ATTRIBUTE_CHARS:
+        raise invalid_parameter(
+            parameter,
+            f"is {len(subject):,} characters long; a subject id has at most {MAX_ATTRIBUTE_CHARS}",
+        )
+    if "\x00" in subject:
+        raise invalid_parameter(parameter, "holds U+0000 (NUL), which no subject id may hold")
+    return subject
 
 
 def cursor_key(cursor: str, listing: str, size: int) -> tuple[int, ...]:

@@ -6,20 +6,16 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter
 
 from consent_ledger.api import models
 from consent_ledger.api.broker import BrokerUnavailable
-from consent_ledger.api.errors import ApiError
-from consent_ledger.api.models import ErrorResponse
+from consent_ledger.api.errors import ApiError, clip
+from consent_ledger.api.models import MAX_LISTED_REJECTIONS, ErrorResponse
 from consent_ledger.api.routes.common import Context
 from consent_ledger.core.events import Event
-from consent_ledger.core.intake import (
-    Rejection,
-    ValidEvent,
-    compact_json,
-    validate_request_body,
-)
+from consent_ledger.core.intake import check_request_body, compact_json
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -56,7 +52,13 @@ _MEDIA_TYPES = (
     responses={
         400: {"model": ErrorResponse, "description": "The body is empty, or an empty array"},
         413: {"model": ErrorResponse, "description": "The body is larger than the limit"},
-        422: {"model": models.RejectedEvents, "description": "Invalid events; none published"},
+        422: {
+            "model": models.RejectedEvents,
+            "description": (
+                f"Invalid events; none published. `rejected` lists the first "
+                f"{MAX_LISTED_REJECTIONS}, `rejected_total` counts them all"
+            ),
+        },
         503: {"model": ErrorResponse, "description": "The broker did not acknowledge"},
     },
     openapi_extra={
@@ -70,30 +72,37 @@ async def publish_events(request: Request, context: Context) -> models.AcceptedE
     raw = await _read_body(request, context.settings.max_request_bytes)
     if not raw.strip():
         raise ApiError(400, "empty-body", "the body is empty; send an event or an array of them")
-    outcomes = _checked_events(raw)
-    if not outcomes:
+    # In a worker thread: a megabyte of tiny elements takes the decoder a second
+    # or more, which must not stall every other request (/healthz included).
+    checked = await run_in_threadpool(check_request_body, raw, MAX_LISTED_REJECTIONS)
+    if not checked.events:
         raise ApiError(400, "empty-batch", "the array holds no events")
-    valid: list[ValidEvent] = []
-    rejected: list[models.RejectedEvent] = []
-    for index, outcome in enumerate(outcomes):
-        if isinstance(outcome, Rejection):
-            rejected.append(
-                models.RejectedEvent(
-                    index=index,
-                    reason=outcome.reason.value,  # type: ignore[arg-type]  # never id-conflict here
-                    detail=outcome.detail,
-                    event_id=outcome.event_id,
-                )
+    if checked.rejected_total:
+        rejected = [
+            models.RejectedEvent(
+                index=index,
+                reason=rejection.reason.value,  # type: ignore[arg-type]  # never id-conflict here
+                detail=clip(rejection.detail),
+                event_id=rejection.event_id,
             )
-        else:
-            valid.append(outcome)
-    if rejected:
+            for index, rejection in checked.rejected
+        ]
+        listed = (
+            f"; the first {len(rejected)} are listed"
+            if len(rejected) < checked.rejected_total
+            else ""
+        )
         raise ApiError(
             422,
             "invalid-events",
-            f"{len(rejected)} of {len(outcomes)} events are invalid; none was published",
-            body={"rejected": [item.model_dump() for item in rejected]},
+            f"{checked.rejected_total} of {checked.events} events are invalid; none was "
+            f"published{listed}",
+            body={
+                "rejected": [item.model_dump() for item in rejected],
+                "rejected_total": checked.rejected_total,
+            },
         )
+    valid = checked.valid
     messages = [
         (event.subject.encode("utf-8", "backslashreplace"), compact_json(event.body), ())
         for event in valid
@@ -130,8 +139,3 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _checked_events(raw: bytes) -> list[ValidEvent | Rejection]:
-    """Each event of a body checked as intake checks a record (intake.validate_request_body)."""
-    return validate_request_body(raw)

@@ -19,6 +19,7 @@ from consent_ledger.api.broker import (
 from consent_ledger.api.errors import ApiError, error_body
 from consent_ledger.api.metrics import CONTENT_TYPE, LedgerFigures, exposition
 from consent_ledger.api.routes.common import Context
+from consent_ledger.kafka import kafka_security
 
 router = APIRouter()
 
@@ -33,7 +34,9 @@ async def stats(context: Context) -> models.Stats:
         by_status = await view.violations_by_status()
         next_offsets = await view.next_offsets(topic)
     # Asked after the database, so the lag is never below the truth.
-    log_end = await log_end_offsets(context.settings.kafka_bootstrap, topic)
+    log_end = await log_end_offsets(
+        context.settings.kafka_bootstrap, topic, security=kafka_security(context.settings)
+    )
     lag = sum(consumer_lag(log_end, next_offsets).values()) if log_end is not None else None
     return models.Stats(
         accepted=totals["accepted"],
@@ -62,7 +65,11 @@ async def readyz(context: Context) -> Response:
     async def broker() -> None:
         if not context.settings.kafka_bootstrap:
             raise BrokerUnavailable("LEDGER_KAFKA_BOOTSTRAP is not set")
-        await broker_answers(context.settings.kafka_bootstrap, _READY_TIMEOUT_S)
+        await broker_answers(
+            context.settings.kafka_bootstrap,
+            _READY_TIMEOUT_S,
+            security=kafka_security(context.settings),
+        )
 
     names = ("database", "broker")
     outcomes = await asyncio.gather(database(), broker(), return_exceptions=True)
@@ -100,7 +107,9 @@ async def metrics(context: Context) -> Response:
         totals = await view.position_totals(topic)
         next_offsets = await view.next_offsets(topic)
         batch_times = await view.batch_times(topic)
-    log_end = await log_end_offsets(context.settings.kafka_bootstrap, topic)
+    log_end = await log_end_offsets(
+        context.settings.kafka_bootstrap, topic, security=kafka_security(context.settings)
+    )
     figures = LedgerFigures(
         topic=topic,
         entries_by_type=by_type,

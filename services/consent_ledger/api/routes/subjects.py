@@ -20,6 +20,7 @@ from consent_ledger.api.routes.common import (
     cursor_key,
     format_instant,
     page_of,
+    subject_parameter,
 )
 from consent_ledger.core.consents import PurposeConsent, consents_at, current_consent
 from consent_ledger.core.facts import ConsentChange
@@ -59,6 +60,7 @@ async def subject_consents(
         ),
     ] = None,
 ) -> models.SubjectConsents:
+    subject = subject_parameter(subject)
     instant = _as_of(as_of) if as_of is not None else to_micros(datetime.now(UTC))
     async with context.ledger().snapshot() as view:
         await _refuse_erased(view, subject)
@@ -117,6 +119,7 @@ def _consent(status: PurposeConsent) -> models.Consent:
 async def subject_events(
     subject: str, context: Context, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> models.LedgerEntryPage:
+    subject = subject_parameter(subject)
     after = cursor_key(cursor, "entries", 2) if cursor else _SMALLEST_KEY
     async with context.ledger().snapshot() as view:
         await _refuse_erased(view, subject)
