@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import getpass
 import sys
 import textwrap
 from collections import defaultdict
@@ -23,6 +24,7 @@ from consent_ledger import __version__
 from consent_ledger.core.offline import OfflineLedger
 from consent_ledger.core.policy import PolicyError, load_policy_versions
 from consent_ledger.core.timeline import Violation
+from consent_ledger.core.timestamps import format_micros
 from consent_ledger.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -206,6 +208,27 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--swap", action="store_true",
                          help="replace the live read models with the rebuilt ones")  # fmt: skip
     rebuild.set_defaults(run=_rebuild)
+
+    policy = _command(
+        commands, "policy", "publish a policy version to the running service, or list them",
+        "Policy versions of the running service (CONTRACT §9). `policy publish FILE` checks "
+        "the file against every version in force, stores it append-only with its SHA-256, "
+        "records that hash in the ledger's policy log (signed by the next checkpoint) and "
+        "has the workers re-judge what is dated at or after its effective_from. "
+        "`policy versions` lists the published versions.",
+        "LEDGER_DATABASE_URL (required), LEDGER_POLICY (the configured versions the new one "
+        "must not clash with)",
+        "exit status: 0 published or listed, 2 usage, policy or database error",
+    )  # fmt: skip
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    policy_publish = policy_commands.add_parser("publish", help="publish a policy version")
+    policy_publish.add_argument("file", type=Path, help="the version's policy YAML")
+    policy_publish.add_argument("--publisher", default=getpass.getuser(),
+                                help="who publishes it (default: the user running this)")  # fmt: skip
+    policy_publish.set_defaults(run=_policy_publish)
+    policy_versions = policy_commands.add_parser("versions", help="list the published versions")
+    policy_versions.add_argument("--json", action="store_true", help="print one JSON document")
+    policy_versions.set_defaults(run=_policy_versions)
 
     verify_proof = _command(
         commands, "verify-proof", "check a saved inclusion or consistency proof offline",
@@ -436,6 +459,78 @@ def _rebuild(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(f"FAILED: {found} differences; nothing changed (--swap replaces them)\n")
     return EXIT_OK if report.equal else EXIT_VIOLATIONS
+
+
+def _with_database(settings: Settings, work: Any) -> Any:
+    """Run ``await work(connection)`` on a migrated connection to the ledger's database."""
+    import asyncio
+
+    import asyncpg
+
+    from consent_ledger.store.migrate import migrate
+
+    if not settings.database_url:
+        raise UsageError("set LEDGER_DATABASE_URL")
+
+    async def run() -> Any:
+        connection = await asyncpg.connect(settings.database_url)
+        try:
+            await migrate(connection)
+            return await work(connection)
+        finally:
+            await connection.close()
+
+    try:
+        return asyncio.run(run())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise UsageError(f"database error: {type(exc).__name__}: {exc}") from None
+
+
+def _policy_publish(args: argparse.Namespace) -> int:
+    from consent_ledger.store.policy_versions import publish_version
+
+    settings = _settings()
+    configured = load_policy_versions(settings.policy_path)
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {args.file}: {exc}") from None
+    published = _with_database(
+        settings,
+        lambda connection: publish_version(
+            connection, configured, text, args.publisher, str(args.file)
+        ),
+    )
+    since = (
+        format_micros(published.effective_from_us)
+        if published.effective_from_us is not None
+        else "always"
+    )
+    sys.stdout.write(
+        f"published version {published.version} (revision {published.revision}, in force "
+        f"from {since}) sha256 {published.sha256.hex()}; ledger entry {published.event_id}; "
+        "the workers re-judge what is dated at or after it\n"
+    )
+    return EXIT_OK
+
+
+def _policy_versions(args: argparse.Namespace) -> int:
+    from consent_ledger.store.policy_versions import published_versions
+
+    versions = _with_database(_settings(), published_versions)
+    documents = [item.document() for item in versions]
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps({"items": documents}, option=orjson.OPT_INDENT_2))
+        sys.stdout.write("\n")
+        return EXIT_OK
+    for item in documents:
+        sys.stdout.write(
+            f"{item['revision']}\t{item['version']}\t{item['effective_from'] or 'always'}\t"
+            f"{item['sha256']}\t{item['publisher']}\t{item['published_at']}\n"
+        )
+    if not documents:
+        sys.stdout.write("no version published (the configured ones are in force)\n")
+    return EXIT_OK
 
 
 def _verify_proof(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ change nothing.
 from __future__ import annotations
 
 from bisect import insort
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -122,6 +123,54 @@ class SubjectFile:
                 fact.event_id, fact.instant, judge_visitor(policy, fact), policy.version
             )
         return self._erase(fact, policies)
+
+    def rejudge_since(
+        self,
+        since: int,
+        policies: PolicyVersions,
+        registrations: Iterable[VisitorRegistration] = (),
+    ) -> tuple[list[ViolationChange], list[Violation]]:
+        """Judge again, under ``policies``, every disclosure held and each of
+        ``registrations`` dated at or after ``since``: what a version published
+        with that ``effective_from`` asks (CONTRACT §9). Returns the violations
+        opened and retracted, as a late event's, and those that stay open but are
+        now judged under another version (relabelled: no alert, a new
+        ``policy_version``). An erased subject's facts are gone: nothing changes."""
+        if self.erased_at is not None:
+            return [], []
+        changes: list[ViolationChange] = []
+        relabelled: list[Violation] = []
+        shared = sorted(
+            (d for same in self.disclosures.values() for d in same if d.instant >= since),
+            key=lambda d: (d.instant, d.seq),
+        )
+        for disclosure in shared:
+            changes.extend(self._rejudge([disclosure], policies))
+            relabelled.extend(self._relabel(disclosure.event_id, disclosure.instant, policies))
+        for registration in registrations:
+            if registration.instant < since:
+                continue
+            policy = policies.in_force_at(registration.instant)
+            breaches = judge_visitor(policy, registration)
+            changes.extend(
+                self._settle(registration.event_id, registration.instant, breaches, policy.version)
+            )
+            relabelled.extend(self._relabel(registration.event_id, registration.instant, policies))
+        return changes, relabelled
+
+    def _relabel(self, event_id: str, instant: int, policies: PolicyVersions) -> list[Violation]:
+        """The event's open violations that another version than the one in force
+        at ``instant`` judged, now naming that one."""
+        still_open = self.open.get(event_id)
+        if not still_open:
+            return []
+        version = policies.in_force_at(instant).version
+        relabelled = []
+        for rule, violation in still_open.items():
+            if violation.policy_version != version:
+                still_open[rule] = violation = violation._replace(policy_version=version)
+                relabelled.append(violation)
+        return relabelled
 
     def _erase(self, erasure: Erasure, policies: PolicyVersions) -> list[ViolationChange]:
         if self.erased_at is not None and self.erased_at <= erasure.instant:

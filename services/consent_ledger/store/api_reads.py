@@ -16,8 +16,14 @@ from typing import Any, Final
 
 import asyncpg
 
+from consent_ledger.core.policy import PolicyVersions
 from consent_ledger.integrity.checkpoints import SignedCheckpoint
 from consent_ledger.store import audit_reads
+from consent_ledger.store.policy_versions import (
+    PublishedVersion,
+    publish_version,
+    published_versions,
+)
 
 Row = Mapping[str, Any]
 
@@ -255,6 +261,10 @@ class LedgerView:
         """
         return await audit_reads.consistency_proof_between(self._connection, old_id, new_id)
 
+    async def policy_versions(self) -> list[PublishedVersion]:
+        """Every published policy version, in publication order."""
+        return await published_versions(self._connection)
+
 
 class LedgerReader:
     """Read access to the ledger's tables over an asyncpg pool."""
@@ -270,6 +280,13 @@ class LedgerReader:
             connection.transaction(isolation="repeatable_read", readonly=True),
         ):
             yield LedgerView(connection)
+
+    async def publish_policy(
+        self, configured: PolicyVersions, text: str, publisher: str, source: str
+    ) -> PublishedVersion:
+        """Publish a policy version (:func:`~consent_ledger.store.policy_versions.publish_version`)."""
+        async with self._pool.acquire() as connection:
+            return await publish_version(connection, configured, text, publisher, source)
 
     async def ping(self) -> None:
         """Raise unless the database answers."""

@@ -97,7 +97,8 @@ SELECT
         SELECT ROW(kafka_partition, size, frontier) FROM merkle_logs
         WHERE kafka_partition = ANY($10::int[]) FOR UPDATE
     ) AS logs,
-    ARRAY(SELECT nextval('ledger_seq') FROM generate_series(1, $11)) AS sequence
+    ARRAY(SELECT nextval('ledger_seq') FROM generate_series(1, $11)) AS sequence,
+    (SELECT revision FROM policy_revision FOR SHARE) AS policy_revision
 """
 
 
@@ -120,6 +121,9 @@ class BatchState:
     wrapped_keys: dict[str, bytes] = field(default_factory=dict)  # subject: wrapped data key
     logs: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # partition: size, frontier
     sequence: list[int] = field(default_factory=list)  # ingest order numbers, one per id
+    # The published policy set's revision, held FOR SHARE until the batch commits
+    # (store/policy_versions.py): a publication waits for the batch, or the batch for it.
+    policy_revision: int = 0
 
 
 async def load_batch_state(
@@ -144,6 +148,7 @@ async def load_batch_state(
         wrapped_keys=dict(row["subject_keys"]),
         logs={partition: (size, frontier) for partition, size, frontier in row["logs"]},
         sequence=list(row["sequence"]),
+        policy_revision=row["policy_revision"],
     )
     files = state.files
 

@@ -36,7 +36,7 @@ from consent_ledger.core.batch import (
 )
 from consent_ledger.core.facts import ConsentChange, Disclosure
 from consent_ledger.core.intake import Rejection, compact_json
-from consent_ledger.core.timeline import Status, ViolationChange
+from consent_ledger.core.timeline import Status, Violation, ViolationChange
 from consent_ledger.core.timestamps import format_micros, to_micros
 from consent_ledger.integrity.entry import encode_entry
 from consent_ledger.integrity.keyring import KeyRing
@@ -212,6 +212,22 @@ FROM unnest($12::int[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint
     AS p(kafka_partition, next_offset, accepted, duplicates, rejected)
 WHERE position.topic = $10 AND position.kafka_partition = p.kafka_partition
 """
+# What a step of re-judging after a policy publication writes: the violations it
+# opened, retracted or relabelled (now judged under another version), and the
+# alerts of those opened and retracted.
+WRITE_REJUDGED = """
+WITH judged AS (
+    INSERT INTO violations (event_id, rule, subject, severity, clause, explanation, status,
+                            occurred_us, detected_at, updated_at, policy_version)
+    SELECT event_id, rule, subject, severity, clause, explanation, status, occurred_us,
+           detected_at, updated_at, policy_version
+    FROM unnest($1::violations[])
+    ON CONFLICT (event_id, rule) DO UPDATE SET status = EXCLUDED.status,
+        updated_at = EXCLUDED.updated_at, policy_version = EXCLUDED.policy_version
+)
+INSERT INTO outbox (topic, key, value, headers, subject)
+SELECT topic, key, value, headers, subject FROM unnest($2::outbox[])
+"""
 # A large batch's ledger rows go by COPY, two round trips more, cheaper per row
 # than the write statement's unnest() (COPY encodes each value by its column's
 # codec, with no per-row checks).
@@ -283,6 +299,7 @@ class BatchWriter:
     """
 
     def __init__(self, keyring: KeyRing, topics: BatchTopics, *, integrity: bool = True) -> None:
+        self.keyring = keyring
         self._keyring = keyring
         self._topics = topics
         self._integrity = integrity
@@ -394,6 +411,31 @@ class BatchWriter:
         await connection.execute(drop_copies, erased, violations_topic, keys)
         for statement in scrub_alerts:
             await connection.execute(statement, erased, violations_topic, ERASED_EXPLANATION)
+
+    async def write_rejudged(
+        self,
+        connection: asyncpg.Connection,
+        changes: list[ViolationChange],
+        relabelled: list[Violation],
+        at: datetime,
+    ) -> int:
+        """Write what re-judging after a publication changed, stamped ``at`` (the
+        publication's time), in the caller's transaction; return how many alerts
+        it wrote."""
+        now = at
+        rows, alerts = self._violations(changes, set(), now)
+        changed = {row[1:3] for row in rows}
+        rows.extend(
+            ViolationRow(
+                None, v.event_id, v.rule.value, v.subject, v.severity.value, v.clause,
+                v.explanation, Status.OPEN.value, v.occurred_at, now, now, v.policy_version,
+            )
+            for v in relabelled
+            if (v.event_id, v.rule.value) not in changed
+        )  # fmt: skip
+        if rows:
+            await connection.execute(WRITE_REJUDGED, rows, alerts)
+        return len(alerts)
 
     def _violations(
         self, changes: list[ViolationChange], forgotten: set[str], now: datetime

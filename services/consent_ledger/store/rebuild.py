@@ -51,6 +51,7 @@ from typing import Any, Final, NamedTuple
 import asyncpg
 
 from consent_ledger.core.batch import Checked, Record, settle_batch
+from consent_ledger.core.facts import VisitorRegistration
 from consent_ledger.core.intake import ValidEvent, parse_json_object
 from consent_ledger.core.policy import Policy, PolicyVersions, as_versions
 from consent_ledger.core.timeline import SubjectFile
@@ -64,6 +65,11 @@ from consent_ledger.store.batch_write import (
     ViolationRow,
     fact_rows,
     violation_rows,
+)
+from consent_ledger.store.policy_versions import (
+    POLICY_LOG_PARTITION,
+    PublishedVersion,
+    published_versions,
 )
 
 
@@ -120,7 +126,8 @@ INSERT INTO rebuilt_violations SELECT * FROM violations WHERE subject = ANY($1::
 
 LIVE_VIOLATION_IDS: Final = "SELECT event_id, rule, id FROM violations"
 
-# Every entry of subjects never erased, in ingest order, with the subject's key.
+# Every entry of subjects never erased, in ingest order, with the subject's key;
+# the policy log's entries (published policy texts) among them, where they fell.
 ENTRIES: Final = """
 SELECT e.seq, e.event_id, e.subject, e.type, e.occurred_us, e.recorded_at, e.kafka_partition,
        e.kafka_offset, e.digest, e.payload, e.payload_sha256, k.wrapped_key
@@ -132,7 +139,8 @@ ORDER BY e.seq
 # Per partition of the events topic: the counts stored, and what the ledger holds.
 COUNTS: Final = """
 WITH entries AS (
-    SELECT kafka_partition, count(*) AS n FROM ledger_entries GROUP BY kafka_partition
+    SELECT kafka_partition, count(*) AS n FROM ledger_entries WHERE kafka_partition <> $2
+    GROUP BY kafka_partition
 ), refused AS (
     SELECT kafka_partition, count(*) AS n FROM rejected_events GROUP BY kafka_partition
 ), positions AS (
@@ -310,6 +318,7 @@ class _Replay:
         self.disclosures: list[DisclosureRow] = []
         self.current: dict[tuple[str, str], CurrentConsentRow] = {}
         self.violations: dict[tuple[str, str], ViolationRow] = {}
+        self.registrations: dict[str, list[VisitorRegistration]] = {}
         self.live_ids = live_ids
         self.restored = 0  # violations not in the live table, numbered -1, -2, ...
 
@@ -336,7 +345,29 @@ class _Replay:
                 latest.seq,
             ):
                 self.current[where] = latest
-        for changed in violation_rows(outcome.changes, at):
+        self.merge(violation_rows(outcome.changes, at))
+
+    def rejudge(self, published: PublishedVersion, versions: PolicyVersions) -> None:
+        """What the workers' re-judging after ``published`` changed, stamped with its
+        publication time as they stamp it (store/policy_versions.py)."""
+        since = published.rejudge_from_us
+        at = published.published_at
+        for subject, file in self.files.items():
+            changes, relabelled = file.rejudge_since(
+                since, versions, self.registrations.get(subject, ())
+            )
+            self.merge(violation_rows(changes, at))
+            for v in relabelled:
+                key = (v.event_id, v.rule.value)
+                known = self.violations.get(key)
+                if known is not None:
+                    self.violations[key] = known._replace(
+                        updated_at=at, policy_version=v.policy_version
+                    )
+
+    def merge(self, rows: list[ViolationRow]) -> None:
+        """Rows of changed violations, merged as the worker's upsert merges them."""
+        for changed in rows:
             key = (changed.event_id, changed.rule)
             known = self.violations.get(key)
             if known is not None:
@@ -370,14 +401,32 @@ async def _replay(
     seqs: list[int] = []
     run_at: datetime | None = None
     by_table = {model.table: model for model in READ_MODELS}
+    published = {item.event_id: item for item in await published_versions(connection)}
     async for row in connection.cursor(ENTRIES, erased, prefetch=2_000):
-        if run_at is not None and row["recorded_at"] != run_at:
+        if run_at is not None and (
+            row["recorded_at"] != run_at or row["kafka_partition"] == POLICY_LOG_PARTITION
+        ):
             replay.settle(run, seqs, policy, run_at)
-            run, seqs = [], []
+            run, seqs, run_at = [], [], None
             if len(replay.consents) + len(replay.disclosures) >= RUN_ROWS:
                 await _write_facts(connection, by_table, replay)
+        if row["kafka_partition"] == POLICY_LOG_PARTITION:
+            # A published version: later batches judge under it, and what was
+            # judged before it is judged again, as the workers do.
+            version = published[row["event_id"]]
+            policy = policy.with_version(version.policy())
+            replay.rejudge(version, policy)
+            report.entries += 1
+            continue
         run_at = row["recorded_at"]
         body = parse_json_object(_plain_payload(keyring, replay.keys, row))
+        if row["type"] == "VisitorRegistered":
+            data = body.get("data")
+            notice = data.get("rights_notice") if isinstance(data, dict) else None
+            replay.registrations.setdefault(row["subject"], []).append(VisitorRegistration(
+                row["event_id"], row["subject"], row["occurred_us"], row["seq"],
+                notice if isinstance(notice, str) else None,
+            ))  # fmt: skip
         event = ValidEvent(row["event_id"], row["type"], row["subject"], row["occurred_us"], body)
         record = Record(row["kafka_partition"], row["kafka_offset"], b"")
         run.append(Checked(record, event, row["digest"]))
@@ -457,7 +506,7 @@ async def _count_differences(
             row["kafka_partition"], row["accepted"], row["entries"], row["rejected"],
             row["rejected_rows"],
         )
-        for row in await connection.fetch(COUNTS, events_topic)
+        for row in await connection.fetch(COUNTS, events_topic, POLICY_LOG_PARTITION)
         if (row["accepted"], row["rejected"]) != (row["entries"], row["rejected_rows"])
     ]  # fmt: skip
 

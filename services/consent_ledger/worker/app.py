@@ -49,6 +49,9 @@ from consent_ledger.worker.relay import OutboxRelay
 
 log = structlog.get_logger(__name__)
 
+# How often a worker looks for re-judging owed to a policy publication.
+REJUDGING_INTERVAL_S = 1.0
+
 
 class WorkerRuntime:
     """The connections a worker process holds, opened once when it first needs them."""
@@ -266,6 +269,32 @@ def create_app(
             return
         if signed is not None:
             log.info("checkpoint signed", heads=len(signed.checkpoint.tree_heads))
+
+    @app.timer(REJUDGING_INTERVAL_S)
+    async def rejudging() -> None:
+        """Re-judge after a policy publication, a step (one transaction) at a time:
+        batches go on between steps. Every worker may take steps; they
+        serialise on the policy revision's row lock."""
+        await runtime.open()
+        assert runtime.pipeline is not None and runtime.relay is not None
+        while True:
+            try:
+                step = await runtime.pipeline.rejudge()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("re-judging failed, will retry", error=repr(exc))
+                return
+            if step is None:
+                return
+            if step.alerts:
+                runtime.relay.notify()
+            log.info(
+                "re-judged after a policy publication", revision=step.revision,
+                subjects=step.subjects, changes=len(step.changes),
+                relabelled=len(step.relabelled), done=step.done,
+            )  # fmt: skip
+            await asyncio.sleep(0)  # let a waiting batch take its turn
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as on_before_shutdown
     async def assigned(sender: Any, assigned: Any, **__: Any) -> None:

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import orjson
@@ -39,10 +40,21 @@ from consent_ledger.core.intake import Reason, Rejection
 from consent_ledger.core.policy import Policy, PolicyVersions, as_versions
 from consent_ledger.core.timeline import Status
 from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.shredding import open_sealed
 from consent_ledger.kafka import PRODUCER_MAX_REQUEST_BYTES
 from consent_ledger.settings import Settings
 from consent_ledger.store.batch_read import load_batch_state, lock_positions
 from consent_ledger.store.batch_write import BatchTopics, BatchWriter, SettledBatch
+from consent_ledger.store.policy_versions import (
+    PolicySet,
+    RejudgingStep,
+    advance_rejudging,
+    rejudge_step,
+)
+
+# Subjects re-judged per transaction after a publication: batches wait while
+# one runs, so it stays short (a few hundred subjects: tens of milliseconds).
+REJUDGE_SUBJECTS_PER_STEP = 200
 
 
 @dataclass(slots=True)
@@ -75,7 +87,9 @@ class BatchPipeline:
         settings: Settings,
     ) -> None:
         self._pool = pool
-        self._policies = as_versions(policy)  # each event judged under the one in force
+        # Each event judged under the version in force at its time, from the set
+        # the batch's transaction read (configured versions and published ones).
+        self.policies = PolicySet(as_versions(policy))
         self._topic = settings.events_topic
         topics = BatchTopics(
             settings.events_topic, settings.violations_topic, settings.rejected_topic,
@@ -110,8 +124,9 @@ class BatchPipeline:
             )  # fmt: skip
             stages["load"] = _ms_since(stage)
             stage = time.perf_counter()
+            policies = await self.policies.at(connection, state.policy_revision)
             outcome = settle_batch(
-                fresh, state.digests, state.files, self._policies, iter(state.sequence)
+                fresh, state.digests, state.files, policies, iter(state.sequence)
             )
             stages["settle"] = _ms_since(stage)
             stage = time.perf_counter()
@@ -121,6 +136,27 @@ class BatchPipeline:
         _count(report, outcome)
         report.seconds = time.perf_counter() - started
         return report
+
+    async def rejudge(self, subjects: int = REJUDGE_SUBJECTS_PER_STEP) -> RejudgingStep | None:
+        """One step of the oldest pending re-judging after a policy publication:
+        the next ``subjects`` subjects, in one transaction that holds batches off
+        (store/policy_versions.py); None when nothing is pending."""
+        keyring = self._writer.keyring
+
+        def open_data(subject: str, event_id: str, payload: bytes, wrapped: bytes) -> Any:
+            key = keyring.unwrap(subject, wrapped)
+            return orjson.loads(open_sealed(key, subject, event_id, payload)).get("data")
+
+        async with self._pool.acquire() as connection, connection.transaction():
+            step = await rejudge_step(connection, self.policies, open_data, subjects)
+            if step is None:
+                return None
+            assert step.published_at is not None
+            step.alerts = await self._writer.write_rejudged(
+                connection, step.changes, step.relabelled, step.published_at
+            )
+            await advance_rejudging(connection, step)
+        return step
 
     async def reject_unprocessable(self, record: Record, detail: str) -> BatchReport:
         """Commit ``record`` as rejected ``unprocessable``, with ``detail`` (the error

@@ -1,0 +1,109 @@
+"""The policy's versions (CONTRACT §9): publish one to the running service, list them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from consent_ledger.api.errors import ApiError
+from consent_ledger.api.routes.common import ERRORS, Context
+from consent_ledger.core.policy import PolicyError
+from consent_ledger.core.timestamps import format_micros
+
+router = APIRouter()
+
+# A policy is a few kilobytes; a body far larger is a mistake, not a policy.
+MAX_POLICY_BYTES = 262_144
+POLICY_MEDIA_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml")
+
+
+class PolicyVersionItem(BaseModel):
+    version: str
+    effective_from: str | None = Field(description="RFC 3339; null: in force since always")
+    origin: str = Field(description="`configured` (LEDGER_POLICY) or `published`")
+    revision: int | None = Field(description="Publication order; null for configured versions")
+    sha256: str | None = Field(description="SHA-256 of the published text (hex)")
+    publisher: str | None
+    published_at: str | None
+    ledger_event_id: str | None = Field(
+        description="The entry of the ledger's policy log that records the hash"
+    )
+
+
+class PolicyVersionList(BaseModel):
+    items: list[PolicyVersionItem]
+
+
+def publisher_name(request: Request) -> str:
+    """Who publishes: the name of the caller's token once the request carries one
+    (``request.state.token_name``), else ``api``."""
+    return str(getattr(request.state, "token_name", None) or "api")
+
+
+Publisher = Annotated[str, Depends(publisher_name)]
+
+
+@router.get(
+    "/v1/policy/versions",
+    summary="The policy's versions: configured and published, with hash, publisher, time",
+    responses=ERRORS,
+)
+async def policy_versions(context: Context) -> PolicyVersionList:
+    async with context.ledger().snapshot() as view:
+        published = await view.policy_versions()
+    published_names = {item.version for item in published}
+    items = [
+        PolicyVersionItem(
+            version=policy.version,
+            effective_from=None
+            if policy.effective_from is None
+            else format_micros(policy.effective_from),
+            origin="configured",
+            revision=None,
+            sha256=None,
+            publisher=None,
+            published_at=None,
+            ledger_event_id=None,
+        )
+        for policy in context.policy.versions
+        if policy.version not in published_names
+    ]
+    items.extend(PolicyVersionItem(origin="published", **item.document()) for item in published)
+    return PolicyVersionList(items=items)
+
+
+@router.post(
+    "/v1/policy/versions",
+    summary="Publish a policy version (YAML, or the same as JSON)",
+    status_code=201,
+    responses=ERRORS
+    | {
+        413: {"description": "The body is over 262,144 bytes"},
+        415: {"description": "Not JSON or YAML"},
+        422: {"description": "Not a valid policy, or it clashes with a version in force"},
+    },
+)
+async def publish_policy_version(
+    request: Request, context: Context, publisher: Publisher
+) -> PolicyVersionItem:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in POLICY_MEDIA_TYPES:
+        raise ApiError(
+            415, "unsupported-media-type", f"send the policy as {' or '.join(POLICY_MEDIA_TYPES)}"
+        )
+    body = await request.body()
+    if len(body) > MAX_POLICY_BYTES:
+        raise ApiError(413, "too-large", f"a policy is at most {MAX_POLICY_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid-policy", "the policy is not UTF-8") from None
+    try:
+        published = await context.ledger().publish_policy(
+            context.policy, text, publisher, "<request body>"
+        )
+    except PolicyError as exc:
+        raise ApiError(422, "invalid-policy", str(exc)) from None
+    return PolicyVersionItem(origin="published", **published.document())
