@@ -5,12 +5,39 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import structlog
+
+# A quoted literal in an error message: Python's repr of a str or bytes value
+# (asyncpg's DataError quotes the query argument it could not encode), or a
+# double-quoted name; a quote after a letter is an apostrophe ("can't").
+_QUOTED = re.compile(r"(?<!\w)b?'(?:[^'\\\n]|\\.)*'|(?<!\w)b?\"(?:[^\"\\\n]|\\.)*\"")
+
+
+def redact_values(text: str) -> str:
+    """``text`` with every quoted literal replaced by its length: error messages
+    about a record (a driver quoting the value it refused) may quote a subject id,
+    and logs outlive erasure."""
+    return _QUOTED.sub(lambda quoted: f"<{len(quoted.group())} characters redacted>", text)
+
+
+def redact_exception(
+    logger: Any, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Redact the message lines of a rendered traceback (the lines that do not
+    start with white space: source lines are the code's, not the data's)."""
+    rendered = event.get("exception")
+    if isinstance(rendered, str):
+        event["exception"] = "\n".join(
+            line if line[:1].isspace() or line.startswith("Traceback") else redact_values(line)
+            for line in rendered.split("\n")
+        )
+    return event
 
 
 def configure_logging(level: str = "info") -> None:
@@ -28,6 +55,7 @@ def configure_logging(level: str = "info") -> None:
         # logs a line per violation, hundreds a second.
         processors += [
             structlog.processors.format_exc_info,
+            redact_exception,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ]
         factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
@@ -65,6 +93,7 @@ def stdlib_logging_config(level: str = "warning") -> dict[str, Any] | None:
                     structlog.stdlib.add_logger_name,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
                     structlog.processors.format_exc_info,
+                    redact_exception,
                 ],
             }
         },

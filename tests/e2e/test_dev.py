@@ -322,3 +322,81 @@ def test_dev_refuses_a_port_already_in_use_before_starting_anything(
     assert f"something already listens on http://127.0.0.1:{port}" in result.stdout
     assert "LEDGER_API_PORT" in result.stdout
     assert "starting the embedded" not in result.stdout  # nothing was started
+
+
+def test_dev_restarts_a_worker_or_an_api_that_dies_and_ingestion_goes_on(
+    postgres_data_parent: Path,
+) -> None:
+    data_dir = postgres_data_parent / "ledger-data"
+    run = DevRun(data_dir, "--demo")
+    try:
+        run.wait_running()
+        run.wait_for(lambda: run.json("/v1/stats")["accepted"] > 0, "accepted events")
+        run.collect_started()
+
+        def child(kind: str) -> int:
+            [pid] = [
+                p for p in run.descendants() if f"consent_ledger.cli {kind}" in command_line(p)
+            ]
+            return pid
+
+        worker = child("worker")
+        os.kill(worker, signal.SIGKILL)
+        run.wait_for(lambda: "dev: worker-1 restarted" in run.output(), "dev to restart the worker")
+        assert "worker-1 exited with status -9" in run.output()
+        assert "restarts: worker-1 1, api 0" in run.output()
+        restarted = child("worker")
+        assert restarted != worker
+        after_restart = run.json("/v1/stats")["accepted"]
+        run.wait_for(
+            lambda: run.json("/v1/stats")["accepted"] > after_restart,
+            "the restarted worker to accept the demo's next events",
+        )
+
+        api = child("api")
+        os.kill(api, signal.SIGKILL)
+        run.wait_for(lambda: "dev: api restarted" in run.output(), "dev to restart the API")
+        assert "restarts: worker-1 1, api 1" in run.output()
+
+        def ready() -> bool:
+            response = run.get("/readyz")
+            return response is not None and response.status_code == 200
+
+        run.wait_for(ready, "the restarted API to be ready")
+        accepted = run.json("/v1/stats")["accepted"]
+        run.wait_for(lambda: run.json("/v1/stats")["accepted"] > accepted, "ingestion to go on")
+        assert child("api") != api
+        run.started |= run.descendants()
+
+        # Logs may name subjects: the owner's alone.
+        logs = sorted((data_dir / "logs").glob("*.log"))
+        assert {path.name for path in logs} >= {"api.log", "broker.log", "worker-1.log"}
+        assert {path.name: path.stat().st_mode & 0o777 for path in logs} == {
+            path.name: 0o600 for path in logs
+        }
+        assert (data_dir / "logs").stat().st_mode & 0o777 == 0o700
+
+        assert run.interrupt() == 0, run.report()
+        left = still_running(run.started)
+        assert not left, f"still running after dev exited: {left}\n{run.report()}"
+    finally:
+        run.close()
+
+
+def test_dev_stops_everything_when_the_broker_dies(postgres_data_parent: Path) -> None:
+    run = DevRun(postgres_data_parent / "ledger-data")
+    try:
+        run.wait_running()
+        run.collect_started()
+        [broker] = [pid for pid in run.started if "tansu" in command_line(pid)]
+        os.kill(broker, signal.SIGKILL)
+        try:
+            status = run.process.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"dev still running {STOP_S:.0f} s after its broker died:\n{run.report()}")
+        assert status == 1
+        assert "the embedded broker stopped unexpectedly; stopping..." in run.output()
+        left = still_running(run.started)
+        assert not left, f"still running after dev exited: {left}\n{run.report()}"
+    finally:
+        run.close()

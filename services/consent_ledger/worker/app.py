@@ -38,7 +38,7 @@ from consent_ledger.core.timeline import Status
 from consent_ledger.integrity.checkpoints import load_signing_key
 from consent_ledger.integrity.keyring import KeyRing, load_master_key
 from consent_ledger.kafka import KafkaSecurity, kafka_security, make_producer, start_producer
-from consent_ledger.log import stdlib_logging_config
+from consent_ledger.log import redact_values, stdlib_logging_config
 from consent_ledger.settings import Settings
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.store.migrate import migrate
@@ -117,7 +117,9 @@ class WorkerRuntime:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                log.warning("batch failed, retrying", error=repr(exc), retry_in_s=delay)
+                log.warning(
+                    "batch failed, retrying", error=redact_values(repr(exc)), retry_in_s=delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         for report in reports:
@@ -144,7 +146,7 @@ def _log_batch(report: BatchReport) -> None:
         for record, rejection in outcome.rejected:
             log.warning(
                 "record rejected", event_id=rejection.event_id, partition=record.partition,
-                offset=record.offset, reason=rejection.reason.value, detail=rejection.detail,
+                offset=record.offset, reason=rejection.reason.value, detail=redact_values(rejection.detail),
             )  # fmt: skip
         where = {item.event.id: item.record for item in outcome.accepted}
         for change in outcome.changes:

@@ -23,6 +23,7 @@ import asyncpg
 import structlog
 
 from consent_ledger.core.batch import Record
+from consent_ledger.log import redact_values
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
 
 log = structlog.get_logger(__name__)
@@ -79,7 +80,7 @@ async def store_isolating(pipeline: BatchPipeline, records: Sequence[Record]) ->
         middle = len(records) // 2
         log.warning(
             "batch failed on its data, splitting it", records=len(records),
-            error=describe(first),
+            error=redact_values(describe(first)),
         )  # fmt: skip
         before = await store_isolating(pipeline, records[:middle])
         return before + await store_isolating(pipeline, records[middle:])
@@ -92,6 +93,6 @@ async def store_isolating(pipeline: BatchPipeline, records: Sequence[Record]) ->
         detail = describe(error)
     log.error(
         "poison record isolated: rejected as unprocessable", partition=record.partition,
-        offset=record.offset, detail=detail,
+        offset=record.offset, detail=redact_values(detail),
     )  # fmt: skip
     return [await pipeline.reject_unprocessable(record, detail)]
