@@ -230,6 +230,29 @@ def _parser() -> argparse.ArgumentParser:
     policy_versions.add_argument("--json", action="store_true", help="print one JSON document")
     policy_versions.set_defaults(run=_policy_versions)
 
+    whatif = _command(
+        commands, "whatif", "what a draft policy would change over the recorded history",
+        "Judge the recorded history under the current policy and under a draft, and print "
+        "the violations that would open and those that would close, counted by rule, clause "
+        "and recipient, with examples; nothing is written. Over a JSON Lines file (offline, "
+        "as check) when EVENTS is given, else over the ledger's database. A draft file with "
+        "effective_from joins the current versions from then on; one without replaces the "
+        "policy; a folder of versions is the whole draft.",
+        "LEDGER_POLICY (the current policy when --policy is not given); over the database: "
+        "LEDGER_DATABASE_URL and LEDGER_MASTER_KEY_FILE or LEDGER_MASTER_KEY (required)",
+        "exit status: 0 the draft changes nothing, 1 it would open or close violations, "
+        "2 usage, policy or database error",
+    )  # fmt: skip
+    whatif.add_argument("--draft", type=Path, required=True,
+                        help="the draft: a policy YAML, or a folder of versions")  # fmt: skip
+    whatif.add_argument("events", type=Path, nargs="?",
+                        help="JSON Lines file of events (default: the ledger's database)")  # fmt: skip
+    whatif.add_argument("--policy", type=Path,
+                        help="the current policy over a file: YAML or a folder of versions "
+                             "(default: LEDGER_POLICY, else the reference policy)")  # fmt: skip
+    whatif.add_argument("--json", action="store_true", help="print one JSON document")
+    whatif.set_defaults(run=_whatif)
+
     verify_proof = _command(
         commands, "verify-proof", "check a saved inclusion or consistency proof offline",
         "Check a proof document saved from the API (inclusion or consistency) offline, "
@@ -531,6 +554,70 @@ def _policy_versions(args: argparse.Namespace) -> int:
     if not documents:
         sys.stdout.write("no version published (the configured ones are in force)\n")
     return EXIT_OK
+
+
+def _whatif(args: argparse.Namespace) -> int:
+    from consent_ledger.core.whatif import whatif_lines, with_draft
+
+    settings = _settings()
+    draft = load_policy_versions(args.draft)
+    if args.events is not None:
+        current = load_policy_versions(args.policy or settings.policy_path)
+        try:
+            with args.events.open("rb") as lines:
+                answer = whatif_lines(
+                    lines, current, with_draft(current, draft, folder=args.draft.is_dir())
+                )
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.events}: {exc.strerror or exc}") from None
+    else:
+        if args.policy is not None:
+            raise UsageError("--policy names the current policy of EVENTS; give EVENTS too")
+        answer = _with_database(settings, _whatif_recorded(settings, draft, args.draft.is_dir()))
+    document = answer.document()
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        sys.stdout.write("\n")
+    else:
+        counts = document["counts"]
+        sys.stdout.write(
+            f"under the draft {counts['would_open']} violations would open and "
+            f"{counts['would_close']} would close ({counts['open_now']} open now, "
+            f"{counts['open_under_draft']} under the draft)\n"
+        )
+        for name in ("by_rule", "by_clause", "by_recipient"):
+            for group, changed in counts[name].items():
+                sys.stdout.write(
+                    f"  {name[3:]} {group}: +{changed['would_open']} -{changed['would_close']}\n"
+                )
+    return EXIT_VIOLATIONS if document["would_open"] or document["would_close"] else EXIT_OK
+
+
+def _whatif_recorded(settings: Settings, draft: Any, folder: bool) -> Any:
+    """The database what-if as a unit of work for :func:`_with_database`."""
+    from consent_ledger.core.whatif import with_draft
+    from consent_ledger.integrity.keyring import KeyRing, MasterKeyError, load_master_key
+    from consent_ledger.store.policy_versions import (
+        published_versions,
+        sealed_data_opener,
+        versions_with,
+    )
+    from consent_ledger.store.whatif_reads import whatif_recorded
+
+    try:
+        keyring = KeyRing(load_master_key(settings.master_key_file, settings.master_key))
+    except MasterKeyError as exc:
+        raise UsageError(str(exc)) from None
+    configured = load_policy_versions(settings.policy_path)
+
+    async def work(connection: Any) -> Any:
+        current = versions_with(configured, await published_versions(connection))
+        return await whatif_recorded(
+            connection, current, with_draft(current, draft, folder=folder),
+            sealed_data_opener(keyring),
+        )  # fmt: skip
+
+    return work
 
 
 def _verify_proof(args: argparse.Namespace) -> int:

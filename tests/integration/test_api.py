@@ -947,6 +947,7 @@ async def test_openapi_describes_every_endpoint(settings: Settings, pool: asyncp
         "/v1/subjects/{subject}/events",
         "/v1/rejected",
         "/v1/policy/versions",
+        "/v1/policy/whatif",
         "/v1/stats",
         "/healthz",
         "/readyz",

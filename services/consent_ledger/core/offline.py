@@ -111,6 +111,11 @@ class OfflineLedger:
         self.counts.rejected += 1
         self.rejected.append(RejectedLine(line, rejection))
 
+    @property
+    def files(self) -> dict[str, SubjectFile]:
+        """Every subject's file, by subject."""
+        return self._files
+
     def open_violations(self) -> list[Violation]:
         """Open violations sorted by (event_id, rule)."""
         found = [

@@ -102,11 +102,11 @@ class Policy:
 
 # Where a version without ``effective_from`` starts: before every instant an
 # event can carry (years 1..9999).
-_SINCE_ALWAYS = -(2**63)
+SINCE_ALWAYS = -(2**63)
 
 
 def _start(policy: Policy) -> int:
-    return _SINCE_ALWAYS if policy.effective_from is None else policy.effective_from
+    return SINCE_ALWAYS if policy.effective_from is None else policy.effective_from
 
 
 class PolicyVersions:

@@ -17,13 +17,18 @@ from typing import Any, Final
 import asyncpg
 
 from consent_ledger.core.policy import PolicyVersions
+from consent_ledger.core.whatif import WhatIf
 from consent_ledger.integrity.checkpoints import SignedCheckpoint
+from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.store import audit_reads
 from consent_ledger.store.policy_versions import (
     PublishedVersion,
     publish_version,
     published_versions,
+    sealed_data_opener,
+    versions_with,
 )
+from consent_ledger.store.whatif_reads import whatif_recorded
 
 Row = Mapping[str, Any]
 
@@ -287,6 +292,15 @@ class LedgerReader:
         """Publish a policy version (:func:`~consent_ledger.store.policy_versions.publish_version`)."""
         async with self._pool.acquire() as connection:
             return await publish_version(connection, configured, text, publisher, source)
+
+    async def whatif(self, configured: PolicyVersions, draft_of: Any, keyring: KeyRing) -> WhatIf:
+        """What-if over the recorded history: the current set (``configured`` and the
+        published versions) against ``draft_of(current)``, in a read-only snapshot."""
+        async with self._pool.acquire() as connection:
+            current = versions_with(configured, await published_versions(connection))
+            return await whatif_recorded(
+                connection, current, draft_of(current), sealed_data_opener(keyring)
+            )
 
     async def ping(self) -> None:
         """Raise unless the database answers."""

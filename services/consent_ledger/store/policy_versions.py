@@ -23,23 +23,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from consent_ledger.core.facts import ConsentChange, Disclosure, VisitorRegistration
-from consent_ledger.core.policy import Policy, PolicyError, PolicyVersions, parse_policy
+from consent_ledger.core.policy import (
+    SINCE_ALWAYS,
+    Policy,
+    PolicyError,
+    PolicyVersions,
+    parse_policy,
+)
 from consent_ledger.core.timeline import SubjectFile, Violation, ViolationChange
 from consent_ledger.core.timestamps import format_micros
 from consent_ledger.core.verdicts import Rule, Severity
 from consent_ledger.integrity.entry import encode_entry, to_micros
+from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.integrity.merkle import MerkleFrontier, leaf_hash
+from consent_ledger.integrity.shredding import open_sealed
 
 # int4's largest value: the policy log's number, beside Kafka's partitions.
 POLICY_LOG_PARTITION = 2**31 - 1
 POLICY_ENTRY_TYPE = "PolicyPublished"
 # The ledger entry's subject: no data subject's (a subject is never empty).
 POLICY_ENTRY_SUBJECT = ""
-# Before every instant an event can carry: a version in force since always
-# re-judges everything.
-SINCE_ALWAYS = -(2**63)
 
 BUMP_REVISION = "UPDATE policy_revision SET revision = revision + 1 RETURNING revision"
 PUBLISHED = """
@@ -97,7 +103,8 @@ SELECT
             AND l.occurred_us >= $2) AS registrations,
     ARRAY(SELECT ROW(event_id, rule, subject, severity, clause, explanation, occurred_us,
                      policy_version)
-          FROM violations WHERE subject = ANY($1::text[]) AND status = 'open') AS open_violations
+          FROM violations WHERE $3 AND subject = ANY($1::text[]) AND status = 'open')
+        AS open_violations
 """
 ADVANCE_REJUDGING = """
 UPDATE policy_rejudging SET after_subject = CASE WHEN $2 = '' THEN after_subject ELSE $2 END, subjects = subjects + $3, opened = opened + $4,
@@ -259,10 +266,46 @@ async def rejudge_step(
         REJUDGE_SUBJECTS, job["from_us"], job["after_subject"], limit
     )]  # fmt: skip
     since = job["from_us"]
+    files, registrations = await load_subject_files(connection, subjects, since, open_sealed)
+    changes: list[ViolationChange] = []
+    relabelled: list[Violation] = []
+    for subject in subjects:
+        found = sorted(registrations.get(subject, ()), key=lambda r: (r.instant, r.seq))
+        opened_or_retracted, renamed = files[subject].rejudge_since(since, versions, found)
+        changes.extend(opened_or_retracted)
+        relabelled.extend(renamed)
+    done = len(subjects) < limit
+    last = subjects[-1] if subjects else None
+    return RejudgingStep(
+        job["revision"], len(subjects), changes, relabelled, done, last,
+        published_at=job["published_at"],
+    )  # fmt: skip
+
+
+async def advance_rejudging(connection: asyncpg.Connection, step: RejudgingStep) -> None:
+    """Record the step done (in the transaction that wrote its changes)."""
+    opened = sum(1 for change in step.changes if change.status.value == "open")
+    await connection.execute(
+        ADVANCE_REJUDGING, step.revision, step.last_subject or "", step.subjects, opened,
+        len(step.changes) - opened, step.done,
+    )  # fmt: skip
+
+
+async def load_subject_files(
+    connection: asyncpg.Connection,
+    subjects: list[str],
+    since: int,
+    open_sealed: Any,
+    *,
+    with_open: bool = True,
+) -> tuple[dict[str, SubjectFile], dict[str, list[VisitorRegistration]]]:
+    """The files of ``subjects`` (consent timelines, disclosures dated at or after
+    ``since``, open violations unless ``with_open`` is false) and their visitor
+    registrations dated at or after ``since``, opened with ``open_sealed``."""
     files = {subject: SubjectFile(subject) for subject in subjects}
     registrations: dict[str, list[VisitorRegistration]] = {}
     if subjects:
-        row = await connection.fetchrow(SUBJECT_FACTS, subjects, since)
+        row = await connection.fetchrow(SUBJECT_FACTS, subjects, since, with_open)
         for event_id, subject, occurred_us, seq, purpose, granted, expires_us in row["consents"]:
             change = ConsentChange(
                 event_id, subject, occurred_us, seq, purpose, granted, expires_us
@@ -291,25 +334,16 @@ async def rejudge_step(
                 occurred_us, policy_version,
             )  # fmt: skip
             files[subject].open.setdefault(event_id, {})[violation.rule] = violation
-    changes: list[ViolationChange] = []
-    relabelled: list[Violation] = []
-    for subject in subjects:
-        found = sorted(registrations.get(subject, ()), key=lambda r: (r.instant, r.seq))
-        opened_or_retracted, renamed = files[subject].rejudge_since(since, versions, found)
-        changes.extend(opened_or_retracted)
-        relabelled.extend(renamed)
-    done = len(subjects) < limit
-    last = subjects[-1] if subjects else None
-    return RejudgingStep(
-        job["revision"], len(subjects), changes, relabelled, done, last,
-        published_at=job["published_at"],
-    )  # fmt: skip
+    return files, registrations
 
 
-async def advance_rejudging(connection: asyncpg.Connection, step: RejudgingStep) -> None:
-    """Record the step done (in the transaction that wrote its changes)."""
-    opened = sum(1 for change in step.changes if change.status.value == "open")
-    await connection.execute(
-        ADVANCE_REJUDGING, step.revision, step.last_subject or "", step.subjects, opened,
-        len(step.changes) - opened, step.done,
-    )  # fmt: skip
+def sealed_data_opener(keyring: KeyRing) -> Any:
+    """``open_sealed(subject, event_id, payload, wrapped_key)``: a stored event's
+    ``data``, opened with its subject's key (re-judging and what-if read visitor
+    registrations so: the ledger keeps them sealed only)."""
+
+    def open_data(subject: str, event_id: str, payload: bytes, wrapped: bytes) -> Any:
+        key = keyring.unwrap(subject, wrapped)
+        return orjson.loads(open_sealed(key, subject, event_id, payload)).get("data")
+
+    return open_data

@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 import orjson
@@ -40,7 +39,6 @@ from consent_ledger.core.intake import Reason, Rejection
 from consent_ledger.core.policy import Policy, PolicyVersions, as_versions
 from consent_ledger.core.timeline import Status
 from consent_ledger.integrity.keyring import KeyRing
-from consent_ledger.integrity.shredding import open_sealed
 from consent_ledger.kafka import PRODUCER_MAX_REQUEST_BYTES
 from consent_ledger.settings import Settings
 from consent_ledger.store.batch_read import load_batch_state, lock_positions
@@ -50,6 +48,7 @@ from consent_ledger.store.policy_versions import (
     RejudgingStep,
     advance_rejudging,
     rejudge_step,
+    sealed_data_opener,
 )
 
 # Subjects re-judged per transaction after a publication: batches wait while
@@ -141,12 +140,7 @@ class BatchPipeline:
         """One step of the oldest pending re-judging after a policy publication:
         the next ``subjects`` subjects, in one transaction that holds batches off
         (store/policy_versions.py); None when nothing is pending."""
-        keyring = self._writer.keyring
-
-        def open_data(subject: str, event_id: str, payload: bytes, wrapped: bytes) -> Any:
-            key = keyring.unwrap(subject, wrapped)
-            return orjson.loads(open_sealed(key, subject, event_id, payload)).get("data")
-
+        open_data = sealed_data_opener(self._writer.keyring)
         async with self._pool.acquire() as connection, connection.transaction():
             step = await rejudge_step(connection, self.policies, open_data, subjects)
             if step is None:

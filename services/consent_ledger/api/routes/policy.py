@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from consent_ledger.api.errors import ApiError
 from consent_ledger.api.routes.common import ERRORS, Context
-from consent_ledger.core.policy import PolicyError
-from consent_ledger.core.timestamps import format_micros
+from consent_ledger.core.policy import PolicyError, PolicyVersions, parse_policy
+from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant
+from consent_ledger.core.whatif import with_draft
 
 router = APIRouter()
 
@@ -74,6 +76,66 @@ async def policy_versions(context: Context) -> PolicyVersionList:
     return PolicyVersionList(items=items)
 
 
+async def _policy_text(request: Request) -> str:
+    """The request's body as a policy's text: JSON or YAML, at most 262,144 bytes."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in POLICY_MEDIA_TYPES:
+        raise ApiError(
+            415, "unsupported-media-type", f"send the policy as {' or '.join(POLICY_MEDIA_TYPES)}"
+        )
+    body = await request.body()
+    if len(body) > MAX_POLICY_BYTES:
+        raise ApiError(413, "too-large", f"a policy is at most {MAX_POLICY_BYTES} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid-policy", "the policy is not UTF-8") from None
+
+
+@router.post(
+    "/v1/policy/whatif",
+    summary="What a draft policy would change over the recorded history (nothing is written)",
+    description=(
+        "Body: the draft as YAML (`application/yaml`) or JSON. A draft with `effective_from` "
+        "(in the body, or the query parameter, which wins) joins the versions in force from "
+        "then on; one without replaces the policy. The answer lists the violations that "
+        "would open and those that would close, with counts by rule, clause and recipient "
+        "and examples (CONTRACT §9)."
+    ),
+    responses=ERRORS
+    | {
+        413: {"description": "The body is over 262,144 bytes"},
+        415: {"description": "Not JSON or YAML"},
+        422: {"description": "Not a valid policy"},
+    },
+)
+async def policy_whatif(
+    request: Request,
+    context: Context,
+    effective_from: Annotated[
+        str | None, Query(description="RFC 3339 with an offset: when the draft would start")
+    ] = None,
+) -> dict[str, Any]:
+    text = await _policy_text(request)
+    try:
+        draft = parse_policy(text, "<request body>")
+    except PolicyError as exc:
+        raise ApiError(422, "invalid-policy", str(exc)) from None
+    if effective_from is not None:
+        try:
+            draft = dataclasses.replace(draft, effective_from=parse_instant(effective_from))
+        except (InvalidTimestamp, ValueError):
+            raise ApiError(
+                400, "invalid-parameter", "effective_from: not RFC 3339 with an offset",
+                details={"parameter": "effective_from"},
+            ) from None  # fmt: skip
+    answer = await context.ledger().whatif(
+        context.policy, lambda current: with_draft(current, PolicyVersions((draft,)), folder=False),
+        context.keyring,
+    )  # fmt: skip
+    return answer.document()
+
+
 @router.post(
     "/v1/policy/versions",
     summary="Publish a policy version (YAML, or the same as JSON)",
@@ -88,18 +150,7 @@ async def policy_versions(context: Context) -> PolicyVersionList:
 async def publish_policy_version(
     request: Request, context: Context, publisher: Publisher
 ) -> PolicyVersionItem:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in POLICY_MEDIA_TYPES:
-        raise ApiError(
-            415, "unsupported-media-type", f"send the policy as {' or '.join(POLICY_MEDIA_TYPES)}"
-        )
-    body = await request.body()
-    if len(body) > MAX_POLICY_BYTES:
-        raise ApiError(413, "too-large", f"a policy is at most {MAX_POLICY_BYTES} bytes")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(422, "invalid-policy", "the policy is not UTF-8") from None
+    text = await _policy_text(request)
     try:
         published = await context.ledger().publish_policy(
             context.policy, text, publisher, "<request body>"
