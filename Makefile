@@ -78,6 +78,7 @@ bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and m
 	$(BIN)/python bench/bench_check.py
 	$(COMPILED)/bin/python bench/bench_check.py
 	$(COMPILED)/bin/python bench/bench_service.py
+	$(COMPILED)/bin/python bench/bench_whatif.py
 
 # Also faust's data folders that workers and tests of earlier versions left in
 # the working directory (<app id>-data; now they live in temporary folders).

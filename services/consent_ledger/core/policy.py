@@ -12,6 +12,7 @@ an error naming the file, the key path and the problem, e.g.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +44,12 @@ _RULE_KEYS = (
     "data_categories",
     "purposes",
     "clause",
+    "dpv",
 )
+# A W3C Data Privacy Vocabulary concept (CONTRACT §9): `dpv:Marketing`, or the
+# full IRI https://w3id.org/dpv#Marketing; kept as written.
+DPV_NAMESPACE = "https://w3id.org/dpv#"
+_DPV_CONCEPT = re.compile(r"(?:dpv:|https://w3id\.org/dpv#)[A-Z][A-Za-z0-9]*", re.ASCII)
 
 
 class PolicyError(ValueError):
@@ -64,6 +70,7 @@ class Purpose:
     clause: str
     basis: str
     roles: frozenset[str]
+    dpv: str | None = None  # the W3C DPV purpose it is, e.g. dpv:Marketing
 
     @property
     def needs_consent(self) -> bool:
@@ -81,6 +88,7 @@ class RecipientRule:
     requires_legal_basis: frozenset[str] | None = None
     data_categories: frozenset[str] | None = None
     purposes: frozenset[str] | None = None
+    dpv: str | None = None  # the W3C DPV entity or recipient concept, e.g. dpv:ThirdParty
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +342,7 @@ class _Reader:
     def purpose(self, name: str, spec: Any, roles: frozenset[str]) -> Purpose:
         key = f"purposes.{name}"
         spec = self.mapping(spec, key)
-        self.unknown_keys(spec, ("clause", "basis", "roles"), key)
+        self.unknown_keys(spec, ("clause", "basis", "roles", "dpv"), key)
         for required in ("clause", "basis", "roles"):
             if required not in spec:
                 raise self.fail(f"{key}.{required}", "missing")
@@ -348,7 +356,10 @@ class _Reader:
                     f"{key}.roles[{index}]",
                     f"{role!r} is not a known role ({', '.join(sorted(roles))})",
                 )
-        return Purpose(name, self.text(spec["clause"], f"{key}.clause"), basis, purpose_roles)
+        return Purpose(
+            name, self.text(spec["clause"], f"{key}.clause"), basis, purpose_roles,
+            self.dpv(spec, key),
+        )  # fmt: skip
 
     def recipient(self, kind: str, spec: Any, purposes: Mapping[str, Purpose]) -> RecipientRule:
         key = f"recipients.{kind}"
@@ -380,7 +391,19 @@ class _Reader:
                     f"{key}.purposes[{index}]", f"{purpose!r} is not a purpose of this policy"
                 )
         clause = self.text(spec.get("clause", key), f"{key}.clause")
-        return RecipientRule(kind=kind, clause=clause, **lists)
+        return RecipientRule(kind=kind, clause=clause, dpv=self.dpv(spec, key), **lists)
+
+    def dpv(self, spec: Mapping[str, Any], key: str) -> str | None:
+        if "dpv" not in spec:
+            return None
+        concept = self.text(spec["dpv"], f"{key}.dpv")
+        if not _DPV_CONCEPT.fullmatch(concept):
+            raise self.fail(
+                f"{key}.dpv",
+                f"{concept!r} is not a W3C DPV concept; write dpv:Name (e.g. dpv:Marketing) "
+                f"or {DPV_NAMESPACE}Name",
+            )
+        return concept
 
 
 def _yaml_kind(value: Any) -> str:

@@ -17,8 +17,9 @@ from typing import Any
 
 from consent_ledger.core.facts import Disclosure, VisitorRegistration
 from consent_ledger.core.offline import OfflineLedger
-from consent_ledger.core.policy import SINCE_ALWAYS, PolicyVersions
+from consent_ledger.core.policy import Policy, PolicyVersions
 from consent_ledger.core.timeline import SubjectFile, Violation
+from consent_ledger.core.verdicts import Breach, judge_disclosure, judge_visitor
 
 EXAMPLES = 5  # violations shown per direction in the answer
 NO_RECIPIENT = "(none: a visitor registration, or an erased subject's disclosure)"
@@ -26,23 +27,31 @@ NO_RECIPIENT = "(none: a visitor registration, or an erased subject's disclosure
 
 @dataclass(slots=True)
 class WhatIf:
-    """The open violations under the current versions and under the draft."""
+    """What differs between the open violations under the current versions and
+    under the draft, and how many are open under each."""
 
-    current: dict[tuple[str, str], Violation] = field(default_factory=dict)
-    draft: dict[tuple[str, str], Violation] = field(default_factory=dict)
+    opened: dict[tuple[str, str], Violation] = field(default_factory=dict)
+    closed: dict[tuple[str, str], Violation] = field(default_factory=dict)
+    open_now: int = 0
+    open_under_draft: int = 0
     recipients: dict[str, str] = field(default_factory=dict)  # event id: "kind:id"
 
     def add(self, current: Iterable[Violation], draft: Iterable[Violation]) -> None:
-        self.current.update((violation.key, violation) for violation in current)
-        self.draft.update((violation.key, violation) for violation in draft)
+        """Two whole sets of open violations, compared."""
+        now = {violation.key: violation for violation in current}
+        under_draft = {violation.key: violation for violation in draft}
+        self.open_now += len(now)
+        self.open_under_draft += len(under_draft)
+        self.opened.update((k, v) for k, v in under_draft.items() if k not in now)
+        self.closed.update((k, v) for k, v in now.items() if k not in under_draft)
 
     @property
     def would_open(self) -> list[Violation]:
-        return sorted((v for key, v in self.draft.items() if key not in self.current), key=_order)
+        return sorted(self.opened.values(), key=_order)
 
     @property
     def would_close(self) -> list[Violation]:
-        return sorted((v for key, v in self.current.items() if key not in self.draft), key=_order)
+        return sorted(self.closed.values(), key=_order)
 
     def document(self, examples: int = EXAMPLES) -> dict[str, Any]:
         """The ``--json`` shape of CONTRACT §9."""
@@ -53,8 +62,8 @@ class WhatIf:
             "counts": {
                 "would_open": len(would_open),
                 "would_close": len(would_close),
-                "open_now": len(self.current),
-                "open_under_draft": len(self.draft),
+                "open_now": self.open_now,
+                "open_under_draft": self.open_under_draft,
                 "by_rule": self._counts(would_open, would_close, lambda v: str(v.rule)),
                 "by_clause": self._counts(would_open, would_close, lambda v: v.clause),
                 "by_recipient": self._counts(
@@ -126,20 +135,68 @@ def judge_files(
     current: PolicyVersions,
     draft: PolicyVersions,
 ) -> None:
-    """Judge recorded subject files (consents and disclosures, nothing open yet)
-    under both sets, from scratch, and add what is open to ``answer``. The files
-    are judged twice on copies: the caller's stay as they were."""
+    """Judge recorded subject files (consent timelines and disclosures, never
+    erased) under both sets and add what differs to ``answer``. An event that
+    both sets judge under the same version cannot differ: it is judged once,
+    for the counts; a breach is made a :class:`Violation` only where the two
+    differ."""
     for file in files:
-        answer.recipients.update(_recipients(file))
-        found = registrations.get(file.subject, [])
-        for versions, into in ((current, answer.current), (draft, answer.draft)):
-            judged = SubjectFile(file.subject, file.consents, file.disclosures, file.erased_at)
-            judged.rejudge_since(SINCE_ALWAYS, versions, found)
-            into.update(
-                (violation.key, violation)
-                for same_event in judged.open.values()
-                for violation in same_event.values()
-            )
+        for same_purpose in file.disclosures.values():
+            timeline = file.consents.get(same_purpose[0].purpose, []) if same_purpose else []
+            for shared in same_purpose:
+                now = current.in_force_at(shared.instant)
+                breaches = judge_disclosure(now, shared, timeline, None)
+                answer.open_now += len(breaches)
+                under_draft = draft.in_force_at(shared.instant)
+                if under_draft is now:
+                    answer.open_under_draft += len(breaches)
+                    continue
+                drafted = judge_disclosure(under_draft, shared, timeline, None)
+                answer.open_under_draft += len(drafted)
+                if _differ(answer, breaches, drafted, shared.event_id, file.subject,
+                           shared.instant, now, under_draft):  # fmt: skip
+                    answer.recipients[shared.event_id] = (
+                        f"{shared.recipient_kind}:{shared.recipient_id}"
+                    )
+        for visit in registrations.get(file.subject, ()):
+            now = current.in_force_at(visit.instant)
+            breaches = judge_visitor(now, visit)
+            answer.open_now += len(breaches)
+            under_draft = draft.in_force_at(visit.instant)
+            drafted = breaches if under_draft is now else judge_visitor(under_draft, visit)
+            answer.open_under_draft += len(drafted)
+            if under_draft is not now:
+                _differ(answer, breaches, drafted, visit.event_id, file.subject, visit.instant,
+                        now, under_draft)  # fmt: skip
+
+
+def _differ(
+    answer: WhatIf,
+    breaches: list[Breach],
+    drafted: list[Breach],
+    event_id: str,
+    subject: str,
+    instant: int,
+    now: Policy,
+    under_draft: Policy,
+) -> bool:
+    """Add the breaches found under only one of the two; True when there were any."""
+    rules_now = {breach.rule for breach in breaches}
+    rules_drafted = {breach.rule for breach in drafted}
+    if rules_now == rules_drafted:
+        return False
+    for found, other, policy, into in (
+        (drafted, rules_now, under_draft, answer.opened),
+        (breaches, rules_drafted, now, answer.closed),
+    ):
+        for breach in found:
+            if breach.rule not in other:
+                violation = Violation(
+                    event_id, breach.rule, subject, breach.severity, breach.clause,
+                    breach.explanation, instant, policy.version,
+                )  # fmt: skip
+                into[violation.key] = violation
+    return True
 
 
 def _recipients(file: SubjectFile) -> Iterable[tuple[str, str]]:

@@ -45,7 +45,7 @@ ORDER BY purpose
 """
 
 CONSENT_CHANGES_UNTIL: Final = """
-SELECT event_id, purpose, occurred_us, seq, granted, expires_us
+SELECT event_id, purpose, occurred_us, seq, granted, expires_us, controller, channel
 FROM consent_changes WHERE subject = $1 AND occurred_us <= $2
 ORDER BY purpose, occurred_us, seq
 """

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import structlog
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 
 from consent_ledger.api import models
 from consent_ledger.api.errors import ApiError, invalid_parameter
@@ -22,6 +23,7 @@ from consent_ledger.api.routes.common import (
     page_of,
     subject_parameter,
 )
+from consent_ledger.core.consent_records import RecordedConsentChange, consent_records
 from consent_ledger.core.consents import PurposeConsent, consents_at, current_consent
 from consent_ledger.core.facts import ConsentChange
 from consent_ledger.core.intake import parse_json_object
@@ -39,6 +41,7 @@ _SMALLEST_KEY: Final = (-(2**63), -(2**63))
 @router.get(
     "/v1/subjects/{subject:path}/consents",
     summary="The subject's consent status per purpose, now or at an instant",
+    response_model=models.SubjectConsents,
     description=(
         "Without `as_of`: the current status of every purpose the subject has a consent "
         "event for (an expiry counts relative to now). With `as_of`: the status at that "
@@ -59,9 +62,29 @@ async def subject_consents(
             )
         ),
     ] = None,
-) -> models.SubjectConsents:
+    format: Annotated[
+        Literal["json", "jsonld"],
+        Query(
+            description=(
+                "`jsonld`: the consents as ISO/IEC TS 27560 consent records in the W3C Data "
+                "Privacy Vocabulary's JSON-LD form (`application/ld+json`), one per purpose"
+            )
+        ),
+    ] = "json",
+) -> Any:
     subject = subject_parameter(subject)
     instant = _as_of(as_of) if as_of is not None else to_micros(datetime.now(UTC))
+    if format == "jsonld":
+        async with context.ledger().snapshot() as view:
+            await _refuse_erased(view, subject)
+            rows = await view.consent_changes_until(subject, instant)
+        document = consent_records(
+            subject,
+            consents_at(map(_change, rows), instant),
+            (_recorded(row) for row in rows),
+            context.policy.in_force_at(instant),
+        )
+        return JSONResponse(document, media_type="application/ld+json")
     async with context.ledger().snapshot() as view:
         await _refuse_erased(view, subject)
         current = await view.current_consents(subject) if as_of is None else None
@@ -99,6 +122,13 @@ def _change(row: Row) -> ConsentChange:
         row["granted"],
         row["expires_us"],
     )
+
+
+def _recorded(row: Row) -> RecordedConsentChange:
+    return RecordedConsentChange(
+        row["event_id"], row["purpose"], row["occurred_us"], row["granted"], row["expires_us"],
+        row["controller"], row["channel"],
+    )  # fmt: skip
 
 
 def _consent(status: PurposeConsent) -> models.Consent:
