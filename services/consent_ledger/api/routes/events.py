@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from consent_ledger.api import models
 from consent_ledger.api.broker import BrokerUnavailable
@@ -20,7 +20,8 @@ from consent_ledger.core.intake import check_request_body, compact_json
 log = structlog.get_logger(__name__)
 router = APIRouter()
 
-_EVENT_OR_BATCH: TypeAdapter[Any] = TypeAdapter(Event | list[Event])
+# An empty array is a 400 (empty-batch): the schema says so with minItems.
+_EVENT_OR_BATCH: TypeAdapter[Any] = TypeAdapter(Event | Annotated[list[Event], Field(min_length=1)])
 
 
 def event_body_schema() -> tuple[dict[str, Any], dict[str, Any]]:
