@@ -19,6 +19,18 @@ router = APIRouter()
 # A policy is a few kilobytes; a body far larger is a mistake, not a policy.
 MAX_POLICY_BYTES = 262_144
 POLICY_MEDIA_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml")
+# The body is read as text (YAML, of which JSON is a part) and checked by the
+# policy loader, so the document declares it rather than FastAPI parsing it.
+POLICY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A policy in the file format of CONTRACT §3, as YAML or JSON",
+        "content": {
+            "application/yaml": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
 
 
 class PolicyVersionItem(BaseModel):
@@ -94,6 +106,7 @@ async def _policy_text(request: Request) -> str:
 
 @router.post(
     "/v1/policy/whatif",
+    openapi_extra=POLICY_BODY,
     summary="What a draft policy would change over the recorded history (nothing is written)",
     description=(
         "Body: the draft as YAML (`application/yaml`) or JSON. A draft with `effective_from` "
@@ -138,6 +151,7 @@ async def policy_whatif(
 
 @router.post(
     "/v1/policy/versions",
+    openapi_extra=POLICY_BODY,
     summary="Publish a policy version (YAML, or the same as JSON)",
     status_code=201,
     responses=ERRORS
