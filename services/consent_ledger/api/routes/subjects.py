@@ -48,7 +48,14 @@ _SMALLEST_KEY: Final = (-(2**63), -(2**63))
         "instant, from the consent events with event time at or before it. A subject "
         "with no consent events gets an empty list."
     ),
-    responses=SUBJECT_ERRORS,
+    responses=SUBJECT_ERRORS
+    | {
+        200: {
+            "description": "The consents; with `format=jsonld` ISO/IEC TS 27560 consent "
+            "records in DPV JSON-LD",
+            "content": {"application/ld+json": {"schema": {"type": "object"}}},
+        }
+    },
 )
 async def subject_consents(
     subject: str,
