@@ -413,3 +413,21 @@ async def test_a_swap_holds_off_the_worker_s_batches_until_it_commits(pool: asyn
         assert not batch.done()
     report = await batch
     assert sum(report.accepted_by_type.values()) == 1
+
+
+async def test_rebuild_judges_under_the_worker_s_policy_versions(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Given the worker's LEDGER_POLICY (the folder of versions) the rebuild agrees
+    with the worker; given only one of the versions, it finds the verdicts and
+    versions that the others decided."""
+    await run_scenario(pool, "policy-versions", batch_size=2)
+    versions = SCENARIOS / "policy-versions" / "policies"
+
+    same = await asyncio.to_thread(rebuild_command, database_url, versions)
+    one = await asyncio.to_thread(rebuild_command, database_url, versions / "v1.yaml")
+
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert one.returncode == 1, one.stdout + one.stderr
+    assert "DIFFERS: violations (" in one.stdout
+    assert "policy_version" in one.stdout

@@ -165,9 +165,14 @@ class PositionRow(NamedTuple):
 # parameter with isinstance() against collections.abc, three checks per row
 # instead of one or two per value (measured: 29 µs per event as column
 # arrays). Outbox rows keep the order of their array, so alerts are relayed in
-# the order decided. A violation opened again after a retraction names the
-# policy version that judged it this time.
-WRITE_BATCH = """
+# the order decided.
+# What a violation already stored takes from a later change of it (the rest,
+# explanation included, stays as first written). `rebuild` merges its rows so.
+# A violation opened again after a retraction names the policy version that
+# judged it this time.
+VIOLATION_RESTATED = ("status", "updated_at", "policy_version")
+_RESTATE_VIOLATION = ", ".join(f"{name} = EXCLUDED.{name}" for name in VIOLATION_RESTATED)
+WRITE_BATCH = f"""
 WITH new_keys AS (
     INSERT INTO subject_keys SELECT * FROM unnest($1::subject_keys[])
 ), entries AS (
@@ -191,8 +196,7 @@ WITH new_keys AS (
     SELECT event_id, rule, subject, severity, clause, explanation, status, occurred_us,
            detected_at, updated_at, policy_version
     FROM unnest($7::violations[])
-    ON CONFLICT (event_id, rule) DO UPDATE SET status = EXCLUDED.status,
-        updated_at = EXCLUDED.updated_at, policy_version = EXCLUDED.policy_version
+    ON CONFLICT (event_id, rule) DO UPDATE SET {_RESTATE_VIOLATION}
 ), messages AS (
     INSERT INTO outbox (topic, key, value, headers, subject)
     SELECT topic, key, value, headers, subject FROM unnest($8::outbox[])
@@ -211,23 +215,22 @@ UPDATE consumer_positions AS position SET
 FROM unnest($12::int[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[])
     AS p(kafka_partition, next_offset, accepted, duplicates, rejected)
 WHERE position.topic = $10 AND position.kafka_partition = p.kafka_partition
-"""
+"""  # noqa: S608 (fixed column names)
 # What a step of re-judging after a policy publication writes: the violations it
 # opened, retracted or relabelled (now judged under another version), and the
 # alerts of those opened and retracted.
-WRITE_REJUDGED = """
+WRITE_REJUDGED = f"""
 WITH judged AS (
     INSERT INTO violations (event_id, rule, subject, severity, clause, explanation, status,
                             occurred_us, detected_at, updated_at, policy_version)
     SELECT event_id, rule, subject, severity, clause, explanation, status, occurred_us,
            detected_at, updated_at, policy_version
     FROM unnest($1::violations[])
-    ON CONFLICT (event_id, rule) DO UPDATE SET status = EXCLUDED.status,
-        updated_at = EXCLUDED.updated_at, policy_version = EXCLUDED.policy_version
+    ON CONFLICT (event_id, rule) DO UPDATE SET {_RESTATE_VIOLATION}
 )
 INSERT INTO outbox (topic, key, value, headers, subject)
 SELECT topic, key, value, headers, subject FROM unnest($2::outbox[])
-"""
+"""  # noqa: S608 (fixed column names)
 # A large batch's ledger rows go by COPY, two round trips more, cheaper per row
 # than the write statement's unnest() (COPY encodes each value by its column's
 # codec, with no per-row checks).
@@ -532,8 +535,8 @@ def _entries_without_integrity(
 
 def violation_rows(changes: list[ViolationChange], now: datetime) -> list[ViolationRow]:
     """One row per violation ``changes`` touch, from its last change, as a batch
-    written at ``now`` inserts it (a row already stored takes only the status and
-    ``updated_at``: see WRITE_BATCH). ``rebuild`` builds its rows with this too."""
+    written at ``now`` inserts it (a row already stored takes only what
+    VIOLATION_RESTATED names). ``rebuild`` builds its rows with this too."""
     final = {change.violation.key: change for change in changes}
     return [
         ViolationRow(

@@ -17,8 +17,9 @@ worker batch wrote share its ``recorded_at``, which is also the
 ``detected_at``/``updated_at`` of every violation that batch changed. Rows
 come from the worker's own builders (``batch_write.fact_rows`` and
 ``violation_rows``) and are merged as the worker's write statement merges them
-(a stored violation takes only a new status and ``updated_at``; a current
-consent moves only to a later change). A subject's events live in one Kafka
+(a stored violation takes from a later change only what
+``batch_write.VIOLATION_RESTATED`` names; a current consent moves only to a
+later change). A subject's events live in one Kafka
 partition, whose batches hold its position lock in turn, so within a subject
 ``seq`` is exactly the order the worker recorded them in, late arrivals and
 re-judgements included; across subjects order does not change a verdict.
@@ -59,6 +60,7 @@ from consent_ledger.errors import RebuildError
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.integrity.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
 from consent_ledger.store.batch_write import (
+    VIOLATION_RESTATED,
     ConsentChangeRow,
     CurrentConsentRow,
     DisclosureRow,
@@ -372,9 +374,7 @@ class _Replay:
             known = self.violations.get(key)
             if known is not None:
                 self.violations[key] = known._replace(
-                    status=changed.status,
-                    updated_at=changed.updated_at,
-                    policy_version=changed.policy_version,
+                    **{name: getattr(changed, name) for name in VIOLATION_RESTATED}
                 )
                 continue
             number = self.live_ids.get(key)
