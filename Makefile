@@ -74,11 +74,12 @@ schemas: $(STAMP) ## regenerate schemas/ from the event models
 scenarios: $(STAMP) ## run the acceptance scenarios (tests/data/scenarios) through `check`
 	$(BIN)/python tests/tools/check_scenarios.py $(BIN)/consent-ledger tests/data/scenarios
 
-bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and memory, end-to-end rates, rebuild)
+bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and memory, end-to-end rates, rebuild, poison isolation)
 	$(BIN)/python bench/bench_check.py
 	$(COMPILED)/bin/python bench/bench_check.py
 	$(COMPILED)/bin/python bench/bench_service.py
 	$(COMPILED)/bin/python bench/bench_rebuild.py
+	$(COMPILED)/bin/python bench/bench_isolation.py
 	$(COMPILED)/bin/python bench/bench_whatif.py
 
 # Also faust's data folders that workers and tests of earlier versions left in

@@ -824,6 +824,7 @@ async def test_stats_sum_positions_and_say_lag_null_without_a_broker(
             "violations_open": 5,
             "violations_retracted": 2,
             "lag": None,
+            "outbox": {"depth": 0, "oldest_age_s": 0.0, "dead": 0},
         }
 
 
@@ -859,7 +860,10 @@ async def test_healthz_and_readyz(
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
-        assert ready.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"database": "ok", "broker": "ok", "outbox": "ok"},
+        }
     async with api(settings.with_(kafka_bootstrap=closed_port_bootstrap()), pool) as client:
         assert (await client.get("/healthz")).status_code == 200
         not_ready = await client.get("/readyz")
@@ -880,6 +884,46 @@ async def test_readyz_names_the_database_when_it_is_down(
     body = assert_error(response, 503, "not-ready")
     assert "database" in body["error"]["failed"]
     assert_error(stats, 503, "database-unavailable")
+
+
+async def test_outbox_figures_and_a_stuck_relay_degrade_readiness(
+    settings: Settings, pool: asyncpg.Pool, rows: LedgerRows, kafka_bootstrap: str
+) -> None:
+    """Outbox depth, oldest age and dead count in /v1/stats and /metrics; /readyz
+    answers 200 ``degraded`` while messages wait a minute with no relay progress."""
+    await rows.rejected(0, 1, "unprocessable", b"{}")
+    async with pool.acquire() as connection:
+        for age in (timedelta(minutes=2), timedelta(seconds=1)):
+            await connection.execute(
+                "INSERT INTO outbox (topic, value, created_at) VALUES ('t', 'v', now() - $1::interval)",
+                age,
+            )
+        await connection.execute(
+            "INSERT INTO outbox_dead (id, topic, value, headers, created_at, reason)"
+            " VALUES (999, 't', 'v', '[]', now(), 'MessageSizeTooLargeError: too large')"
+        )
+        await connection.execute("UPDATE outbox_relay SET progressed_at = now() - interval '90 s'")
+    async with api(settings.with_(kafka_bootstrap=kafka_bootstrap), pool) as client:
+        stats = (await client.get("/v1/stats")).json()
+        metrics = set((await client.get("/metrics")).text.splitlines())
+        degraded = await client.get("/readyz")
+        async with pool.acquire() as connection:  # a relay sent something
+            await connection.execute("UPDATE outbox_relay SET progressed_at = now()")
+        ready = await client.get("/readyz")
+    assert (stats["outbox"]["depth"], stats["outbox"]["dead"]) == (2, 1)
+    assert 120 <= stats["outbox"]["oldest_age_s"] < 180
+    assert {"consent_ledger_outbox_depth 2", "consent_ledger_outbox_dead 1"} <= metrics
+    assert f'consent_ledger_records_isolated_total{{topic="{settings.events_topic}"}} 1' in metrics
+    (age,) = [
+        line for line in metrics if line.startswith("consent_ledger_outbox_oldest_age_seconds ")
+    ]
+    assert float(age.split()[1]) >= 120
+    assert degraded.status_code == 200
+    assert degraded.json()["status"] == "degraded"
+    assert "2 messages waiting" in degraded.json()["checks"]["outbox"]
+    assert (ready.status_code, ready.json()["status"], ready.json()["checks"]["outbox"]) == (
+        200, "ready", "ok",
+    )  # fmt: skip
 
 
 async def test_metrics_in_prometheus_text_format(

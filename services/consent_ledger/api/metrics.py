@@ -14,6 +14,8 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from consent_ledger.store.outbox import OutboxHealth
+
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 Sample = tuple[Mapping[str, str], int | float]
@@ -115,6 +117,7 @@ class LedgerFigures:
     batch_times: Sequence[Mapping[str, Any]]  # kafka_partition, batches, batch_seconds
     lag: Mapping[int, int] | None
     requests: Iterable[Sample]
+    outbox: OutboxHealth
 
 
 def exposition(figures: LedgerFigures) -> str:
@@ -181,6 +184,25 @@ def exposition(figures: LedgerFigures) -> str:
             for partition, lag in (figures.lag or {}).items()
         ),
     )
+    out.family(
+        "consent_ledger_records_isolated_total",
+        "counter",
+        "Records the worker isolated from their batch and rejected as unprocessable: "
+        "storing them failed for a reason of their own (also in rejected_events).",
+        [({"topic": figures.topic}, figures.rejected_by_reason.get("unprocessable", 0))],
+    )
+    outbox = figures.outbox
+    for name, value, meaning in (
+        ("consent_ledger_outbox_depth", outbox.depth,
+         "Messages (alerts, copies of rejected records) waiting to be relayed."),
+        ("consent_ledger_outbox_oldest_age_seconds", outbox.oldest_age_s,
+         "Age of the oldest message waiting; 0 when none waits."),
+        ("consent_ledger_outbox_dead", outbox.dead,
+         "Messages the broker refused for good (too large, invalid), kept with the reason."),
+        ("consent_ledger_outbox_seconds_since_progress", outbox.since_progress_s,
+         "Seconds since a relay last sent or set aside a message."),
+    ):  # fmt: skip
+        out.family(name, "gauge", meaning, [({}, value)])
     out.family(
         "consent_ledger_http_requests_total",
         "counter",

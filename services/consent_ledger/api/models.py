@@ -202,6 +202,14 @@ class RejectedPage(BaseModel):
 # -- operations ----------------------------------------------------------------
 
 
+class OutboxStats(BaseModel):
+    """Messages (alerts, copies of rejected records) waiting to be relayed to the broker."""
+
+    depth: int = Field(description="Messages waiting")
+    oldest_age_s: float = Field(description="Age of the oldest one in seconds; 0 when none waits")
+    dead: int = Field(description="Messages the broker refused for good, kept with the reason")
+
+
 class Stats(BaseModel):
     """Counts over ``ledger.events``: every record read is in exactly one of the
     first three."""
@@ -217,6 +225,7 @@ class Stats(BaseModel):
             "cannot be asked"
         )
     )
+    outbox: OutboxStats
 
 
 class Health(BaseModel):
@@ -224,8 +233,11 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready"] = "ready"
-    checks: dict[str, str] = Field(examples=[{"database": "ok", "broker": "ok"}])
+    """200 either way: ``degraded`` when the outbox relay made no progress for a
+    minute while messages wait (alerts are late; the API itself serves)."""
+
+    status: Literal["ready", "degraded"] = "ready"
+    checks: dict[str, str] = Field(examples=[{"database": "ok", "broker": "ok", "outbox": "ok"}])
 
 
 class NotReady(BaseModel):

@@ -21,6 +21,7 @@ from consent_ledger.core.whatif import WhatIf
 from consent_ledger.integrity.checkpoints import SignedCheckpoint
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.store import audit_reads
+from consent_ledger.store.outbox import OutboxHealth, outbox_health
 from consent_ledger.store.policy_versions import (
     PublishedVersion,
     publish_version,
@@ -226,6 +227,9 @@ class LedgerView:
         rows = await self._connection.fetch(ENTRIES_BY_TYPE)
         return {row["type"]: row["n"] for row in rows}
 
+    async def outbox_health(self) -> OutboxHealth:
+        return await outbox_health(self._connection)
+
     async def rejected_by_reason(self) -> dict[str, int]:
         rows = await self._connection.fetch(REJECTED_BY_REASON)
         return {row["reason"]: row["n"] for row in rows}
@@ -305,3 +309,8 @@ class LedgerReader:
     async def ping(self) -> None:
         """Raise unless the database answers."""
         await self._pool.fetchval(PING)
+
+    async def outbox_health(self) -> OutboxHealth:
+        """How the outbox relay is doing (store/outbox.py), outside a snapshot."""
+        async with self._pool.acquire() as connection:
+            return await outbox_health(connection)

@@ -24,6 +24,7 @@ from consent_ledger.kafka import kafka_security
 router = APIRouter()
 
 _READY_TIMEOUT_S: Final = BROKER_TIMEOUT_S
+OUTBOX_STUCK_S: Final = 60.0
 
 
 @router.get("/v1/stats", summary="Counts of records, violations and the worker's lag")
@@ -33,6 +34,7 @@ async def stats(context: Context) -> models.Stats:
         totals = await view.position_totals(topic)
         by_status = await view.violations_by_status()
         next_offsets = await view.next_offsets(topic)
+        outbox = await view.outbox_health()
     # Asked after the database, so the lag is never below the truth.
     log_end = await log_end_offsets(
         context.settings.kafka_bootstrap, topic, security=kafka_security(context.settings)
@@ -45,6 +47,9 @@ async def stats(context: Context) -> models.Stats:
         violations_open=by_status.get("open", 0),
         violations_retracted=by_status.get("retracted", 0),
         lag=lag,
+        outbox=models.OutboxStats(
+            depth=outbox.depth, oldest_age_s=round(outbox.oldest_age_s, 3), dead=outbox.dead
+        ),
     )
 
 
@@ -55,7 +60,14 @@ async def healthz() -> models.Health:
 
 @router.get(
     "/readyz",
-    summary="The database and the broker answer",
+    summary="The database and the broker answer; degraded when the outbox is stuck",
+    description=(
+        "503 when the database or the broker does not answer. 200 otherwise, with "
+        "`status` `degraded` (and why, under `checks.outbox`) when messages have "
+        f"waited in the outbox for {OUTBOX_STUCK_S:g} s while no relay made progress: "
+        "alerts and copies of rejected records are late, but the API serves, so it "
+        "stays in rotation; alert on it from `/metrics`."
+    ),
     responses={503: {"model": models.NotReady, "description": "Which dependency failed"}},
 )
 async def readyz(context: Context) -> Response:
@@ -81,6 +93,18 @@ async def readyz(context: Context) -> Response:
     if failed:
         body = error_body("not-ready", f"not ready: {', '.join(failed)} failed", failed=failed)
         return JSONResponse({**body, "checks": checks}, status_code=503)
+    try:
+        outbox = await asyncio.wait_for(context.ledger().outbox_health(), _READY_TIMEOUT_S)
+    except Exception as exc:  # the database answered a moment ago: no verdict
+        checks["outbox"] = f"unknown: {_failure(exc)}"
+        return JSONResponse(models.Readiness(checks=checks).model_dump())
+    if outbox.stuck_for(OUTBOX_STUCK_S):
+        checks["outbox"] = (
+            f"no relay progress for {outbox.since_progress_s:.0f} s; {outbox.depth} messages "
+            f"waiting, the oldest for {outbox.oldest_age_s:.0f} s"
+        )
+        return JSONResponse(models.Readiness(status="degraded", checks=checks).model_dump())
+    checks["outbox"] = "ok"
     return JSONResponse(models.Readiness(checks=checks).model_dump())
 
 
@@ -107,6 +131,7 @@ async def metrics(context: Context) -> Response:
         totals = await view.position_totals(topic)
         next_offsets = await view.next_offsets(topic)
         batch_times = await view.batch_times(topic)
+        outbox = await view.outbox_health()
     log_end = await log_end_offsets(
         context.settings.kafka_bootstrap, topic, security=kafka_security(context.settings)
     )
@@ -119,5 +144,6 @@ async def metrics(context: Context) -> Response:
         batch_times=batch_times,
         lag=consumer_lag(log_end, next_offsets) if log_end is not None else None,
         requests=context.requests.samples(),
+        outbox=outbox,
     )
     return Response(exposition(figures), media_type=CONTENT_TYPE)
