@@ -11,7 +11,7 @@ SOURCES := $(shell find services -name '*.py' -o -name '*.yaml' -o -name '*.sql'
 
 LOCK_TOOLS := .venv-lock
 
-.PHONY: help install lock compiled run test test-unit test-compiled lint fmt typecheck schemas scenarios bench clean
+.PHONY: help install lock compiled run test test-unit test-compiled lint fmt typecheck schemas scenarios bench soak clean
 
 # Colour only on a terminal, so that `make help > file` or a pipe gets plain text.
 help: ## list the targets
@@ -81,6 +81,9 @@ bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and m
 	$(COMPILED)/bin/python bench/bench_rebuild.py
 	$(COMPILED)/bin/python bench/bench_isolation.py
 	$(COMPILED)/bin/python bench/bench_whatif.py
+
+soak: $(STAMP) ## 10 minutes at 1,000 records/s with hostile ones: memory, latency per minute, outbox
+	cd bench && ../$(BIN)/python bench_soak.py
 
 # Also faust's data folders that workers and tests of earlier versions left in
 # the working directory (<app id>-data; now they live in temporary folders).

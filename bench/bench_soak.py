@@ -1,0 +1,329 @@
+"""Soak: the service under a steady stream with hostile records, for minutes.
+
+A worker and the API run as their own processes (`consent-ledger worker`,
+`consent-ledger api`) on the embedded broker and PostgreSQL (or
+LEDGER_BENCH_KAFKA / LEDGER_BENCH_DATABASE_URL). The load generator publishes
+RATE records a second to ledger.events, as an upstream producer does; about 2 %
+of them are hostile: U+0000 and a lone surrogate in a subject, a member name
+twice, nesting 40 deep, an envelope without `time`, not JSON, a redelivered
+event, and every 5 s a record over 262,144 bytes. Meanwhile the API is read
+(stats, a page of violations and of rejected records, every second) and
+written (a batch of ten events every second, a 980 KB array of zeros every
+30 s).
+
+Each minute it prints the records sent and counted, the outbox's depth and
+dead messages, and the worker's and the API's resident memory; at the end,
+per minute, the latency from the call that sends a record to its commit in
+PostgreSQL (p50, p99; as bench_service.py measures it). Prints figures; never
+fails on a timing.
+
+Usage: python bench/bench_soak.py [--minutes N] [--rate R]   (default 10 minutes, 1,000/s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import gc
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from bench_service import CLI, counted, ledger_database, say
+from machine import describe
+
+from consent_ledger.devtools.broker import EmbeddedBroker
+from consent_ledger.devtools.demo import EventFactory
+from consent_ledger.devtools.postgres import EmbeddedPostgres
+from consent_ledger.devtools.processes import find_free_port, stop_process_groups
+from consent_ledger.kafka import make_producer
+from consent_ledger.settings import Settings
+
+HOSTILE_EVERY = 50  # one record in 50 is hostile
+OVERSIZE_EVERY_S = 5.0
+ZEROS_EVERY_S = 30.0
+
+
+def hostile_records(factory: EventFactory) -> list[bytes]:
+    """One of each kind of hostile record (CONTRACT §2), built on a valid event."""
+
+    def event() -> dict[str, Any]:
+        return dict(factory.next_event())
+
+    nul, surrogate, twice, deep, no_time = event(), event(), event(), event(), event()
+    nul_text = orjson.dumps(nul).replace(
+        orjson.dumps(nul["subject"]), b'"nul\\u0000' + nul["subject"].encode() + b'"'
+    )
+    surrogate_text = orjson.dumps(surrogate).replace(
+        orjson.dumps(surrogate["subject"]), b'"surr\\ud800' + surrogate["subject"].encode() + b'"'
+    )
+    twice_text = orjson.dumps(twice)[:-1] + b',"id":"' + twice["id"].encode() + b'-twice"}'
+    nested: Any = 1
+    for _ in range(40):
+        nested = {"n": nested}
+    deep["data"] = {**deep["data"], "nested": nested}
+    del no_time["time"]
+    return [
+        nul_text,
+        surrogate_text,
+        twice_text,
+        orjson.dumps(deep),
+        orjson.dumps(no_time),
+        b'{"specversion": "1.0", "id": ',  # not JSON
+    ]
+
+
+def oversize_record(factory: EventFactory) -> bytes:
+    event = dict(factory.next_event())
+    event["data"] = {**event["data"], "padding": "x" * 270_000}
+    return orjson.dumps(event)
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Latencies:
+    """Send time of each acknowledged record, per partition in offset order, until
+    the worker's committed position passes it; then its latency, by minute sent."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, collections.deque[tuple[int, float, int]]] = {}
+        self.by_minute: dict[int, list[float]] = collections.defaultdict(list)
+
+    def sent(self, partition: int, offset: int, sent_at: float, minute: int) -> None:
+        self.pending.setdefault(partition, collections.deque()).append((offset, sent_at, minute))
+
+    def committed(self, partition: int, next_offset: int, now: float) -> None:
+        waiting = self.pending.get(partition)
+        while waiting and waiting[0][0] < next_offset:
+            _, sent_at, minute = waiting.popleft()
+            self.by_minute[minute].append((now - sent_at) * 1000)
+
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in self.pending.values())
+
+
+async def exercise_api(api_url: str, factory: EventFactory, stop: asyncio.Event) -> dict[str, int]:
+    """Reads every second, ten events posted every second, the 980 KB body of
+    zeros every 30 s; the statuses seen, counted."""
+    statuses: dict[str, int] = collections.Counter()
+    zeros = b"[" + b"0," * 489_999 + b"0]"
+    last_zeros = time.monotonic()
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        while not stop.is_set():
+            try:
+                for path in ("/v1/stats", "/v1/violations?limit=100", "/v1/rejected?limit=100"):
+                    statuses[
+                        f"GET {path.split('?')[0]} {(await client.get(path)).status_code}"
+                    ] += 1
+                batch = [dict(factory.next_event()) for _ in range(10)]
+                posted = await client.post("/v1/events", json=batch)
+                statuses[f"POST /v1/events {posted.status_code}"] += 1
+                if time.monotonic() - last_zeros >= ZEROS_EVERY_S:
+                    last_zeros = time.monotonic()
+                    answer = await client.post("/v1/events", content=zeros)
+                    statuses[f"POST zeros {answer.status_code}"] += 1
+            except httpx.TransportError as exc:
+                statuses[f"transport error {type(exc).__name__}"] += 1
+            await asyncio.sleep(1)
+    return statuses
+
+
+def start_service(env: dict[str, str], folder: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """A worker and the API, each logging to a file in ``folder``."""
+    processes = {}
+    for name in ("worker", "api"):
+        with (folder / f"{name}.log").open("wb") as log:
+            processes[name] = subprocess.Popen(
+                [str(CLI), name], env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+    return processes
+
+
+async def soak(
+    env: dict[str, str], dsn: str, bootstrap: str, topic: str, minutes: float, rate: int
+) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="bench-soak-"))
+    env = env | {"LEDGER_API_PORT": str(find_free_port())}
+    api_url = f"http://127.0.0.1:{env['LEDGER_API_PORT']}"
+    processes = start_service(env, folder)
+    say(f"logs in {folder}")
+    factory = EventFactory(seed=7, subjects=50_000, live=True)
+    producer = make_producer(Settings(kafka_bootstrap=bootstrap, kafka_idempotence=False))
+    await producer.start()
+    connection = await asyncpg.connect(dsn)  # the watcher's
+    monitor = await asyncpg.connect(dsn)  # the minute lines'
+    latencies = Latencies()
+    stop = asyncio.Event()
+    try:
+        async with httpx.AsyncClient(base_url=api_url) as client:
+            for _ in range(600):
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        before = await counted(dsn)
+        while await counted(dsn) == before:  # the worker has joined its group and consumes
+            event = factory.next_event()
+            await producer.send_and_wait(topic, orjson.dumps(event), key=event["subject"].encode())
+            await asyncio.sleep(0.2)
+
+        def memory() -> str:
+            return ", ".join(
+                f"{name} {rss_mb(process.pid):.0f} MB" for name, process in processes.items()
+            )
+
+        say(f"RSS at start: {memory()}")
+
+        async def watch() -> None:
+            while not stop.is_set() or latencies.waiting():
+                rows = await connection.fetch(
+                    "SELECT kafka_partition, next_offset FROM consumer_positions WHERE topic = $1",
+                    topic,
+                )
+                now = time.perf_counter()
+                for partition, next_offset in rows:
+                    latencies.committed(partition, next_offset, now)
+                await asyncio.sleep(0.01)
+
+        def acknowledged(sent_at: float, minute: int) -> Any:
+            def done(future: asyncio.Future[Any]) -> None:
+                if not future.cancelled() and future.exception() is None:
+                    metadata = future.result()
+                    latencies.sent(metadata.partition, metadata.offset, sent_at, minute)
+
+            return done
+
+        hostile = hostile_records(factory)
+        redelivered = orjson.dumps(factory.next_event())
+        watcher = asyncio.create_task(watch())
+        api_load = asyncio.create_task(exercise_api(api_url, factory, stop))
+        gc.disable()  # this process keeps a timestamp per record: no stalls from collecting them
+        started = time.perf_counter()
+        total = int(minutes * 60 * rate)
+        sent_by_minute: dict[int, int] = collections.Counter()
+        hostile_sent = 0
+        last_oversize = started
+        reported = 0
+        for number in range(total):
+            delay = started + number / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.perf_counter()
+            minute = int((now - started) // 60)
+            if now - last_oversize >= OVERSIZE_EVERY_S:
+                last_oversize = now
+                value, key = oversize_record(factory), b"oversize"
+                hostile_sent += 1
+            elif number % HOSTILE_EVERY == HOSTILE_EVERY - 1:
+                kind = (number // HOSTILE_EVERY) % (len(hostile) + 1)
+                value = hostile[kind] if kind < len(hostile) else redelivered
+                key = b"hostile"
+                hostile_sent += 1
+            else:
+                event = factory.next_event()
+                value, key = orjson.dumps(event), event["subject"].encode()
+            future = await producer.send(topic, value, key=key)
+            future.add_done_callback(acknowledged(now, minute))
+            sent_by_minute[minute] += 1
+            if minute > reported:
+                await progress(monitor, reported, sent_by_minute, memory())
+                reported = minute
+        await producer.flush()
+        stop.set()
+        await asyncio.wait_for(watcher, timeout=300)
+        statuses = await api_load
+        gc.enable()
+        await progress(monitor, reported, sent_by_minute, memory())
+        say("latency send -> committed (visible to the API), by the minute a record was sent:")
+        for minute in sorted(sent_by_minute):
+            values = sorted(latencies.by_minute.get(minute, []))
+            if values:
+                say(
+                    f"  minute {minute + 1}: p50 {statistics.median(values):.0f} ms, "
+                    f"p99 {values[int(len(values) * 0.99)]:.0f} ms, max {values[-1]:.0f} ms "
+                    f"({len(values):,} records)"
+                )
+        async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+            stats = (await client.get("/v1/stats")).json()
+        say(f"RSS at end: {memory()}")
+        say(
+            f"sent {sum(sent_by_minute.values()):,} records ({hostile_sent:,} hostile) in "
+            f"{time.perf_counter() - started:.0f} s; ledger: {stats['accepted']:,} accepted, "
+            f"{stats['duplicates']:,} duplicates, {stats['rejected']:,} rejected"
+        )
+        say("API answers: " + ", ".join(f"{key} x{n}" for key, n in sorted(statuses.items())))
+        alive = [name for name, process in processes.items() if process.poll() is None]
+        say(f"still running at the end: {', '.join(alive) or 'nothing'}")
+    finally:
+        stop.set()
+        await producer.stop()
+        await connection.close()
+        await monitor.close()
+        stop_process_groups(processes.values(), timeout=30)
+
+
+async def progress(
+    connection: asyncpg.Connection, minute: int, sent_by_minute: dict[int, int], memory: str
+) -> None:
+    """One line as ``minute`` ends: what was sent, what the worker has counted,
+    the outbox, memory (latencies come at the end, once every record committed)."""
+    depth = await connection.fetchval("SELECT count(*) FROM outbox")
+    dead = await connection.fetchval("SELECT count(*) FROM outbox_dead")
+    done = await connection.fetchval(
+        "SELECT coalesce(sum(accepted + duplicates + rejected), 0) FROM consumer_positions"
+    )
+    say(
+        f"minute {minute + 1}: sent {sent_by_minute[minute]:,} "
+        f"({sum(sent_by_minute.values()):,} in all), counted {done:,}; "
+        f"outbox depth {depth}, dead {dead}; RSS {memory}"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=int, default=1_000)
+    options = parser.parse_args()
+    broker = None if os.environ.get("LEDGER_BENCH_KAFKA") else EmbeddedBroker().start()
+    bootstrap = os.environ.get("LEDGER_BENCH_KAFKA") or (broker.bootstrap if broker else "")
+    folder = tempfile.TemporaryDirectory(prefix="bench-pg-")
+    postgres = None
+    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
+    if not server:
+        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
+        server = postgres.dsn
+    say(f"broker {bootstrap}, PostgreSQL {server.split('@')[-1]}")
+    say(describe())
+    say(f"soak: {options.minutes:g} minutes at {options.rate:,} records/s")
+    try:
+        async with ledger_database(server, bootstrap) as (env, dsn, topic):
+            await soak(env, dsn, bootstrap, topic, options.minutes, options.rate)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        folder.cleanup()
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
