@@ -5,11 +5,14 @@ Writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 
+from consent_ledger.core.facts import VisitorRegistration
 from consent_ledger.core.policy import SINCE_ALWAYS, PolicyVersions
+from consent_ledger.core.timeline import SubjectFile
 from consent_ledger.core.whatif import WhatIf, judge_files
 from consent_ledger.store.policy_versions import load_subject_files
 
@@ -37,10 +40,31 @@ async def whatif_recorded(
     answer = WhatIf()
     async with connection.transaction(isolation="repeatable_read", readonly=True):
         subjects = [row[0] for row in await connection.fetch(JUDGED_SUBJECTS)]
-        for start in range(0, len(subjects), SUBJECTS_PER_READ):
-            chunk = subjects[start : start + SUBJECTS_PER_READ]
-            files, registrations = await load_subject_files(
-                connection, chunk, SINCE_ALWAYS, open_sealed, with_open=False
+        chunks = [
+            subjects[start : start + SUBJECTS_PER_READ]
+            for start in range(0, len(subjects), SUBJECTS_PER_READ)
+        ]
+        # The next chunk's read is sent before this one is judged: PostgreSQL
+        # runs it on the other core meanwhile (bench/RESULTS.md: 13-20 % less time).
+        reading = (
+            asyncio.ensure_future(_read(connection, chunks[0], open_sealed)) if chunks else None
+        )
+        for number in range(len(chunks)):
+            assert reading is not None
+            files, registrations = await reading
+            reading = (
+                asyncio.ensure_future(_read(connection, chunks[number + 1], open_sealed))
+                if number + 1 < len(chunks)
+                else None
             )
+            await asyncio.sleep(0)  # let the read go out before judging holds the loop
             judge_files(answer, files.values(), registrations, current, draft)
     return answer
+
+
+async def _read(
+    connection: asyncpg.Connection, subjects: list[str], open_sealed: Any
+) -> tuple[dict[str, SubjectFile], dict[str, list[VisitorRegistration]]]:
+    return await load_subject_files(
+        connection, subjects, SINCE_ALWAYS, open_sealed, with_open=False
+    )
