@@ -265,6 +265,36 @@ def _parser() -> argparse.ArgumentParser:
     whatif.add_argument("--json", action="store_true", help="print one JSON document")
     whatif.set_defaults(run=_whatif)
 
+    checkpoint = _command(
+        commands, "checkpoint", "keep signed checkpoints outside the ledger (for verify)",
+        "Keep copies of the ledger's signed checkpoints where its operators cannot change "
+        "them: `checkpoint save FILE` writes the latest, which `verify --trusted-checkpoint "
+        "FILE` holds the ledger to later.",
+        "see `consent-ledger checkpoint save --help`",
+        "exit status: that of the action",
+    )  # fmt: skip
+    checkpoint_commands = checkpoint.add_subparsers(dest="action", required=True, metavar="ACTION")
+    save = _command(
+        checkpoint_commands, "save",
+        "fetch the latest signed checkpoint from the API, check it, write it to FILE",
+        "Fetch GET /v1/ledger/checkpoints/latest, check its signature under the public key "
+        "you pinned (never one the API hands out), and write it to FILE, which must not exist "
+        "yet. Later, `verify --trusted-checkpoint FILE` fails when the ledger no longer holds "
+        "what it signed.",
+        "LEDGER_API_URL (else http://LEDGER_API_HOST:LEDGER_API_PORT; --api wins), "
+        "LEDGER_TOKEN (sent as bearer token, if set), LEDGER_PUBLIC_KEY_FILE or "
+        "LEDGER_SIGNING_KEY_FILE (when --public-key is not given)",
+        "exit status: 0 saved, 1 the checkpoint's signature does not hold (nothing written), "
+        "2 usage error, the API unreachable or refusing, or FILE exists",
+    )  # fmt: skip
+    save.add_argument("file", type=Path, help="where to keep it (a new file)")
+    save.add_argument("--api", help="the API's base URL (default: LEDGER_API_URL, else "
+                      "http://LEDGER_API_HOST:LEDGER_API_PORT)")  # fmt: skip
+    save.add_argument("--public-key", type=Path, help="the ledger's public key: PEM, or the "
+                      "JSON of GET /v1/ledger/public-key, checked out of band; default: "
+                      "LEDGER_PUBLIC_KEY_FILE")  # fmt: skip
+    save.set_defaults(run=_checkpoint_save)
+
     verify_proof = _command(
         commands, "verify-proof", "check a saved inclusion or consistency proof offline",
         "Check a proof document saved from the API (inclusion or consistency) offline, "
@@ -470,6 +500,30 @@ def _verify(args: argparse.Namespace) -> int:
     for coverage in report.coverage:
         out.write(f"  {coverage.describe()}\n")
     return status
+
+
+def _checkpoint_save(args: argparse.Namespace) -> int:
+    from consent_ledger.checkpoint_keeping import (
+        CheckpointNotFetched,
+        CheckpointNotTrusted,
+        save_latest_checkpoint,
+    )
+
+    settings = _settings()
+    public_key = _public_key(args.public_key, settings)
+    try:
+        saved = save_latest_checkpoint(
+            args.api or settings.api_base_url, settings.token, public_key, args.file
+        )
+    except CheckpointNotTrusted as exc:
+        sys.stdout.write(f"NOT SAVED: {exc}\n")
+        return EXIT_VIOLATIONS
+    except (CheckpointNotFetched, FileExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.file}: {exc.strerror or exc}") from None
+    sys.stdout.write(f"{saved.describe()}\n")
+    return EXIT_OK
 
 
 def _trusted_checkpoint(path: Path) -> TrustedCheckpoint:

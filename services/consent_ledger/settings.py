@@ -30,6 +30,16 @@ class Settings:
     events_topic: str = "ledger.events"
     rejected_topic: str = "ledger.rejected"
     violations_topic: str = "ledger.violations"
+    # Each signed checkpoint, keyed by log id: compacted (the latest per log), and
+    # the full history (never deleted); ARCHITECTURE.md says why two topics.
+    checkpoints_topic: str = "ledger.checkpoints"
+    checkpoint_history_topic: str = "ledger.checkpoints.history"
+    # Comma-separated URLs each signed checkpoint is POSTed to (CONTRACT §10).
+    witnesses: str | None = None
+    # Where CLI commands reach the API (default http://<api_host>:<api_port>), and
+    # the bearer token they send (CONTRACT §7: LEDGER_TOKEN).
+    api_url: str | None = None
+    token: str | None = None
     partitions: int = 4
     consumer_group: str = "consent-ledger-worker"
     data_dir: Path = Path(".ledger-data")
@@ -77,6 +87,15 @@ class Settings:
         _check_kafka_transport(values)
         return cls(**values)
 
+    @property
+    def witness_urls(self) -> tuple[str, ...]:
+        """``LEDGER_WITNESSES`` split at commas, blanks dropped."""
+        return tuple(url.strip() for url in (self.witnesses or "").split(",") if url.strip())
+
+    @property
+    def api_base_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
@@ -90,6 +109,11 @@ _VARIABLES: dict[str, type] = {
     "events_topic": str,
     "rejected_topic": str,
     "violations_topic": str,
+    "checkpoints_topic": str,
+    "checkpoint_history_topic": str,
+    "witnesses": str,
+    "api_url": str,
+    "token": str,
     "partitions": int,
     "consumer_group": str,
     "data_dir": Path,

@@ -21,12 +21,12 @@ import asyncpg
 import orjson
 import pytest
 
-from consent_ledger.ledger.audit import consistency_proof_between, inclusion_proof_for
-from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import generate_signing_key, sign_checkpoint
-from consent_ledger.ledger.entry import LedgerEntry, from_micros
-from consent_ledger.ledger.merkle import MerkleFrontier
-from consent_ledger.ledger.trust import parse_trusted_checkpoint
+from consent_ledger.integrity.checkpoints import generate_signing_key, sign_checkpoint
+from consent_ledger.integrity.entry import LedgerEntry, from_micros
+from consent_ledger.integrity.merkle import MerkleFrontier
+from consent_ledger.integrity.trust import parse_trusted_checkpoint
+from consent_ledger.store.audit_reads import consistency_proof_between, inclusion_proof_for
+from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from tests.integration.test_ledger_audit import (
     LOG_ID,
     PARTITIONS,
