@@ -1,8 +1,9 @@
 """The ``consent-ledger`` command: a thin shell over the core and the adapters.
 
 Exit status: 0 when all is well (``check``: nothing open), 1 when ``check``
-finds open violations or ``publish`` refused lines, 2 on a usage, file or
-policy error. Heavy imports (faust, the web framework) happen inside the
+finds open violations, ``publish`` refused lines, ``verify`` finds tampering or
+nothing signed, or a checkpoint or proof does not verify, 2 on a usage, file,
+policy or connection error. Heavy imports (faust, the web framework) happen inside the
 command that needs them, so ``check`` starts fast.
 """
 

@@ -21,7 +21,11 @@ import asyncpg
 import orjson
 import pytest
 
-from consent_ledger.integrity.checkpoints import generate_signing_key, sign_checkpoint
+from consent_ledger.integrity.checkpoints import (
+    Checkpoint,
+    generate_signing_key,
+    sign_checkpoint,
+)
 from consent_ledger.integrity.entry import LedgerEntry, from_micros
 from consent_ledger.integrity.merkle import MerkleFrontier
 from consent_ledger.integrity.trust import parse_trusted_checkpoint
@@ -195,7 +199,7 @@ async def test_a_kept_checkpoint_still_holds_after_the_ledger_grew(
     assert f"{report.entries} signed, 0 unsigned" in output
 
 
-async def test_a_kept_checkpoint_signed_by_another_key_or_altered_is_refused(
+async def test_a_kept_checkpoint_signed_by_another_key_altered_or_of_another_log_is_refused(
     kept_ledger: Ledger, tmp_path: Path
 ) -> None:
     kept = parse_trusted_checkpoint(
@@ -207,9 +211,18 @@ async def test_a_kept_checkpoint_signed_by_another_key_or_altered_is_refused(
     document = kept.signed.to_json_dict()
     document["tree_heads"][0]["size"] -= 1
     altered.write_bytes(orjson.dumps(document))
+    another_log = tmp_path / "another-log.json"
+    staging = Checkpoint(
+        "staging", kept.signed.checkpoint.issued_at, kept.signed.checkpoint.tree_heads
+    )
+    another_log.write_text(sign_checkpoint(staging, kept_ledger.signing_key).to_json())
     for path, words in (
         (other, "names signing key"),
         (altered, "signature does not verify: forged or altered"),
+        (
+            another_log,
+            f"is a checkpoint of log 'staging', this ledger's checkpoints are of '{LOG_ID}'",
+        ),
     ):
         status, output = await verify(kept_ledger, "--trusted-checkpoint", str(path))
         assert status == 1, output

@@ -241,6 +241,16 @@ async def verify_ledger(
             if signed.key_id != key_id(public_key):
                 report.other_keys.add(signed.key_id)
     checkpoints = trusted
+    logs = {signed.checkpoint.log_id for _, signed in checkpoints}
+    for kept in list(held):
+        if logs and kept.signed.checkpoint.log_id not in logs:
+            # Another ledger's checkpoint (staging, another LEDGER_LOG_ID) would
+            # read as a rewrite of every partition: say what it is instead.
+            held.remove(kept)
+            report.untrusted.append(
+                (kept.source, f"is a checkpoint of log {kept.signed.checkpoint.log_id!r}, "
+                 f"this ledger's checkpoints are of {', '.join(map(repr, sorted(logs)))}")
+            )  # fmt: skip
     partitions = {row[0] for row in await connection.fetch(PARTITIONS)}
     partitions |= {
         head.partition for _, signed in checkpoints for head in signed.checkpoint.tree_heads
