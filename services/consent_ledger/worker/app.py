@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import faust
@@ -407,6 +408,10 @@ def check_ready(settings: Settings) -> None:
             load_signing_key(Path(settings.signing_key_file))
     except (OSError, ValueError) as exc:
         raise WorkerNotReady(str(exc)) from None
+    for url in settings.witness_urls:
+        # Refused here, not retried with backoff for ever once a checkpoint is due.
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise WorkerNotReady(f"LEDGER_WITNESSES: {url!r} is not an http:// or https:// URL")
     assert settings.database_url is not None
 
     async def migrated() -> None:
