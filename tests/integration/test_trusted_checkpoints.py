@@ -259,3 +259,23 @@ async def test_verify_proof_anchors_a_proof_in_a_kept_checkpoint(
     # Against a later tree the proof holds, but says nothing of the kept one on its own.
     status, output = results["inclusion-2"]
     assert status == 1 and output.startswith("FAILED: ") and "?checkpoint=" in output, output
+
+
+async def test_a_kept_checkpoint_covers_the_entries_when_the_stored_ones_are_gone(
+    kept_ledger: Ledger, tmp_path: Path
+) -> None:
+    """Deleting the stored checkpoints alone rewrites nothing: the kept one still
+    vouches for every entry it signed."""
+    kept = await keep_checkpoint(kept_ledger, tmp_path, 2)
+    async with around_the_trigger(kept_ledger.database_url) as tamper:
+        assert await tamper.execute("DELETE FROM checkpoints") == "DELETE 2"
+    status, output = await verify(
+        kept_ledger, "--require-signed", "--trusted-checkpoint", str(kept)
+    )
+    assert status == 0, output
+    report = await kept_ledger.verify()
+    assert output.startswith(
+        f"OK: {report.entries} entries in {PARTITIONS} partitions, 0 checkpoints; "
+        f"{report.entries} signed, 0 unsigned"
+    )
+    assert output.count("signed (a trusted checkpoint), 0 unsigned") == PARTITIONS
