@@ -107,6 +107,8 @@ class WitnessCourier:
                 log.warning(
                     "witness deliveries unreadable, will retry", witness=url, error=repr(exc)
                 )
+            except Exception as exc:  # never crash the worker over a copy: retry later
+                log.exception("witness delivery failed, will retry", witness=url, error=repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=idle_poll_s)
 
@@ -119,9 +121,13 @@ class WitnessCourier:
         if row is None:
             return False
         number = row["checkpoint_id"]
-        body = copy_document(number, SignedCheckpoint.from_json(row["document"]))
         started = time.monotonic()
-        error = await asyncio.to_thread(self._post, url, number, body)
+        try:
+            body = copy_document(number, SignedCheckpoint.from_json(row["document"]))
+        except ValueError as exc:  # a stored document altered: `verify` will say more
+            error: str | None = f"the stored checkpoint is not a signed checkpoint: {exc}"
+        else:
+            error = await asyncio.to_thread(self._post, url, number, body)
         async with self._pool.acquire() as connection:
             if error is None:
                 await connection.execute(DELIVERED, url, number)
