@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import faust
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from faust.types.auth import CredentialsT
 
@@ -424,10 +425,42 @@ def check_ready(settings: Settings) -> None:
     loop = asyncio.new_event_loop()  # not asyncio.run: it would unset the loop faust takes
     try:
         loop.run_until_complete(migrated())
+        missing = (
+            loop.run_until_complete(missing_checkpoint_topics(settings))
+            if settings.signing_key_file is not None
+            else []
+        )
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise WorkerNotReady(f"cannot use the database: {type(exc).__name__}: {exc}") from None
     finally:
         loop.close()
+    if missing:
+        # The outbox relay would retry them for ever, sending the alerts it relays
+        # with them again on every try.
+        raise WorkerNotReady(
+            f"the checkpoint topics {', '.join(missing)} do not exist: create them "
+            "(deploy/README.md, Kafka topics)"
+        )
+
+
+async def missing_checkpoint_topics(settings: Settings, within_s: float = 15.0) -> list[str]:
+    """The checkpoint topics the broker does not list. Empty also when the broker
+    does not answer within ``within_s``: an outage is waited out by the worker,
+    not refused here."""
+    wanted = {settings.checkpoints_topic, settings.checkpoint_history_topic}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+    )
+    try:
+        async with asyncio.timeout(within_s):
+            await consumer.start()
+            present: set[str] = await consumer.topics()
+    except (TimeoutError, KafkaError, OSError) as exc:
+        log.warning("the broker did not list its topics; not checking them", error=repr(exc))
+        return []
+    finally:
+        await consumer.stop()
+    return sorted(wanted - present)
 
 
 def make_worker(
