@@ -20,16 +20,16 @@ import orjson
 import pytest
 
 from consent_ledger.cli import main
-from consent_ledger.embedded import find_free_port
-from consent_ledger.ledger.checkpoints import (
+from consent_ledger.devtools.processes import find_free_port
+from consent_ledger.integrity.checkpoints import (
     Checkpoint,
     TreeHead,
     generate_signing_key,
     public_key_pem,
     sign_checkpoint,
 )
-from consent_ledger.ledger.merkle import EMPTY_ROOT
-from consent_ledger.ledger.trust import parse_trusted_checkpoint
+from consent_ledger.integrity.merkle import EMPTY_ROOT
+from consent_ledger.integrity.trust import parse_trusted_checkpoint
 
 pytestmark = [pytest.mark.integration]
 

@@ -18,11 +18,11 @@ import asyncpg
 import orjson
 import pytest
 
-from consent_ledger.embedded import find_free_port
-from consent_ledger.ledger.checkpoint_copies import CheckpointCopies
-from consent_ledger.ledger.checkpointing import issue_checkpoint
-from consent_ledger.ledger.checkpoints import generate_signing_key
-from consent_ledger.ledger.trust import parse_trusted_checkpoint
+from consent_ledger.devtools.processes import find_free_port
+from consent_ledger.integrity.checkpoints import generate_signing_key
+from consent_ledger.integrity.trust import parse_trusted_checkpoint
+from consent_ledger.store.checkpoint_copies import CheckpointCopies
+from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.worker.witnesses import WitnessCourier
 
 pytestmark = [pytest.mark.integration]
