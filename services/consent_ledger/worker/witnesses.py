@@ -3,7 +3,8 @@
 A witness is a service run by someone other than the ledger's operator (an
 auditor, a regulator, another company of the group) that keeps every
 checkpoint it is given; a rewrite of the ledger then contradicts a copy the
-operator cannot reach. Deliveries come from ``witness_deliveries`` rows, staged
+operator cannot reach. Deliveries come from ``witness_deliveries`` rows
+(statements in :mod:`consent_ledger.store.witness_deliveries`), staged
 with the checkpoint (:mod:`consent_ledger.store.checkpoint_copies`): a table
 rather than an in-process queue, so that a checkpoint signed just before a
 crash or a clean stop still reaches every witness, from whichever worker runs
@@ -38,32 +39,10 @@ from collections.abc import Sequence
 import asyncpg
 import structlog
 
-from consent_ledger.integrity.checkpoints import SignedCheckpoint
 from consent_ledger.store.checkpoint_copies import copy_document
+from consent_ledger.store.witness_deliveries import lease_oldest, mark_delivered, mark_failed
 
 log = structlog.get_logger(__name__)
-
-CLAIM_OLDEST = """
-WITH oldest AS (
-    SELECT checkpoint_id FROM witness_deliveries
-    WHERE witness_url = $1 AND delivered_at IS NULL
-    ORDER BY checkpoint_id LIMIT 1 FOR UPDATE
-)
-UPDATE witness_deliveries AS d
-SET next_attempt_at = now() + make_interval(secs => $2), attempts = d.attempts + 1
-FROM oldest, checkpoints AS c
-WHERE d.witness_url = $1 AND d.checkpoint_id = oldest.checkpoint_id
-  AND c.id = d.checkpoint_id AND d.next_attempt_at <= now()
-RETURNING d.checkpoint_id, d.attempts, c.document
-"""
-DELIVERED = """
-UPDATE witness_deliveries SET delivered_at = now(), last_error = NULL
-WHERE witness_url = $1 AND checkpoint_id = $2
-"""
-FAILED = """
-UPDATE witness_deliveries SET next_attempt_at = now() + make_interval(secs => $3), last_error = $4
-WHERE witness_url = $1 AND checkpoint_id = $2 AND delivered_at IS NULL
-"""
 
 
 class WitnessCourier:
@@ -117,27 +96,25 @@ class WitnessCourier:
         the witness took it (so the next may follow at once)."""
         lease_s = self._timeout_s + 20.0
         async with self._pool.acquire() as connection:
-            row = await connection.fetchrow(CLAIM_OLDEST, url, lease_s)
-        if row is None:
+            leased = await lease_oldest(connection, url, lease_s)
+        if leased is None:
             return False
-        number = row["checkpoint_id"]
+        number = leased.checkpoint_id
         started = time.monotonic()
-        try:
-            body = copy_document(number, SignedCheckpoint.from_json(row["document"]))
-        except ValueError as exc:  # a stored document altered: `verify` will say more
-            error: str | None = f"the stored checkpoint is not a signed checkpoint: {exc}"
-        else:
+        error = leased.problem
+        if leased.signed is not None:
+            body = copy_document(number, leased.signed)
             error = await asyncio.to_thread(self._post, url, number, body)
         async with self._pool.acquire() as connection:
             if error is None:
-                await connection.execute(DELIVERED, url, number)
+                await mark_delivered(connection, url, number)
             else:
-                backoff = min(2.0 ** (row["attempts"] - 1), self._max_backoff_s)
-                await connection.execute(FAILED, url, number, backoff, error)
+                backoff = min(2.0 ** (leased.attempts - 1), self._max_backoff_s)
+                await mark_failed(connection, url, number, backoff, error)
         if error is not None:
             log.warning(
                 "witness did not take the checkpoint, will retry", witness=url,
-                checkpoint=number, attempts=row["attempts"], error=error,
+                checkpoint=number, attempts=leased.attempts, error=error,
             )  # fmt: skip
             return False
         self.delivered += 1
