@@ -1,7 +1,7 @@
 """The witness courier's statements: lease the oldest undelivered checkpoint of a
 witness, record that it was taken, or that it failed and when to try again.
 
-Rows are staged by :mod:`.checkpoint_copies`; the table is migration 005.
+Rows are staged by :mod:`.checkpoint_copies`; the table is migration 017.
 """
 
 from __future__ import annotations
