@@ -196,10 +196,10 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--public-key", type=Path, help="the ledger's public key: PEM, or the JSON "
                         "of GET /v1/ledger/public-key; default: LEDGER_PUBLIC_KEY_FILE, else "
                         "derived from LEDGER_SIGNING_KEY_FILE")  # fmt: skip
-    verify.add_argument("--trusted-checkpoint", type=Path, action="append", default=[],
-                        metavar="FILE", help="a checkpoint kept outside the database (`checkpoint "
-                        "save`, a witness): the ledger must still hold every tree it signed; "
-                        "repeatable")  # fmt: skip
+    verify.add_argument("--trusted-checkpoint", type=Path, action="extend", nargs="+", default=[],
+                        metavar="FILE", help="checkpoints kept outside the database (`checkpoint "
+                        "save`, a witness, the topic): the ledger must still hold every tree "
+                        "each signed; one or more files, and repeatable")  # fmt: skip
     verify.add_argument("--require-signed", action="store_true",
                         help="also fail when entries follow the latest checkpoint unsigned")  # fmt: skip
     verify.set_defaults(run=_verify)

@@ -170,9 +170,7 @@ async def test_a_kept_checkpoint_still_holds_after_the_ledger_grew(
     second = await keep_checkpoint(kept_ledger, tmp_path, 2)
     await feed(kept_ledger.pipeline, scenario_records("random-3000")[1200:1500])
 
-    status, output = await verify(
-        kept_ledger, "--trusted-checkpoint", str(first), "--trusted-checkpoint", str(second)
-    )
+    status, output = await verify(kept_ledger, "--trusted-checkpoint", str(first), str(second))
     assert status == 0, output
     report = await kept_ledger.verify()
     signed = report.signed_entries
