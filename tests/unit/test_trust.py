@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consent_ledger.integrity.checkpoints import (
     Checkpoint,
@@ -22,6 +24,7 @@ from consent_ledger.integrity.trust import (
     anchor_consistency,
     anchor_inclusion,
     check_tree_held,
+    check_trees_held,
     parse_trusted_checkpoint,
 )
 
@@ -163,3 +166,36 @@ def test_a_consistency_proof_is_anchored_at_either_end() -> None:
     assert "?from=" in (anchor_consistency(second, third, first) or "")
     other_log = signed(head(0, log[:4]), log_id="another")
     assert anchor_consistency(other_log, second, first) is not None
+
+
+@given(
+    size=st.integers(0, 70),
+    kept_sizes=st.lists(st.integers(0, 80), max_size=6),
+    changed=st.none() | st.integers(0, 69),
+)
+def test_many_kept_trees_in_one_pass_agree_with_one_proof_each(
+    size: int, kept_sizes: list[int], changed: int | None
+) -> None:
+    """check_trees_held (prefix roots, one pass) decides as check_tree_held (an
+    RFC 9162 consistency proof per kept tree) does, whatever was rewritten."""
+    original = leaves(80)
+    kept = [head(4, original[:n]) for n in kept_sizes]
+    log = list(original[:size])
+    if changed is not None and changed < size:
+        log[changed] = leaf_hash(b"rewritten")
+    assert check_trees_held(kept, log) == [check_tree_held(h, log) for h in kept]
+
+
+def test_many_kept_trees_are_answered_in_the_order_given() -> None:
+    log = leaves(30)
+    rewritten = [*log[:10], leaf_hash(b"x"), *log[11:]]
+    kept = [
+        head(0, log[:20]),
+        head(0, log[:5]),
+        head(0, log[:40] + leaves(5, "more")),
+        head(0, log[:20]),
+    ]
+    answers = check_trees_held(kept, rewritten)
+    assert [a.problem if a else None for a in answers] == [
+        TreeBreak.DIVERGED, None, TreeBreak.SHRANK, TreeBreak.DIVERGED,
+    ]  # fmt: skip

@@ -30,7 +30,7 @@ from consent_ledger.integrity.trust import (
     PartitionCoverage,
     TreeNotHeld,
     TrustedCheckpoint,
-    check_tree_held,
+    check_trees_held,
 )
 from consent_ledger.store.merkle_logs import stored_frontiers
 
@@ -280,13 +280,15 @@ async def verify_ledger(
         signed_size, signed_by = max(
             ((size, number) for size, (number, _) in sizes.items()), default=(0, None)
         )
-        for kept in held:
-            head = kept.signed.checkpoint.tree_head(partition)
-            if head is None:
-                continue
-            lost = check_tree_held(head, leaves)
+        kept_heads = [
+            (kept.source, head)
+            for kept in held
+            if (head := kept.signed.checkpoint.tree_head(partition)) is not None
+        ]
+        answers = check_trees_held([head for _, head in kept_heads], leaves)
+        for (source, head), lost in zip(kept_heads, answers, strict=True):
             if lost is not None:
-                report.trees_not_held.append((kept.source, lost))
+                report.trees_not_held.append((source, lost))
             elif head.size > signed_size:
                 signed_size, signed_by = head.size, None
         covered = min(signed_size, len(rows))
