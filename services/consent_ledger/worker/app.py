@@ -435,8 +435,8 @@ def check_ready(settings: Settings) -> None:
     finally:
         loop.close()
     if missing:
-        # The outbox relay would retry them for ever, sending the alerts it relays
-        # with them again on every try.
+        # The outbox relay would keep a message for a missing topic, and every
+        # alert written after it, for its next pass, for ever.
         raise WorkerNotReady(
             f"the checkpoint topics {', '.join(missing)} do not exist: create them "
             "(deploy/README.md, Kafka topics)"
