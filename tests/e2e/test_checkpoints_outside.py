@@ -84,8 +84,14 @@ def public_key_file(service: LedgerService) -> Path:
 
 
 def cli(service: LedgerService, *args: str) -> subprocess.CompletedProcess[str]:
+    """A command as the auditor runs it: the service's environment, and its API
+    token as LEDGER_TOKEN when the API asks for one."""
+    env = dict(service.env)
+    token = getattr(service, "token", None)
+    if token:
+        env["LEDGER_TOKEN"] = token
     return subprocess.run(
-        [str(CLI), *args], env=service.env, capture_output=True, text=True, timeout=120, check=False
+        [str(CLI), *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
 
 
