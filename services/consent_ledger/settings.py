@@ -36,10 +36,6 @@ class Settings:
     checkpoint_history_topic: str = "ledger.checkpoints.history"
     # Comma-separated URLs each signed checkpoint is POSTed to (CONTRACT §10).
     witnesses: str | None = None
-    # Where CLI commands reach the API (default http://<api_host>:<api_port>), and
-    # the bearer token they send (CONTRACT §7: LEDGER_TOKEN).
-    api_url: str | None = None
-    token: str | None = None
     partitions: int = 4
     consumer_group: str = "consent-ledger-worker"
     data_dir: Path = Path(".ledger-data")
@@ -64,6 +60,8 @@ class Settings:
     kafka_sasl_username: str | None = None
     kafka_sasl_password_file: Path | None = None
     kafka_ca_file: Path | None = None
+    token: str | None = None  # LEDGER_TOKEN: what CLI commands that call the API present
+    api_url: str | None = None  # LEDGER_API_URL: where those commands find the API
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -112,8 +110,6 @@ _VARIABLES: dict[str, type] = {
     "checkpoints_topic": str,
     "checkpoint_history_topic": str,
     "witnesses": str,
-    "api_url": str,
-    "token": str,
     "partitions": int,
     "consumer_group": str,
     "data_dir": Path,
@@ -134,6 +130,8 @@ _VARIABLES: dict[str, type] = {
     "kafka_sasl_username": str,
     "kafka_sasl_password_file": Path,
     "kafka_ca_file": Path,
+    "token": str,
+    "api_url": str,
 }
 # CONTRACT §5 spells one variable differently from its field; from_env honours both.
 _ALIASES = {"LEDGER_POLICY": "LEDGER_POLICY_PATH"}
