@@ -450,7 +450,9 @@ async def missing_checkpoint_topics(settings: Settings, within_s: float = 15.0) 
     not refused here."""
     wanted = {settings.checkpoints_topic, settings.checkpoint_history_topic}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        **kafka_security(settings).client_options(),
     )
     try:
         async with asyncio.timeout(within_s):
