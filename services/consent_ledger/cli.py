@@ -452,7 +452,10 @@ def _verify(args: argparse.Namespace) -> int:
     async def run() -> Any:
         connection = await asyncpg.connect(settings.database_url)
         try:
-            return await verify_ledger(connection, public_key, trusted)
+            # One snapshot for every statement: a running worker's commit between
+            # reading the Merkle logs and the entries would look like tampering.
+            async with connection.transaction(isolation="repeatable_read", readonly=True):
+                return await verify_ledger(connection, public_key, trusted)
         finally:
             await connection.close()
 
