@@ -1,8 +1,9 @@
 """The ``consent-ledger`` command: a thin shell over the core and the adapters.
 
 Exit status: 0 when all is well (``check``: nothing open), 1 when ``check``
-finds open violations or ``publish`` refused lines, 2 on a usage, file or
-policy error. Heavy imports (faust, the web framework) happen inside the
+finds open violations, ``publish`` refused lines, ``verify`` finds tampering or
+nothing signed, or a checkpoint or proof does not verify, 2 on a usage, file,
+policy or connection error. Heavy imports (faust, the web framework) happen inside the
 command that needs them, so ``check`` starts fast.
 """
 
@@ -29,6 +30,8 @@ from consent_ledger.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from consent_ledger.integrity.trust import TrustedCheckpoint
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_USAGE = 0, 1, 2
 
@@ -179,16 +182,26 @@ def _parser() -> argparse.ArgumentParser:
     verify = _command(
         commands, "verify",
         "recompute every Merkle log from the stored entries and check every checkpoint",
-        "Recompute every partition's Merkle log from the stored ledger entries and check "
-        "every signed checkpoint against them and the public key; name the first divergence.",
+        "Recompute every partition's Merkle log from the stored ledger entries, check every "
+        "stored checkpoint and every --trusted-checkpoint against them and the public key, "
+        "name the first divergence, and say per partition how many entries a signed "
+        "checkpoint covers and how many follow it unsigned.",
         "LEDGER_DATABASE_URL (required), LEDGER_PUBLIC_KEY_FILE or LEDGER_SIGNING_KEY_FILE "
         "(when --public-key is not given)",
-        "exit status: 0 the ledger matches its checkpoints, 1 it does not, 2 usage error "
-        "or the ledger could not be read",
+        "exit status: 0 the ledger matches its checkpoints and some are signed, 1 it does not "
+        "(tampering, a forged checkpoint, a kept tree no longer held), or no checkpoint covers "
+        "any entry (with --require-signed: any entry is unsigned), 2 usage error or the ledger "
+        "could not be read",
     )  # fmt: skip
     verify.add_argument("--public-key", type=Path, help="the ledger's public key: PEM, or the JSON "
                         "of GET /v1/ledger/public-key; default: LEDGER_PUBLIC_KEY_FILE, else "
                         "derived from LEDGER_SIGNING_KEY_FILE")  # fmt: skip
+    verify.add_argument("--trusted-checkpoint", type=Path, action="extend", nargs="+", default=[],
+                        metavar="FILE", help="checkpoints kept outside the database (`checkpoint "
+                        "save`, a witness, the topic): the ledger must still hold every tree "
+                        "each signed; one or more files, and repeatable")  # fmt: skip
+    verify.add_argument("--require-signed", action="store_true",
+                        help="also fail when entries follow the latest checkpoint unsigned")  # fmt: skip
     verify.set_defaults(run=_verify)
 
     rebuild = _command(
@@ -253,6 +266,36 @@ def _parser() -> argparse.ArgumentParser:
     whatif.add_argument("--json", action="store_true", help="print one JSON document")
     whatif.set_defaults(run=_whatif)
 
+    checkpoint = _command(
+        commands, "checkpoint", "keep signed checkpoints outside the ledger (for verify)",
+        "Keep copies of the ledger's signed checkpoints where its operators cannot change "
+        "them: `checkpoint save FILE` writes the latest, which `verify --trusted-checkpoint "
+        "FILE` holds the ledger to later.",
+        "see `consent-ledger checkpoint save --help`",
+        "exit status: that of the action",
+    )  # fmt: skip
+    checkpoint_commands = checkpoint.add_subparsers(dest="action", required=True, metavar="ACTION")
+    save = _command(
+        checkpoint_commands, "save",
+        "fetch the latest signed checkpoint from the API, check it, write it to FILE",
+        "Fetch GET /v1/ledger/checkpoints/latest, check its signature under the public key "
+        "you pinned (never one the API hands out), and write it to FILE, which must not exist "
+        "yet. Later, `verify --trusted-checkpoint FILE` fails when the ledger no longer holds "
+        "what it signed.",
+        "LEDGER_API_URL (else http://LEDGER_API_HOST:LEDGER_API_PORT; --api wins), "
+        "LEDGER_TOKEN (sent as bearer token, if set), LEDGER_PUBLIC_KEY_FILE or "
+        "LEDGER_SIGNING_KEY_FILE (when --public-key is not given)",
+        "exit status: 0 saved, 1 the checkpoint's signature does not hold (nothing written), "
+        "2 usage error, the API unreachable or refusing, or FILE exists",
+    )  # fmt: skip
+    save.add_argument("file", type=Path, help="where to keep it (a new file)")
+    save.add_argument("--api", help="the API's base URL (default: LEDGER_API_URL, else "
+                      "http://LEDGER_API_HOST:LEDGER_API_PORT)")  # fmt: skip
+    save.add_argument("--public-key", type=Path, help="the ledger's public key: PEM, or the "
+                      "JSON of GET /v1/ledger/public-key, checked out of band; default: "
+                      "LEDGER_PUBLIC_KEY_FILE")  # fmt: skip
+    save.set_defaults(run=_checkpoint_save)
+
     verify_proof = _command(
         commands, "verify-proof", "check a saved inclusion or consistency proof offline",
         "Check a proof document saved from the API (inclusion or consistency) offline, "
@@ -267,6 +310,10 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="the ledger's public key: PEM, or the JSON of GET /v1/ledger/public-key",
     )
+    verify_proof.add_argument("--trusted-checkpoint", type=Path, metavar="FILE",
+                              help="a checkpoint kept outside the database: an inclusion proof "
+                              "must be against the tree it signed, a consistency proof must "
+                              "start or end at it")  # fmt: skip
     verify_proof.set_defaults(run=_verify_proof)
     return parser
 
@@ -400,11 +447,15 @@ def _verify(args: argparse.Namespace) -> int:
     if not settings.database_url:
         raise UsageError("set LEDGER_DATABASE_URL")
     public_key = _public_key(args.public_key, settings)
+    trusted = [_trusted_checkpoint(path) for path in args.trusted_checkpoint]
 
     async def run() -> Any:
         connection = await asyncpg.connect(settings.database_url)
         try:
-            return await verify_ledger(connection, public_key)
+            # One snapshot for every statement: a running worker's commit between
+            # reading the Merkle logs and the entries would look like tampering.
+            async with connection.transaction(isolation="repeatable_read", readonly=True):
+                return await verify_ledger(connection, public_key, trusted)
         finally:
             await connection.close()
 
@@ -413,21 +464,81 @@ def _verify(args: argparse.Namespace) -> int:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # Exit 2, not 1: the ledger could not be read, which says nothing of tampering.
         raise UsageError(f"cannot read the ledger: {type(exc).__name__}: {exc}") from None
+    out = sys.stdout
     for number in report.forged_checkpoints:
-        sys.stdout.write(f"checkpoint {number}: signature does not verify: forged or altered\n")
+        out.write(f"checkpoint {number}: signature does not verify: forged or altered\n")
     if report.other_keys:
-        sys.stdout.write(
+        out.write(
             f"(those checkpoints name signing key {', '.join(sorted(report.other_keys))}, and the "
             "key given is another: a wrong --public-key, or a key rotated since)\n"
         )
+    for source, problem in report.untrusted:
+        out.write(f"trusted checkpoint {source}: {problem}\n")
     for divergence in report.divergences:
-        sys.stdout.write(f"DIVERGES: {divergence}\n")
-    verdict = "OK" if report.ok else "FAILED"
-    sys.stdout.write(
-        f"{verdict}: {report.entries} entries in {report.partitions} partitions, "
-        f"{report.checkpoints} checkpoints\n"
+        out.write(f"DIVERGES: {divergence}\n")
+    for source, lost in report.trees_not_held:
+        out.write(f"NOT HELD: {lost.describe()} ({source})\n")
+    summary = (
+        f"{report.entries} entries in {report.partitions} partitions, "
+        f"{report.checkpoints} checkpoints; {report.signed_entries} signed, "
+        f"{report.unsigned_entries} unsigned"
     )
-    return EXIT_OK if report.ok else EXIT_VIOLATIONS
+    status = EXIT_OK
+    if not report.ok:
+        out.write(f"FAILED: {summary}\n")
+        status = EXIT_VIOLATIONS
+    elif report.signed_entries == 0:
+        out.write(
+            f"UNSIGNED: {summary}: no signed checkpoint covers any entry, so this proves "
+            "nothing to an outsider\n"
+        )
+        status = EXIT_VIOLATIONS
+    elif args.require_signed and report.unsigned_entries:
+        out.write(
+            f"UNSIGNED: {summary}: {report.unsigned_entries} entries follow the latest "
+            "checkpoint unsigned (--require-signed)\n"
+        )
+        status = EXIT_VIOLATIONS
+    else:
+        out.write(f"OK: {summary}\n")
+    for coverage in report.coverage:
+        out.write(f"  {coverage.describe()}\n")
+    return status
+
+
+def _checkpoint_save(args: argparse.Namespace) -> int:
+    from consent_ledger.checkpoint_keeping import (
+        CheckpointNotFetched,
+        CheckpointNotTrusted,
+        save_latest_checkpoint,
+    )
+
+    settings = _settings()
+    public_key = _public_key(args.public_key, settings)
+    try:
+        saved = save_latest_checkpoint(
+            args.api or settings.api_base_url, settings.token, public_key, args.file
+        )
+    except CheckpointNotTrusted as exc:
+        sys.stdout.write(f"NOT SAVED: {exc}\n")
+        return EXIT_VIOLATIONS
+    except (CheckpointNotFetched, FileExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.file}: {exc.strerror or exc}") from None
+    sys.stdout.write(f"{saved.describe()}\n")
+    return EXIT_OK
+
+
+def _trusted_checkpoint(path: Path) -> TrustedCheckpoint:
+    from consent_ledger.integrity.trust import parse_trusted_checkpoint
+
+    try:
+        return parse_trusted_checkpoint(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _rebuild(args: argparse.Namespace) -> int:
@@ -641,8 +752,30 @@ def _verify_proof(args: argparse.Namespace) -> int:
         verify_consistency_document if "consistency" in str(kind) else verify_inclusion_document
     )
     result = verify(document, public_key)
+    if result.ok and args.trusted_checkpoint is not None:
+        problem = _anchor(document, args.trusted_checkpoint, public_key)
+        if problem is not None:
+            sys.stdout.write(f"FAILED: {result.detail}; but {problem}\n")
+            return EXIT_VIOLATIONS
+        result = result.success(f"{result.detail}; anchored in {args.trusted_checkpoint}")
     sys.stdout.write(f"{'OK' if result.ok else 'FAILED'}: {result.detail}\n")
     return EXIT_OK if result.ok else EXIT_VIOLATIONS
+
+
+def _anchor(document: dict[str, Any], path: Path, public_key: Ed25519PublicKey) -> str | None:
+    """Why a verified proof document does not reach the trusted checkpoint at ``path``."""
+    from consent_ledger.integrity.checkpoints import SignedCheckpoint, verify_checkpoint
+    from consent_ledger.integrity.trust import anchor_consistency, anchor_inclusion
+
+    kept = _trusted_checkpoint(path)
+    if not verify_checkpoint(kept.signed, public_key):
+        return f"the trusted checkpoint {path} does not verify under the key given"
+    if "old_checkpoint" in document:
+        old = SignedCheckpoint.from_json_dict(document["old_checkpoint"])
+        new = SignedCheckpoint.from_json_dict(document["new_checkpoint"])
+        return anchor_consistency(old, new, kept.signed)
+    proved = SignedCheckpoint.from_json_dict(document["checkpoint"])
+    return anchor_inclusion(proved, document["partition"], kept.signed)
 
 
 def _publish(args: argparse.Namespace) -> int:

@@ -30,6 +30,12 @@ class Settings:
     events_topic: str = "ledger.events"
     rejected_topic: str = "ledger.rejected"
     violations_topic: str = "ledger.violations"
+    # Each signed checkpoint, keyed by log id: compacted (the latest per log), and
+    # the full history (never deleted); ARCHITECTURE.md says why two topics.
+    checkpoints_topic: str = "ledger.checkpoints"
+    checkpoint_history_topic: str = "ledger.checkpoints.history"
+    # Comma-separated URLs each signed checkpoint is POSTed to (CONTRACT §10).
+    witnesses: str | None = None
     partitions: int = 4
     consumer_group: str = "consent-ledger-worker"
     data_dir: Path = Path(".ledger-data")
@@ -54,6 +60,8 @@ class Settings:
     kafka_sasl_username: str | None = None
     kafka_sasl_password_file: Path | None = None
     kafka_ca_file: Path | None = None
+    token: str | None = None  # LEDGER_TOKEN: what CLI commands that call the API present
+    api_url: str | None = None  # LEDGER_API_URL: where those commands find the API
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +85,15 @@ class Settings:
         _check_kafka_transport(values)
         return cls(**values)
 
+    @property
+    def witness_urls(self) -> tuple[str, ...]:
+        """``LEDGER_WITNESSES`` split at commas, blanks dropped."""
+        return tuple(url.strip() for url in (self.witnesses or "").split(",") if url.strip())
+
+    @property
+    def api_base_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
@@ -90,6 +107,9 @@ _VARIABLES: dict[str, type] = {
     "events_topic": str,
     "rejected_topic": str,
     "violations_topic": str,
+    "checkpoints_topic": str,
+    "checkpoint_history_topic": str,
+    "witnesses": str,
     "partitions": int,
     "consumer_group": str,
     "data_dir": Path,
@@ -110,6 +130,8 @@ _VARIABLES: dict[str, type] = {
     "kafka_sasl_username": str,
     "kafka_sasl_password_file": Path,
     "kafka_ca_file": Path,
+    "token": str,
+    "api_url": str,
 }
 # CONTRACT §5 spells one variable differently from its field; from_env honours both.
 _ALIASES = {"LEDGER_POLICY": "LEDGER_POLICY_PATH"}

@@ -155,9 +155,11 @@ async def ledger_service(
         "events": f"{prefix}.events",
         "rejected": f"{prefix}.rejected",
         "violations": f"{prefix}.violations",
+        "checkpoints": f"{prefix}.checkpoints",
+        "checkpoint_history": f"{prefix}.checkpoints.history",
     }
     await ensure_topics(
-        kafka_bootstrap, {topics["events"]: 4, topics["rejected"]: 1, topics["violations"]: 1}
+        kafka_bootstrap, {name: 4 if kind == "events" else 1 for kind, name in topics.items()}
     )
     signing_key = tmp_path / "signing-key.pem"
     save_signing_key(generate_signing_key(), signing_key)
@@ -168,6 +170,8 @@ async def ledger_service(
         LEDGER_EVENTS_TOPIC=topics["events"],
         LEDGER_REJECTED_TOPIC=topics["rejected"],
         LEDGER_VIOLATIONS_TOPIC=topics["violations"],
+        LEDGER_CHECKPOINTS_TOPIC=topics["checkpoints"],
+        LEDGER_CHECKPOINT_HISTORY_TOPIC=topics["checkpoint_history"],
         LEDGER_CONSUMER_GROUP=f"{prefix}-workers",
         LEDGER_PARTITIONS="4",
         LEDGER_MASTER_KEY=base64.b64encode(os.urandom(32)).decode(),

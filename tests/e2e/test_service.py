@@ -192,6 +192,7 @@ async def test_a_record_that_cannot_be_stored_is_rejected_and_the_stream_goes_on
         ("LEDGER_MASTER_KEY", "", "master key"),
         ("LEDGER_MASTER_KEY", "not-base64!", "LEDGER_MASTER_KEY"),
         ("LEDGER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none", "cannot use the database"),
+        ("LEDGER_CHECKPOINT_HISTORY_TOPIC", "never.created", "topics never.created do not exist"),
     ],
 )
 async def test_a_worker_that_could_not_work_does_not_join_its_group(

@@ -516,6 +516,17 @@ def test_every_command_says_what_it_does_reads_and_exits_with(
     assert command == "verify-proof" or "LEDGER_" in out
 
 
+def test_checkpoint_save_says_what_it_does_reads_and_exits_with(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["checkpoint", "save", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "environment:" in out and "exit status:" in out
+    assert "LEDGER_API_URL" in out and "LEDGER_TOKEN" in out
+
+
 def test_a_malformed_database_url_is_one_line_and_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

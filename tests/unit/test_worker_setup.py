@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import pytest
 
 from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.settings import Settings
-from consent_ledger.worker.app import make_worker
+from consent_ledger.worker.app import WorkerNotReady, check_ready, make_worker
 
 pytestmark = pytest.mark.unit
 
@@ -45,3 +46,21 @@ def test_the_broker_may_hold_a_fetch_as_long_as_configured() -> None:
 
     assert default.app.transport.Consumer.fetch_max_wait_ms == 500
     assert short.app.transport.Consumer.fetch_max_wait_ms == 50
+
+
+@pytest.mark.parametrize(
+    "witnesses", ["witness.example/checkpoints", "ftp://witness.example/x", "http://"]
+)
+def test_a_witness_that_is_no_http_url_keeps_the_worker_out_of_its_group(witnesses: str) -> None:
+    settings = SETTINGS.with_(master_key=base64.b64encode(bytes(32)).decode(),
+                              witnesses=f"https://good.example/w, {witnesses}")  # fmt: skip
+    with pytest.raises(WorkerNotReady, match=r"LEDGER_WITNESSES: .* is not an http"):
+        check_ready(settings)  # before it would reach for the (absent) database
+
+
+def test_witness_urls_are_split_at_commas() -> None:
+    assert Settings(witnesses=" http://a/x ,, https://b/y,").witness_urls == (
+        "http://a/x",
+        "https://b/y",
+    )
+    assert Settings().witness_urls == ()

@@ -119,6 +119,8 @@ class DevStack:
                 settings.events_topic: settings.partitions,
                 settings.rejected_topic: 1,
                 settings.violations_topic: 1,
+                settings.checkpoints_topic: 1,
+                settings.checkpoint_history_topic: 1,
             },
             security=kafka_security(settings),
         )

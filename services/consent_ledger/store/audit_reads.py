@@ -6,6 +6,9 @@ checks each partition's log has no gaps and runs in offset order (within a
 broker epoch, see migration 003), checks every
 checkpoint's signature and that the recomputed trees give its roots, and
 reports the first divergence of each partition (partition, index, event id).
+It also says how far that reaches (:mod:`consent_ledger.integrity.trust`): per partition, how many
+entries a checkpoint whose signature holds covers, and whether the ledger
+still holds every tree that the checkpoints the auditor kept elsewhere signed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ from consent_ledger.integrity.checkpoints import SignedCheckpoint, key_id, verif
 from consent_ledger.integrity.entry import LedgerEntry, from_micros
 from consent_ledger.integrity.merkle import MerkleFrontier
 from consent_ledger.integrity.proofs import build_consistency_document, build_inclusion_document
+from consent_ledger.integrity.trust import (
+    PartitionCoverage,
+    TreeNotHeld,
+    TrustedCheckpoint,
+    check_trees_held,
+)
 from consent_ledger.store.merkle_logs import stored_frontiers
 
 ENTRY = """
@@ -170,17 +179,54 @@ class AuditReport:
     divergences: list[Divergence] = field(default_factory=list)
     forged_checkpoints: list[int] = field(default_factory=list)  # signature does not verify
     other_keys: set[str] = field(default_factory=set)  # key ids those claim, not the given key's
+    coverage: list[PartitionCoverage] = field(default_factory=list)  # by partition
+    # Trusted checkpoints whose signature does not verify (source, why), and the
+    # partitions that no longer hold a tree one of the others signed (source, how).
+    untrusted: list[tuple[str, str]] = field(default_factory=list)
+    trees_not_held: list[tuple[str, TreeNotHeld]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.divergences and not self.forged_checkpoints
+        """Nothing is wrong: no divergence, forgery, or trusted tree lost."""
+        return (
+            not self.divergences
+            and not self.forged_checkpoints
+            and not self.untrusted
+            and not self.trees_not_held
+        )
+
+    @property
+    def signed_entries(self) -> int:
+        return sum(partition.signed for partition in self.coverage)
+
+    @property
+    def unsigned_entries(self) -> int:
+        return sum(partition.unsigned for partition in self.coverage)
 
 
 async def verify_ledger(
-    connection: asyncpg.Connection, public_key: Ed25519PublicKey
+    connection: asyncpg.Connection,
+    public_key: Ed25519PublicKey,
+    kept_elsewhere: Sequence[TrustedCheckpoint] = (),
 ) -> AuditReport:
-    """Recompute everything from the stored entries; see the module docstring."""
+    """Recompute everything from the stored entries; see the module docstring.
+
+    ``kept_elsewhere``: checkpoints the auditor kept outside the database; each must
+    verify under ``public_key``, and every partition must still hold the tree
+    each signed. Their partitions are verified even when the ledger no longer
+    has any entry or Merkle log of them."""
     report = AuditReport()
+    held = []  # the trusted checkpoints whose signature holds
+    for kept in kept_elsewhere:
+        if verify_checkpoint(kept.signed, public_key):
+            held.append(kept)
+        elif kept.signed.key_id != key_id(public_key):
+            report.untrusted.append(
+                (kept.source, f"names signing key {kept.signed.key_id}, the key given is "
+                 f"{key_id(public_key)}")
+            )  # fmt: skip
+        else:
+            report.untrusted.append((kept.source, "signature does not verify: forged or altered"))
     checkpoints = [
         (row["id"], SignedCheckpoint.from_json(row["document"]))
         for row in await connection.fetch(ALL_CHECKPOINTS)
@@ -195,12 +241,23 @@ async def verify_ledger(
             if signed.key_id != key_id(public_key):
                 report.other_keys.add(signed.key_id)
     checkpoints = trusted
+    logs = {signed.checkpoint.log_id for _, signed in checkpoints}
+    for kept in list(held):
+        if logs and kept.signed.checkpoint.log_id not in logs:
+            # Another ledger's checkpoint (staging, another LEDGER_LOG_ID) would
+            # read as a rewrite of every partition: say what it is instead.
+            held.remove(kept)
+            report.untrusted.append(
+                (kept.source, f"is a checkpoint of log {kept.signed.checkpoint.log_id!r}, "
+                 f"this ledger's checkpoints are of {', '.join(map(repr, sorted(logs)))}")
+            )  # fmt: skip
     partitions = {row[0] for row in await connection.fetch(PARTITIONS)}
     partitions |= {
         head.partition for _, signed in checkpoints for head in signed.checkpoint.tree_heads
     }
     stored_logs = await stored_frontiers(connection)
     partitions |= set(stored_logs)
+    partitions |= {head.partition for kept in held for head in kept.signed.checkpoint.tree_heads}
     epoch_starts: dict[int, set[int]] = {}
     for row in await connection.fetch(EPOCH_STARTS):
         epoch_starts.setdefault(row[0], set()).add(row[1])
@@ -219,6 +276,25 @@ async def verify_ledger(
         )
         if divergence is not None:
             report.divergences.append(divergence)
+        leaves = [bytes(row["leaf_hash"]) for row in rows]  # recomputed above, when no divergence
+        signed_size, signed_by = max(
+            ((size, number) for size, (number, _) in sizes.items()), default=(0, None)
+        )
+        kept_heads = [
+            (kept.source, head)
+            for kept in held
+            if (head := kept.signed.checkpoint.tree_head(partition)) is not None
+        ]
+        answers = check_trees_held([head for _, head in kept_heads], leaves)
+        for (source, head), lost in zip(kept_heads, answers, strict=True):
+            if lost is not None:
+                report.trees_not_held.append((source, lost))
+            elif head.size > signed_size:
+                signed_size, signed_by = head.size, None
+        covered = min(signed_size, len(rows))
+        report.coverage.append(
+            PartitionCoverage(partition, len(rows), covered, signed_by if covered else None)
+        )
     return report
 
 

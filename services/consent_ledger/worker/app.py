@@ -19,15 +19,18 @@ import asyncio
 import gc
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import faust
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from faust.types.auth import CredentialsT
 
@@ -35,17 +38,19 @@ from consent_ledger.core.batch import Record
 from consent_ledger.core.intake import Reason
 from consent_ledger.core.policy import Policy, PolicyVersions
 from consent_ledger.core.timeline import Status
-from consent_ledger.integrity.checkpoints import load_signing_key
+from consent_ledger.integrity.checkpoints import SignedCheckpoint, load_signing_key
 from consent_ledger.integrity.keyring import KeyRing, load_master_key
 from consent_ledger.kafka import KafkaSecurity, kafka_security, make_producer, start_producer
 from consent_ledger.log import redact_values, stdlib_logging_config
 from consent_ledger.settings import Settings
+from consent_ledger.store.checkpoint_copies import CheckpointCopies
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.store.migrate import migrate
 from consent_ledger.worker.isolation import is_transient, store_isolating
 from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
 from consent_ledger.worker.relay import OutboxRelay
+from consent_ledger.worker.witnesses import WitnessCourier
 
 log = structlog.get_logger(__name__)
 
@@ -63,8 +68,15 @@ class WorkerRuntime:
         self.pool: asyncpg.Pool | None = None
         self.pipeline: BatchPipeline | None = None
         self.relay: OutboxRelay | None = None
+        self.witnesses: WitnessCourier | None = None
         self.signing_key: Ed25519PrivateKey | None = None
         self._producer: AIOKafkaProducer | None = None
+        self.copies = CheckpointCopies(
+            (settings.checkpoints_topic, settings.checkpoint_history_topic),
+            settings.witness_urls,
+        )
+        # Held while a batch is written: a stopping worker waits for it, then signs.
+        self._writing = asyncio.Lock()
         self.batches = 0
         self.isolated = 0  # records rejected as unprocessable by this process
 
@@ -86,6 +98,7 @@ class WorkerRuntime:
                 self.signing_key = load_signing_key(Path(settings.signing_key_file))
             self.pipeline = BatchPipeline(pool, keyring, self.policy, settings)
             self.relay = OutboxRelay(pool, producer)
+            self.witnesses = WitnessCourier(pool, settings.witness_urls)
             self._producer = producer
             self.pool = pool
             # What exists now (modules, faust, the policy) lives as long as the
@@ -94,14 +107,58 @@ class WorkerRuntime:
             gc.collect()
             gc.freeze()
 
-    async def close(self) -> None:
-        """Release the connections; the worker is stopping."""
+    async def sign_checkpoint(self) -> SignedCheckpoint | None:
+        """Sign a checkpoint of every tree that grew since the last one, stage its
+        copies and wake those who send them. None when nothing grew or no key is set."""
+        if self.signing_key is None or self.pool is None:
+            return None
+        signed = await issue_checkpoint(
+            self.pool, self.signing_key, self.settings.log_id, copies=self.copies
+        )
+        if signed is not None:
+            log.info("checkpoint signed", heads=len(signed.checkpoint.tree_heads))
+            if self.relay is not None:
+                self.relay.notify()
+            if self.witnesses is not None:
+                self.witnesses.notify()
+        return signed
+
+    async def close(self, *, within_s: float = 10.0) -> None:
+        """The worker is stopping: let a batch being written commit, sign what was
+        written since the last checkpoint (CONTRACT §10), send it on for up to
+        ``within_s`` seconds (what is not sent by then waits in the outbox and
+        ``witness_deliveries`` for the next worker), release the connections."""
+        deadline = time.monotonic() + within_s
         async with self._opened:
+            if self.pool is not None:
+                try:
+                    await self._finish(deadline)
+                except Exception as exc:  # still release the connections below
+                    log.warning("no last checkpoint", error=repr(exc))
             if self._producer is not None:
                 await self._producer.stop()
             if self.pool is not None:
                 await self.pool.close()
-            self.pool = self.pipeline = self.relay = self._producer = None
+            self.pool = self.pipeline = self.relay = self.witnesses = self._producer = None
+
+    async def _finish(self, deadline: float) -> None:
+        try:
+            # Held from here on: no batch starts after the last checkpoint.
+            await asyncio.wait_for(self._writing.acquire(), timeout=deadline - time.monotonic())
+        except TimeoutError:
+            log.warning("a batch is still being written; signing what has committed")
+        signed = await self.sign_checkpoint()
+        if signed is not None:
+            log.info("last checkpoint signed", heads=len(signed.checkpoint.tree_heads))
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                assert self.relay is not None
+                while await self.relay.relay_once():
+                    pass
+        except Exception as exc:  # the outbox keeps what was not sent, for the next worker
+            log.warning("outbox not drained while stopping", error=repr(exc))
+        if self.witnesses is not None:
+            await self.witnesses.deliver_due(max(deadline - time.monotonic(), 0.1))
 
     async def process(self, records: Sequence[Record]) -> list[BatchReport]:
         """Persist one batch: an outage is waited out with backoff and the batch
@@ -110,18 +167,19 @@ class WorkerRuntime:
         report per transaction committed."""
         assert self.pipeline is not None and self.relay is not None
         delay = 0.1
-        while True:
-            try:
-                reports = await store_isolating(self.pipeline, records)
-                break
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning(
-                    "batch failed, retrying", error=redact_values(repr(exc)), retry_in_s=delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        async with self._writing:  # a stopping worker signs only after this commits
+            while True:
+                try:
+                    reports = await store_isolating(self.pipeline, records)
+                    break
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    log.warning(
+                        "batch failed, retrying", error=redact_values(repr(exc)), retry_in_s=delay
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
         for report in reports:
             self.batches += 1
             self.isolated += report.rejected_by_reason[Reason.UNPROCESSABLE.value]
@@ -257,20 +315,21 @@ def create_app(
         assert runtime.relay is not None
         await runtime.relay.run()
 
+    @app.task
+    async def witnesses() -> None:
+        await runtime.open()
+        assert runtime.witnesses is not None
+        await runtime.witnesses.run(idle_poll_s=min(5.0, settings.checkpoint_interval_s))
+
     @app.timer(settings.checkpoint_interval_s)
     async def checkpoint() -> None:
         await runtime.open()
-        if runtime.signing_key is None or runtime.pool is None:
-            return
         try:
-            signed = await issue_checkpoint(runtime.pool, runtime.signing_key, settings.log_id)
+            await runtime.sign_checkpoint()
         except Exception as exc:
             if not is_transient(exc):
                 raise
             log.warning("checkpoint failed, will retry at the next interval", error=repr(exc))
-            return
-        if signed is not None:
-            log.info("checkpoint signed", heads=len(signed.checkpoint.tree_heads))
 
     @app.timer(REJUDGING_INTERVAL_S)
     async def rejudging() -> None:
@@ -351,6 +410,10 @@ def check_ready(settings: Settings) -> None:
             load_signing_key(Path(settings.signing_key_file))
     except (OSError, ValueError) as exc:
         raise WorkerNotReady(str(exc)) from None
+    for url in settings.witness_urls:
+        # Refused here, not retried with backoff for ever once a checkpoint is due.
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise WorkerNotReady(f"LEDGER_WITNESSES: {url!r} is not an http:// or https:// URL")
     assert settings.database_url is not None
 
     async def migrated() -> None:
@@ -363,10 +426,44 @@ def check_ready(settings: Settings) -> None:
     loop = asyncio.new_event_loop()  # not asyncio.run: it would unset the loop faust takes
     try:
         loop.run_until_complete(migrated())
+        missing = (
+            loop.run_until_complete(missing_checkpoint_topics(settings))
+            if settings.signing_key_file is not None
+            else []
+        )
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise WorkerNotReady(f"cannot use the database: {type(exc).__name__}: {exc}") from None
     finally:
         loop.close()
+    if missing:
+        # The outbox relay would keep a message for a missing topic, and every
+        # alert written after it, for its next pass, for ever.
+        raise WorkerNotReady(
+            f"the checkpoint topics {', '.join(missing)} do not exist: create them "
+            "(deploy/README.md, Kafka topics)"
+        )
+
+
+async def missing_checkpoint_topics(settings: Settings, within_s: float = 15.0) -> list[str]:
+    """The checkpoint topics the broker does not list. Empty also when the broker
+    does not answer within ``within_s``: an outage is waited out by the worker,
+    not refused here."""
+    wanted = {settings.checkpoints_topic, settings.checkpoint_history_topic}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        **kafka_security(settings).client_options(),
+    )
+    try:
+        async with asyncio.timeout(within_s):
+            await consumer.start()
+            present: set[str] = await consumer.topics()
+    except (TimeoutError, KafkaError, OSError) as exc:
+        log.warning("the broker did not list its topics; not checking them", error=repr(exc))
+        return []
+    finally:
+        await consumer.stop()
+    return sorted(wanted - present)
 
 
 def make_worker(
