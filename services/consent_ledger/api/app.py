@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI
 
+from consent_ledger.api import dashboard
 from consent_ledger.api.broker import Publisher
 from consent_ledger.api.errors import install_error_handlers
 from consent_ledger.api.metrics import RequestCountingMiddleware
@@ -83,11 +84,14 @@ def create_app(
         version=API_VERSION,
         summary="Event-sourced audit ledger for personal data: consents, disclosures, violations.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by api/dashboard.py, not from a CDN
+        redoc_url=None,
     )
     app.state.context = context
     install_error_handlers(app, checkpoint_interval_s=settings.checkpoint_interval_s)
     app.add_middleware(RequestCountingMiddleware, counts=context.requests)
     app.include_router(router)
+    app.include_router(dashboard.router)
     app.openapi = _with_event_schemas(app.openapi)  # type: ignore[method-assign]
     return app
 
