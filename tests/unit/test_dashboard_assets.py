@@ -157,4 +157,6 @@ async def test_the_static_route_serves_nothing_outside_its_folder(
 
 async def test_the_pages_are_not_part_of_the_api_description(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
-    assert not [path for path in paths if not path.startswith(("/v1/", "/healthz", "/readyz", "/metrics"))]
+    assert not [
+        path for path in paths if not path.startswith(("/v1/", "/healthz", "/readyz", "/metrics"))
+    ]
