@@ -61,6 +61,7 @@ async function render() {
     else link.removeAttribute("aria-current");
   }
   const generation = ++rendering;
+  const hash = window.location.hash;
   const root = h("div", { class: `view view-${route.name}` });
   replace(viewSection, root);
   viewSection.dataset.state = "loading";
@@ -70,7 +71,12 @@ async function render() {
     root.append(notice("error", `This view failed: ${error.message || error}`));
     console.error(error);
   }
-  if (generation === rendering) viewSection.dataset.state = "ready";
+  // Which address the view shows once loaded: what a test (or a person's
+  // extension) can wait on, since the URL changes before the view does.
+  if (generation === rendering) {
+    viewSection.dataset.rendered = hash;
+    viewSection.dataset.state = "ready";
+  }
 }
 
 whenUnauthorized(() => {

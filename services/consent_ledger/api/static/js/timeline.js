@@ -155,7 +155,13 @@ export function timelineSvg({ lanes, marks }, onPick) {
           dataset: { eventId: point.eventId || "" }, tabindex: point.eventId ? 0 : null },
         s("title", {}, point.title),
       ); // prettier-ignore
-      if (point.eventId && onPick) mark.addEventListener("click", () => onPick(point.eventId));
+      if (point.eventId && onPick) {
+        mark.addEventListener("click", () => onPick(point.eventId));
+        // Points close in time overlap: the keyboard reaches each one (Tab, then Enter).
+        mark.addEventListener("keydown", (event) => {
+          if (event.key === "Enter" || event.key === " ") onPick(point.eventId);
+        });
+      }
       svg.append(mark);
     }
   });
@@ -167,13 +173,23 @@ export function timelineSvg({ lanes, marks }, onPick) {
   }
   const axisY = height - AXIS + 6;
   svg.append(s("line", { x1: LEFT, x2: WIDTH - RIGHT, y1: axisY, y2: axisY, class: "axis" }));
+  // Within one day the ticks give the time only, and the axis names the day once.
+  const day = (t) => new Date(t).toISOString().slice(0, 10);
+  const oneDay = day(start) === day(end);
+  const tickLabel = (t) => {
+    const text = new Date(t).toISOString();
+    return oneDay ? text.slice(11, 19) : `${text.slice(0, 10)} ${text.slice(11, 16)}`;
+  };
   for (let tick = 0; tick <= 4; tick += 1) {
     const t = start + ((end - start) * tick) / 4;
     svg.append(
       s("text", { x: x(t), y: axisY + 16, class: "tick",
-        "text-anchor": tick === 0 ? "start" : tick === 4 ? "end" : "middle" },
-        instant(new Date(t).toISOString()).slice(0, 19)),
+        "text-anchor": tick === 0 ? "start" : tick === 4 ? "end" : "middle" }, tickLabel(t)),
     ); // prettier-ignore
   }
+  svg.append(
+    s("text", { x: LEFT - 8, y: axisY + 16, class: "tick", "text-anchor": "end" },
+      oneDay ? `${day(start)} (UTC)` : "UTC"),
+  ); // prettier-ignore
   return svg;
 }

@@ -22,6 +22,7 @@ export const RULES = [
   "shared-after-erasure",
 ];
 const PAGE_SIZE = 50;
+const MAX_PAGE_SIZE = 1000; // the API's own bound
 
 // The cursors of the pages before this one, per filter, for "previous page".
 const earlier = new Map();
@@ -29,7 +30,7 @@ const earlier = new Map();
 function hashFor(filters, cursor) {
   // status is always written: "" (any) must not fall back to the default, open
   const query = new URLSearchParams({ status: filters.status });
-  for (const name of ["rule", "subject"]) if (filters[name]) query.set(name, filters[name]);
+  for (const name of ["rule", "subject", "limit"]) if (filters[name]) query.set(name, filters[name]);
   if (cursor) query.set("cursor", cursor);
   return `#/violations?${query}`;
 }
@@ -41,6 +42,9 @@ export async function render(root, route) {
     subject: route.params.get("subject") || "",
   };
   const cursor = route.params.get("cursor") || "";
+  const asked = Number.parseInt(route.params.get("limit"), 10);
+  const limit = asked >= 1 ? Math.min(asked, MAX_PAGE_SIZE) : PAGE_SIZE;
+  if (limit !== PAGE_SIZE) filters.limit = String(limit);
   const key = JSON.stringify(filters);
 
   const form = h(
@@ -65,6 +69,7 @@ export async function render(root, route) {
       status: data.get("status"),
       rule: data.get("rule"),
       subject: String(data.get("subject")).trim(),
+      limit: filters.limit,
     };
     earlier.delete(JSON.stringify(chosen));
     window.location.hash = hashFor(chosen);
@@ -75,7 +80,7 @@ export async function render(root, route) {
   let titles;
   try {
     [page, titles] = await Promise.all([
-      get("/v1/violations", { ...filters, limit: PAGE_SIZE, cursor }),
+      get("/v1/violations", { ...filters, limit, cursor }),
       clauseTitles(),
     ]);
   } catch (error) {
