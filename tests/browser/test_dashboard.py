@@ -175,6 +175,13 @@ async def test_a_subjects_timeline_from_a_violation(
     after = len(stack.api(entries, limit=1000).json()["items"])
     assert before <= await page.locator("table.entries tr.entry").count() <= after
 
+    # Why the officer looks goes with each request, for the access log (CONTRACT §7).
+    await page.fill("#subject-form input[name=purpose]", "access request 2026-17")
+    async with page.expect_request(lambda request: "/events" in request.url) as asked:
+        await page.click("#subject-form button[type=submit]")
+    assert await (await asked.value).header_value("x-purpose") == "access request 2026-17"
+    await ready(page)
+
 
 async def test_the_subject_report_opens_and_prints_to_pdf(
     visit: Visit, stack: Stack, artifacts: Path

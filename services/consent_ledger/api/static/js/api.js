@@ -2,6 +2,8 @@
 // signed-in token as "Authorization: Bearer". A 401 ends the session.
 
 const TOKEN_KEY = "consent-ledger.token";
+const PURPOSE_KEY = "consent-ledger.purpose";
+const MAX_PURPOSE_CHARS = 1024; // what the API keeps of X-Purpose
 
 // sessionStorage, not localStorage: the token leaves with the tab and is never
 // shared with other tabs or kept on disk after the browser closes.
@@ -14,6 +16,17 @@ export const session = {
   },
   signOut() {
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(PURPOSE_KEY);
+  },
+  /** Why the reader looks (CONTRACT §7: the access log keeps the X-Purpose header). */
+  get purpose() {
+    return sessionStorage.getItem(PURPOSE_KEY) || "";
+  },
+  set purpose(text) {
+    // A header holds printable ASCII only; anything else would make fetch throw.
+    const clean = String(text).replace(/[^\x20-\x7e]/g, "?").trim().slice(0, MAX_PURPOSE_CHARS);
+    if (clean) sessionStorage.setItem(PURPOSE_KEY, clean);
+    else sessionStorage.removeItem(PURPOSE_KEY);
   },
 };
 
@@ -54,6 +67,7 @@ function url(path, params) {
 async function request(path, params, accept) {
   const headers = { Accept: accept };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (session.purpose) headers["X-Purpose"] = session.purpose;
   const response = await fetch(url(path, params), { headers, credentials: "omit" });
   if (response.ok) return response;
   let body = null;
@@ -96,6 +110,7 @@ export function describe(error, what) {
     return `${what}: this token's role may not read it (403). ${error.body?.error?.message || ""}`;
   }
   if (error.missingEndpoint) return `${what}: this API does not offer ${error.path} yet.`;
+  if (error.status === 429) return `${what}: too many failed sign-ins from here; try again in a minute (429).`;
   if (error.status === 503) return `${what}: the API cannot reach its database (503).`;
   return `${what}: ${error.message} (${error.status}).`;
 }

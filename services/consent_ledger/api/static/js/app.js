@@ -2,7 +2,7 @@
 // Views live in their own modules; each renders into a fresh element, so a view
 // that finishes loading after the reader moved on writes into nothing visible.
 
-import { ApiError, get, session, whenUnauthorized } from "./api.js";
+import { ApiError, describe, get, session, whenUnauthorized } from "./api.js";
 import { h, notice, replace } from "./dom.js";
 import * as health from "./health.js";
 import * as overview from "./overview.js";
@@ -97,6 +97,11 @@ signInForm.addEventListener("submit", async (event) => {
     await get("/v1/violations", { limit: 1 });
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return;
+    if (error instanceof ApiError && error.status === 429) {
+      session.signOut();
+      showSignIn(describe(error, "Sign-in"));
+      return;
+    }
   }
   document.getElementById("session-note").textContent = "Signed in";
   if (!window.location.hash) window.location.hash = "#/overview";

@@ -2,7 +2,7 @@
 // as spans, disclosures as points, verdicts as colours), every ledger entry,
 // and the subject report (CONTRACT §8) to send or print.
 
-import { describe, get, getAll, getText } from "./api.js";
+import { describe, get, getAll, getText, session } from "./api.js";
 import { h, instant, notice, table } from "./dom.js";
 import { lanesOf, timelineSvg } from "./timeline.js";
 
@@ -61,12 +61,19 @@ function searchForm(subject) {
     { class: "filters", id: "subject-form" },
     h("label", {}, "Subject ",
       h("input", { name: "subject", value: subject, required: true, spellcheck: "false", size: 32 })),
+    h("label", {}, "Purpose ",
+      h("input", { name: "purpose", value: session.purpose, size: 28, spellcheck: "false",
+        placeholder: "e.g. access request 2026-17", title: "Sent as X-Purpose; the access log keeps it" })),
     h("button", { type: "submit" }, "Show"),
   ); // prettier-ignore
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    session.purpose = String(new FormData(form).get("purpose"));
     const chosen = String(new FormData(form).get("subject")).trim();
-    if (chosen) window.location.hash = `#/subject/${encodeURIComponent(chosen)}`;
+    const target = `#/subject/${encodeURIComponent(chosen)}`;
+    if (!chosen) return;
+    if (window.location.hash === target) window.dispatchEvent(new HashChangeEvent("hashchange"));
+    else window.location.hash = target;
   });
   return form;
 }
