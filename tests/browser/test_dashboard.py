@@ -51,7 +51,9 @@ async def test_sign_in_keeps_the_token_in_the_tab_and_sends_it_as_a_bearer_token
     assert not await page.is_visible("#nav")
     await page.screenshot(path=artifacts / "01-sign-in.png")
 
+    open_before = stack.api("/v1/stats").json()["violations_open"]  # the demo goes on meanwhile
     await sign_in(visit, stack.token)
+    open_after = stack.api("/v1/stats").json()["violations_open"]
     assert await page.evaluate("sessionStorage.getItem('consent-ledger.token')") == stack.token
     assert await page.evaluate("localStorage.length") == 0
     api_calls = [r for r in visit.requests if "/v1/" in r.url]
@@ -64,6 +66,12 @@ async def test_sign_in_keeps_the_token_in_the_tab_and_sends_it_as_a_bearer_token
     await page.wait_for_selector("#by-clause canvas")
     assert await page.locator("#by-rule table.totals tbody tr").count() >= 1
     assert "Most open now" in await page.inner_text("#by-rule")
+    # Over all buckets, opened minus retracted is what is open: per rule and per clause.
+    for grouping in ("#by-rule", "#by-clause"):
+        cells = await page.locator(
+            f"{grouping} table.totals tbody td:nth-child(4)"
+        ).all_inner_texts()
+        assert open_before <= sum(int(cell.replace(",", "")) for cell in cells) <= open_after
     await page.screenshot(path=artifacts / "02-overview.png", full_page=True)
 
     await page.click("#sign-out")
