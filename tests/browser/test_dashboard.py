@@ -74,6 +74,17 @@ async def test_sign_in_keeps_the_token_in_the_tab_and_sends_it_as_a_bearer_token
         assert open_before <= sum(int(cell.replace(",", "")) for cell in cells) <= open_after
     await page.screenshot(path=artifacts / "02-overview.png", full_page=True)
 
+    # Per day, over the last 24 hours: the demo's violations all happened now.
+    await page.select_option("#bucket", "day")
+    await ready(page)
+    await page.select_option("#range", "24h")
+    await ready(page)
+    assert "bucket=day" in page.url and "range=24h" in page.url
+    days = await page.evaluate(
+        "() => Chart.getChart(document.querySelector('#by-rule canvas')).data.labels"
+    )
+    assert len(days) in (1, 2)  # today (UTC), and yesterday when the run crosses midnight
+
     await page.click("#sign-out")
     await page.wait_for_selector("#sign-in:not([hidden])")
     assert await page.evaluate("sessionStorage.getItem('consent-ledger.token')") is None

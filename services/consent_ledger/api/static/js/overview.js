@@ -5,7 +5,7 @@
 import { describe } from "./api.js";
 import { count, h, notice, table } from "./dom.js";
 import { clauseTitles } from "./policy.js";
-import { BUCKETS, totalsByGroup, violationReports } from "./reports.js";
+import { BUCKETS, RANGES, rangeStart, totalsByGroup, violationReports } from "./reports.js";
 
 const GROUPINGS = [
   { by: "rule", title: "by rule" },
@@ -69,23 +69,26 @@ function chart(canvas, items, bucket, nameOf) {
 
 export async function render(root, route) {
   const bucket = BUCKETS.includes(route.params.get("bucket")) ? route.params.get("bucket") : "hour";
-  const picker = h(
-    "select",
-    {
-      id: "bucket",
-      onchange: (event) => {
-        window.location.hash = `#/overview?bucket=${event.target.value}`;
-      },
-    },
-    BUCKETS.map((size) => h("option", { value: size, selected: size === bucket }, `per ${size}`)),
-  );
+  const range = route.params.get("range") in RANGES ? route.params.get("range") : "all";
+  const choose = (name) => (event) => {
+    const query = new URLSearchParams({ bucket, range, [name]: event.target.value });
+    window.location.hash = `#/overview?${query}`;
+  };
   root.append(
     h("h1", {}, "Violations over time"),
-    h("p", { class: "controls" }, h("label", { for: "bucket" }, "Buckets "), picker),
-  );
+    h("p", { class: "controls" },
+      h("label", { for: "bucket" }, "Buckets "),
+      h("select", { id: "bucket", onchange: choose("bucket") },
+        BUCKETS.map((size) => h("option", { value: size, selected: size === bucket }, `per ${size}`))),
+      h("label", { for: "range" }, "Events of "),
+      h("select", { id: "range", onchange: choose("range") },
+        Object.keys(RANGES).map((name) =>
+          h("option", { value: name, selected: name === range }, name === "all" ? "all time" : `the last ${name}`)))),
+  ); // prettier-ignore
+  const from = rangeStart(range);
   const [titles, result] = await Promise.all([
     clauseTitles(),
-    violationReports(bucket, GROUPINGS.map((g) => g.by)).catch((error) => ({ error })),
+    violationReports(bucket, GROUPINGS.map((g) => g.by), from).catch((error) => ({ error })),
   ]);
   if (result.error) {
     root.append(notice("error", describe(result.error, "Violations over time")));

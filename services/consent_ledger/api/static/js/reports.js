@@ -44,19 +44,31 @@ export function bucketViolations(violations, bucket, groupBy) {
  * computed from every violation (read once for all groupings).
  * Returns {source: "report" | "violations", truncated, reports: {group_by: items}}.
  */
-export async function violationReports(bucket, groupings) {
+export async function violationReports(bucket, groupings, from = null) {
   const reports = {};
   try {
     for (const groupBy of groupings) {
-      reports[groupBy] = (await get("/v1/reports/violations", { bucket, group_by: groupBy })).items;
+      const query = { bucket, group_by: groupBy, from };
+      reports[groupBy] = (await get("/v1/reports/violations", query)).items;
     }
     return { source: "report", truncated: false, reports };
   } catch (error) {
     if (!(error instanceof ApiError && error.missingEndpoint)) throw error;
   }
   const all = await getAll("/v1/violations");
-  for (const groupBy of groupings) reports[groupBy] = bucketViolations(all.items, bucket, groupBy);
+  const since = from ? new Date(from).getTime() : Number.NEGATIVE_INFINITY;
+  const inRange = all.items.filter((v) => new Date(v.occurred_at).getTime() >= since);
+  for (const groupBy of groupings) reports[groupBy] = bucketViolations(inRange, bucket, groupBy);
   return { source: "violations", truncated: all.truncated, reports };
+}
+
+// How far back the overview looks, by the name it has in the address.
+export const RANGES = { all: null, "24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000 };
+
+/** The RFC 3339 start of a range ending now, or null for all time. */
+export function rangeStart(range, now = Date.now()) {
+  const span = RANGES[range];
+  return span ? new Date(now - span).toISOString().replace(/\.\d+Z$/, "Z") : null;
 }
 
 /** Per group: opened, retracted and open now, most open first. */
