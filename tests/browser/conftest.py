@@ -119,6 +119,7 @@ def stack() -> Iterator[Stack]:
         run = DevRun(data_dir, "--demo")
         try:
             run.wait_running()
+            assert f"dashboard: {run.api_url}/" in run.output()  # what `make run` shows
             token_file = data_dir / "admin.token"
             token = token_file.read_text().strip() if token_file.is_file() else PLACEHOLDER_TOKEN
             client = httpx.Client(

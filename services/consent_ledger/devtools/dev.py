@@ -141,6 +141,7 @@ class DevStack:
         say("")
         say(f"consent-ledger is running (data folder: {settings.data_dir.resolve()})")
         say(f"  API:       {api_url}   (docs: {api_url}/docs)")
+        say(f"  dashboard: {api_url}/   (sign in with an API token)")
         say(f"  broker:    {settings.kafka_bootstrap}   (topic {settings.events_topic})")
         say(f"  database:  {_without_password(settings.database_url or '')}")
         say(f"  logs:      {settings.data_dir.resolve() / 'logs'}")
