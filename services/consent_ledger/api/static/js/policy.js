@@ -129,6 +129,24 @@ export async function render(root) {
       ),
     );
   }
+  const rules = Array.isArray(policy.rules) ? policy.rules : [];
+  if (rules.length) {
+    const clauseOf = (rule) => {
+      const clause = rule.clause ?? "";
+      if (typeof clause !== "object") return String(clause);
+      return [clause.id, words(clause.title).split("\n")[0]].filter(Boolean).join(": ");
+    };
+    root.append(
+      h("h2", {}, "Rules"),
+      table(
+        ["rule", "clause it enforces", "severity"],
+        rules.map((rule) =>
+          h("tr", {}, h("td", {}, ruleName(rule)), h("td", {}, clauseOf(rule)), h("td", {}, rule.severity ?? "")),
+        ), // prettier-ignore
+        { class: "rules" },
+      ),
+    );
+  }
   root.append(
     h(
       "details",
