@@ -283,3 +283,99 @@ async def test_the_guard_sees_a_request_for_another_host_even_when_the_policy_re
     assert any("img-src" in refusal for refusal in visit.refused)
     visit.foreign.clear()  # seen, as it should be: the fixture's own check passes
     visit.refused.clear()
+
+
+BUCKET_CASES = [
+    ("2026-03-04T10:15:30.250+02:00", "hour", "2026-03-04T08:00:00Z"),
+    ("2026-03-04T00:30:00+02:00", "day", "2026-03-03T00:00:00Z"),  # the UTC day
+    ("2026-03-04T10:15:00Z", "week", "2026-03-02T00:00:00Z"),  # a Wednesday: that Monday
+    ("2026-03-08T23:59:59Z", "week", "2026-03-02T00:00:00Z"),  # a Sunday ends the ISO week
+    ("2026-03-09T00:00:00Z", "week", "2026-03-09T00:00:00Z"),
+]
+
+
+async def test_the_pages_own_arithmetic(visit: Visit) -> None:
+    """The figures the page computes itself, in the browser that runs them."""
+    page = visit.page
+    await page.goto("/")
+    for time, bucket, start in BUCKET_CASES:
+        found = await page.evaluate(
+            "async ([time, bucket]) => (await import('/static/js/reports.js')).bucketStart(time, bucket)",
+            [time, bucket],
+        )
+        assert found == start, (time, bucket)
+
+    violations = [
+        {"occurred_at": "2026-03-04T10:00:00Z", "rule": "consent-missing", "status": "open"},
+        {"occurred_at": "2026-03-04T10:30:00Z", "rule": "consent-missing", "status": "retracted"},
+        {"occurred_at": "2026-03-04T11:00:00Z", "rule": "consent-missing", "status": "open"},
+        {"occurred_at": "2026-03-04T10:10:00Z", "rule": "visitor-not-informed", "status": "open"},
+    ]
+    items, totals = await page.evaluate(
+        """async (violations) => {
+            const reports = await import('/static/js/reports.js');
+            const items = reports.bucketViolations(violations, 'hour', 'rule');
+            return [items, reports.totalsByGroup(items)];
+        }""",
+        violations,
+    )
+    assert items == [
+        {"bucket": "2026-03-04T10:00:00Z", "group": "consent-missing", "opened": 2, "retracted": 1},
+        {
+            "bucket": "2026-03-04T10:00:00Z",
+            "group": "visitor-not-informed",
+            "opened": 1,
+            "retracted": 0,
+        },
+        {"bucket": "2026-03-04T11:00:00Z", "group": "consent-missing", "opened": 1, "retracted": 0},
+    ]
+    assert [(t["group"], t["open"]) for t in totals] == [
+        ("consent-missing", 2),
+        ("visitor-not-informed", 1),
+    ]
+
+    metrics = (
+        "# HELP consent_ledger_consumer_lag Records not processed\n"
+        'consent_ledger_consumer_lag{topic="ledger.events",partition="1"} 7\n'
+        'consent_ledger_http_requests_total{route="/v1/x",method="GET",status="200"} 3\n'
+    )
+    samples = await page.evaluate(
+        "async (text) => (await import('/static/js/health.js')).parseMetrics(text)", metrics
+    )
+    assert samples[0] == {
+        "name": "consent_ledger_consumer_lag",
+        "labels": {"topic": "ledger.events", "partition": "1"},
+        "value": 7,
+    }
+    assert len(samples) == 2
+
+    def entry(kind: str, time: str, **data: Any) -> dict[str, Any]:
+        return {
+            "event_id": f"{kind}-{time}",
+            "type": kind,
+            "occurred_at": time,
+            "event": {"data": data},
+        }
+
+    timeline = await page.evaluate(
+        """async ([entries, now]) => (await import('/static/js/timeline.js')).lanesOf(entries, [], now)""",
+        [
+            [
+                entry("ConsentGiven", "2026-03-01T00:00:00Z", purpose="marketing",
+                      expires_at="2026-03-10T00:00:00Z"),
+                entry("ConsentGiven", "2026-03-02T00:00:00Z", purpose="support"),
+                entry("ConsentWithdrawn", "2026-03-05T00:00:00Z", purpose="support"),
+                entry("DataShared", "2026-03-03T00:00:00Z", purpose="marketing",
+                      recipient={"kind": "partner", "id": "p"}),
+            ],
+            1_800_000_000_000,
+        ],
+    )  # fmt: skip
+    lanes = {lane["name"]: lane for lane in timeline["lanes"]}
+    day = 86_400_000
+    march_1 = 1_772_323_200_000  # 2026-03-01T00:00:00Z in ms
+    (marketing,) = lanes["consent: marketing"]["spans"]
+    assert (marketing["from"], marketing["to"]) == (march_1, march_1 + 9 * day)  # until it expired
+    (support,) = lanes["consent: support"]["spans"]
+    assert (support["from"], support["to"]) == (march_1 + day, march_1 + 4 * day)  # withdrawn
+    assert [p["verdict"] for p in lanes["disclosures"]["points"]] == ["clean"]
