@@ -18,8 +18,11 @@ const PALETTE = [
 ];
 
 function label(bucket, size) {
-  const text = bucket.replace("T", " ").replace(/:00(\.0+)?Z$/, "Z");
-  return size === "hour" ? text.replace(/:00Z$/, " UTC") : text.slice(0, 10);
+  const start = new Date(bucket);
+  if (Number.isNaN(start.getTime())) return bucket;
+  const text = start.toISOString();
+  if (size === "hour") return `${text.slice(0, 10)} ${text.slice(11, 13)}:00 UTC`;
+  return size === "week" ? `week of ${text.slice(0, 10)}` : text.slice(0, 10);
 }
 
 function chart(canvas, items, bucket, nameOf) {
