@@ -589,7 +589,10 @@ async def test_a_subject_of_256_characters_is_asked_about(
 ) -> None:
     async with api(settings, pool) as client:
         response = await client.get(f"/v1/subjects/{'s' * 256}/consents")
+        with_a_line_break = await client.get("/v1/subjects/a%0Ab/events")
     assert response.status_code == 200 and response.json()["consents"] == []
+    assert with_a_line_break.status_code == 200, with_a_line_break.text
+    assert with_a_line_break.json()["subject"] == "a\nb"
 
 
 async def test_an_echoed_parameter_is_cut(settings: Settings, pool: asyncpg.Pool) -> None:

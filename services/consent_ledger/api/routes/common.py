@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import Depends, Query, Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from consent_ledger.api import models
 from consent_ledger.api.broker import Publisher
@@ -23,6 +24,23 @@ from consent_ledger.core.timestamps import format_micros, to_micros
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.store.api_reads import LedgerReader, Row
+
+
+class IdConvertor(Convertor[str]):
+    """``{name:id}``: a subject or event id in a path, slashes and line breaks
+    included (Starlette's ``path`` stops at a line break, and any character
+    but U+0000 may be in an id)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("id", IdConvertor())
 
 
 @dataclass(slots=True)

@@ -132,7 +132,7 @@ async def get_checkpoint(
 
 
 @router.get(
-    "/v1/ledger/proofs/inclusion/{event_id:path}",
+    "/v1/ledger/proofs/inclusion/{event_id:id}",
     summary="Proof that an event's ledger entry is in a signed checkpoint's tree",
     description=(
         "The inclusion proof of the event's ledger entry against a checkpoint (default: "

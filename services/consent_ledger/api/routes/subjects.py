@@ -39,7 +39,7 @@ _SMALLEST_KEY: Final = (-(2**63), -(2**63))
 
 
 @router.get(
-    "/v1/subjects/{subject:path}/consents",
+    "/v1/subjects/{subject:id}/consents",
     summary="The subject's consent status per purpose, now or at an instant",
     response_model=models.SubjectConsents,
     description=(
@@ -149,7 +149,7 @@ def _consent(status: PurposeConsent) -> models.Consent:
 
 
 @router.get(
-    "/v1/subjects/{subject:path}/events",
+    "/v1/subjects/{subject:id}/events",
     summary="The subject's ledger entries in event-time order, decrypted",
     responses=SUBJECT_ERRORS | {500: {"model": ErrorResponse}},
 )
