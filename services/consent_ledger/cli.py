@@ -193,8 +193,10 @@ def _parser() -> argparse.ArgumentParser:
         "any entry (with --require-signed: any entry is unsigned), 2 usage error or the ledger "
         "could not be read",
     )  # fmt: skip
-    verify.add_argument("--public-key", type=Path, help="the ledger's public key: PEM, or the JSON "
-                        "of GET /v1/ledger/public-key; default: LEDGER_PUBLIC_KEY_FILE, else "
+    verify.add_argument("--public-key", type=Path, action="append",
+                        help="a public key of the ledger: PEM, or the JSON of GET "
+                        "/v1/ledger/public-key (every key it lists); repeatable: each checkpoint "
+                        "is checked with the key it names; default: LEDGER_PUBLIC_KEY_FILE, else "
                         "derived from LEDGER_SIGNING_KEY_FILE")  # fmt: skip
     verify.add_argument("--trusted-checkpoint", type=Path, action="extend", nargs="+", default=[],
                         metavar="FILE", help="checkpoints kept outside the database (`checkpoint "
@@ -296,6 +298,11 @@ def _parser() -> argparse.ArgumentParser:
                       "LEDGER_PUBLIC_KEY_FILE")  # fmt: skip
     save.set_defaults(run=_checkpoint_save)
 
+    from consent_ledger.key_commands import add_key_commands
+
+    add_key_commands(commands)
+    commands.choices["keys"].set_defaults(run=_keys)
+
     verify_proof = _command(
         commands, "verify-proof", "check a saved inclusion or consistency proof offline",
         "Check a proof document saved from the API (inclusion or consistency) offline, "
@@ -307,8 +314,10 @@ def _parser() -> argparse.ArgumentParser:
     verify_proof.add_argument(
         "--public-key",
         type=Path,
+        action="append",
         required=True,
-        help="the ledger's public key: PEM, or the JSON of GET /v1/ledger/public-key",
+        help="a public key of the ledger: PEM, or the JSON of GET /v1/ledger/public-key "
+        "(every key it lists); repeatable: each checkpoint is checked with the key it names",
     )
     verify_proof.add_argument("--trusted-checkpoint", type=Path, metavar="FILE",
                               help="a checkpoint kept outside the database: an inclusion proof "
@@ -379,16 +388,25 @@ def _api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _public_key(path: Path | None, settings: Settings) -> Ed25519PublicKey:
+def _public_key(paths: Sequence[Path] | None, settings: Settings) -> list[Ed25519PublicKey]:
+    """The public keys given (each --public-key: a PEM file, or the JSON of GET
+    /v1/ledger/public-key with every key it lists), else the configured one."""
     from consent_ledger.integrity.checkpoints import load_public_key, load_signing_key
 
     try:
-        if path is not None:
-            return load_public_key(_public_key_pem(path.read_bytes()))
+        if paths:
+            return [
+                load_public_key(pem)
+                for path in paths
+                for pem in _public_key_pems(path.read_bytes())
+            ]
         if settings.public_key_file is not None:
-            return load_public_key(_public_key_pem(settings.public_key_file.read_bytes()))
+            return [
+                load_public_key(pem)
+                for pem in _public_key_pems(settings.public_key_file.read_bytes())
+            ]
         if settings.signing_key_file is not None:
-            return load_signing_key(Path(settings.signing_key_file)).public_key()
+            return [load_signing_key(Path(settings.signing_key_file)).public_key()]
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load the public key: {exc}") from None
     raise UsageError(
@@ -396,17 +414,20 @@ def _public_key(path: Path | None, settings: Settings) -> Ed25519PublicKey:
     )
 
 
-def _public_key_pem(content: bytes) -> bytes:
-    """A PEM file's content, or the PEM inside what GET /v1/ledger/public-key answered."""
+def _public_key_pems(content: bytes) -> list[bytes]:
+    """A PEM file's content, or every PEM inside what GET /v1/ledger/public-key
+    answered (``keys``, one per signing key, else the single ``public_key_pem``)."""
     if not content.lstrip().startswith(b"{"):
-        return content
+        return [content]
     try:
-        pem = orjson.loads(content)["public_key_pem"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        document = orjson.loads(content)
+        listed = document.get("keys")
+        pems = [key["public_key_pem"] for key in listed] if listed else [document["public_key_pem"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"a JSON key file needs public_key_pem ({exc!r})") from None
-    if not isinstance(pem, str):
+    if not all(isinstance(pem, str) for pem in pems):
         raise ValueError("public_key_pem must be a string")
-    return pem.encode("ascii", "replace")
+    return [pem.encode("ascii", "replace") for pem in pems]
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -466,12 +487,15 @@ def _verify(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read the ledger: {type(exc).__name__}: {exc}") from None
     out = sys.stdout
     for number in report.forged_checkpoints:
-        out.write(f"checkpoint {number}: signature does not verify: forged or altered\n")
-    if report.other_keys:
-        out.write(
-            f"(those checkpoints name signing key {', '.join(sorted(report.other_keys))}, and the "
-            "key given is another: a wrong --public-key, or a key rotated since)\n"
-        )
+        other = report.signed_by_other_key.get(number)
+        if other is not None:
+            out.write(
+                f"checkpoint {number}: signed by key {other}, which was not given: cannot be "
+                "checked (give every key: --public-key again, or the JSON of "
+                "GET /v1/ledger/public-key)\n"
+            )
+        else:
+            out.write(f"checkpoint {number}: signature does not verify: forged or altered\n")
     for source, problem in report.untrusted:
         out.write(f"trusted checkpoint {source}: {problem}\n")
     for divergence in report.divergences:
@@ -514,7 +538,8 @@ def _checkpoint_save(args: argparse.Namespace) -> int:
     )
 
     settings = _settings()
-    public_key = _public_key(args.public_key, settings)
+    # The pinned key: the last one given (the current key, in the API's JSON of them).
+    public_key = _public_key([args.public_key] if args.public_key else None, settings)[-1]
     try:
         saved = save_latest_checkpoint(
             args.api or settings.api_base_url, settings.token, public_key, args.file
@@ -547,14 +572,14 @@ def _rebuild(args: argparse.Namespace) -> int:
     import asyncpg
 
     from consent_ledger.errors import RebuildError
-    from consent_ledger.integrity.keyring import KeyRing, MasterKeyError, load_master_key
+    from consent_ledger.integrity.keyring import MasterKeyError, load_keyring
     from consent_ledger.store.rebuild import rebuild_read_models
 
     settings = _settings()
     if not settings.database_url:
         raise UsageError("set LEDGER_DATABASE_URL")
     try:
-        keyring = KeyRing(load_master_key(settings.master_key_file, settings.master_key))
+        keyring = load_keyring(settings.master_key_file, settings.master_key)
     except MasterKeyError as exc:
         raise UsageError(str(exc)) from None
     policy = load_policy_versions(settings.policy_path)  # judge as the worker judges
@@ -707,7 +732,7 @@ def _whatif(args: argparse.Namespace) -> int:
 def _whatif_recorded(settings: Settings, draft: Any, folder: bool) -> Any:
     """The database what-if as a unit of work for :func:`_with_database`."""
     from consent_ledger.core.whatif import with_draft
-    from consent_ledger.integrity.keyring import KeyRing, MasterKeyError, load_master_key
+    from consent_ledger.integrity.keyring import MasterKeyError, load_keyring
     from consent_ledger.store.policy_versions import (
         published_versions,
         sealed_data_opener,
@@ -716,7 +741,7 @@ def _whatif_recorded(settings: Settings, draft: Any, folder: bool) -> Any:
     from consent_ledger.store.whatif_reads import whatif_recorded
 
     try:
-        keyring = KeyRing(load_master_key(settings.master_key_file, settings.master_key))
+        keyring = load_keyring(settings.master_key_file, settings.master_key)
     except MasterKeyError as exc:
         raise UsageError(str(exc)) from None
     configured = load_policy_versions(settings.policy_path)
@@ -729,6 +754,15 @@ def _whatif_recorded(settings: Settings, draft: Any, folder: bool) -> Any:
         )  # fmt: skip
 
     return work
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from consent_ledger.key_commands import KeyCommandError, run_key_command
+
+    try:
+        return run_key_command(args, _settings())
+    except KeyCommandError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _verify_proof(args: argparse.Namespace) -> int:
@@ -762,14 +796,18 @@ def _verify_proof(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_VIOLATIONS
 
 
-def _anchor(document: dict[str, Any], path: Path, public_key: Ed25519PublicKey) -> str | None:
+def _anchor(
+    document: dict[str, Any], path: Path, public_keys: list[Ed25519PublicKey]
+) -> str | None:
     """Why a verified proof document does not reach the trusted checkpoint at ``path``."""
     from consent_ledger.integrity.checkpoints import SignedCheckpoint, verify_checkpoint
+    from consent_ledger.integrity.proofs import keys_by_id
     from consent_ledger.integrity.trust import anchor_consistency, anchor_inclusion
 
     kept = _trusted_checkpoint(path)
-    if not verify_checkpoint(kept.signed, public_key):
-        return f"the trusted checkpoint {path} does not verify under the key given"
+    key = keys_by_id(public_keys).get(kept.signed.key_id)
+    if key is None or not verify_checkpoint(kept.signed, key):
+        return f"the trusted checkpoint {path} does not verify under the keys given"
     if "old_checkpoint" in document:
         old = SignedCheckpoint.from_json_dict(document["old_checkpoint"])
         new = SignedCheckpoint.from_json_dict(document["new_checkpoint"])

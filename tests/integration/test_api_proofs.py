@@ -406,7 +406,11 @@ async def test_public_key_is_the_public_half_of_the_signing_key(ledger: Ledger) 
         response = await client.get("/v1/ledger/public-key")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"key_id", "algorithm", "public_key_pem", "log_id"}
+    # The shape before rotation, kept, and every key with its period (CONTRACT §7).
+    assert set(body) == {"key_id", "algorithm", "public_key_pem", "log_id", "keys"}
+    [only] = body["keys"]
+    assert only["current"] and only["key_id"] == body["key_id"]
+    assert only["public_key_pem"] == body["public_key_pem"]
     assert body["algorithm"] == "Ed25519"
     assert body["log_id"] == LOG_ID
     served = load_pem(body["public_key_pem"])

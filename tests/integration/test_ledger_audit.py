@@ -489,14 +489,16 @@ async def test_a_forged_or_altered_checkpoint_is_reported(
     assert report.divergences == [], report.divergences  # the entries themselves are intact
     status, output = await small_ledger.cli_verify()
     assert status == 1, output
-    assert f"checkpoint {forged}: signature does not verify" in output
     assert "FAILED" in output
     # Only a checkpoint that names another key is said to: an altered one names ours.
     if forgery == "other-key":
-        assert report.other_keys == {key_id(other_key.public_key())}
-        assert f"name signing key {key_id(other_key.public_key())}" in output
+        other_id = key_id(other_key.public_key())
+        assert report.other_keys == {other_id}
+        assert report.signed_by_other_key == {forged: other_id}
+        assert f"checkpoint {forged}: signed by key {other_id}, which was not given" in output
     else:
-        assert report.other_keys == set() and "signing key" not in output
+        assert report.other_keys == set() and "signed by key" not in output
+        assert f"checkpoint {forged}: signature does not verify" in output
 
 
 # -- proofs, checked by an auditor's own code -----------------------------------------

@@ -27,7 +27,7 @@ from consent_ledger.api.metrics import RequestCountingMiddleware
 from consent_ledger.api.routes import EVENT_COMPONENTS, ApiContext, router
 from consent_ledger.core.policy import Policy, PolicyVersions, as_versions, load_policy_versions
 from consent_ledger.integrity.checkpoints import load_public_key, load_signing_key
-from consent_ledger.integrity.keyring import KeyRing, load_master_key
+from consent_ledger.integrity.keyring import load_keyring
 from consent_ledger.settings import Settings, SettingsError
 from consent_ledger.store.api_reads import LedgerReader
 from consent_ledger.store.migrate import migrate
@@ -59,7 +59,7 @@ def create_app(
     context = ApiContext(
         settings=settings,
         policy=as_versions(policy),
-        keyring=KeyRing(load_master_key(settings.master_key_file, settings.master_key)),
+        keyring=load_keyring(settings.master_key_file, settings.master_key),
         publisher=Publisher(settings, producer),
         reader=LedgerReader(pool) if pool is not None else None,
         public_key=_checkpoint_public_key(settings),

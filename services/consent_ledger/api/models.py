@@ -252,17 +252,37 @@ class NotReady(BaseModel):
 _BASE64_HASH = "32-byte SHA-256 hash in standard base64 with padding"
 
 
-class PublicKey(BaseModel):
-    """The key that signs the ledger's checkpoints; an auditor pins it once and
-    checks every checkpoint and proof with it, offline."""
+class SigningKey(BaseModel):
+    """One key that signs (or signed) checkpoints, with the period it signed."""
 
-    key_id: str = Field(
-        description="32 hex digits: the first 16 bytes of SHA-256 of the raw public key; "
-        "every signed checkpoint names it"
-    )
+    key_id: str = Field(description="32 hex digits, as every checkpoint it signed names it")
     algorithm: Literal["Ed25519"] = "Ed25519"
     public_key_pem: str = Field(description="SubjectPublicKeyInfo PEM")
+    first_signed: str | None = Field(
+        description="RFC 3339: the first checkpoint it signed (null: none yet)"
+    )
+    last_signed: str | None = Field(description="RFC 3339: the latest checkpoint it signed")
+    current: bool = Field(description="The key that signs new checkpoints")
+
+
+class PublicKey(BaseModel):
+    """The keys that sign the ledger's checkpoints; an auditor pins them and
+    checks every checkpoint and proof with the key it names, offline.
+
+    ``key_id``, ``algorithm`` and ``public_key_pem`` are the current key's (the
+    shape before rotation existed, kept as it was); ``keys`` lists every key with
+    the period it signed (CONTRACT §7)."""
+
+    key_id: str = Field(
+        description="The current key: 32 hex digits, the first 16 bytes of SHA-256 of the "
+        "raw public key; every checkpoint it signs names it"
+    )
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    public_key_pem: str = Field(description="The current key, SubjectPublicKeyInfo PEM")
     log_id: str = Field(description="The log this API serves; signed into every checkpoint")
+    keys: list[SigningKey] = Field(
+        description="Every signing key, in the order they signed (after a rotation, several)"
+    )
 
 
 class TreeHead(BaseModel):

@@ -118,7 +118,7 @@ class Failure(StrEnum):
     UNSUPPORTED_FORMAT = "unsupported-format"
     """``format`` names a document type or version this verifier does not know."""
     UNKNOWN_KEY = "unknown-key"
-    """A checkpoint's ``key_id`` is not the id of the public key given."""
+    """A checkpoint's ``key_id`` is not the id of any public key given."""
     BAD_SIGNATURE = "bad-signature"
     """A checkpoint's signature does not match its content: forged or altered."""
     ENTRY_PARTITION_MISMATCH = "entry-partition-mismatch"
@@ -222,14 +222,26 @@ def _parse_checkpoint(data: Any, name: str) -> SignedCheckpoint:
         raise _Malformed(f"{name}: {exc}") from None
 
 
+PublicKeys = Ed25519PublicKey | Sequence[Ed25519PublicKey]
+"""One public key, or several (a ledger whose signing key rotated): each
+checkpoint is checked with the key its ``key_id`` names."""
+
+
+def keys_by_id(public_keys: PublicKeys) -> dict[str, Ed25519PublicKey]:
+    keys = [public_keys] if isinstance(public_keys, Ed25519PublicKey) else public_keys
+    return {key_id(key): key for key in keys}
+
+
 def _check_signature(
-    signed: SignedCheckpoint, public_key: Ed25519PublicKey, name: str
+    signed: SignedCheckpoint, public_keys: PublicKeys, name: str
 ) -> VerificationResult | None:
-    expected_id = key_id(public_key)
-    if signed.key_id != expected_id:
+    given = keys_by_id(public_keys)
+    public_key = given.get(signed.key_id)
+    if public_key is None:
         return VerificationResult.failed(
             Failure.UNKNOWN_KEY,
-            f"{name} names key {signed.key_id!r}, the key given is {expected_id!r}",
+            f"{name} names key {signed.key_id!r}, which is not among the keys given "
+            f"({', '.join(repr(known) for known in given)})",
         )
     if not verify_checkpoint(signed, public_key):
         return VerificationResult.failed(
@@ -239,7 +251,7 @@ def _check_signature(
     return None
 
 
-def verify_inclusion_document(doc: Any, public_key: Ed25519PublicKey) -> VerificationResult:
+def verify_inclusion_document(doc: Any, public_key: PublicKeys) -> VerificationResult:
     """Check an inclusion proof document (format in the module docstring).
 
     In order: shape, checkpoint signature, that the checkpoint covers the
@@ -337,7 +349,7 @@ def _parse_partition_proofs(value: Any) -> dict[int, tuple[int, int, list[bytes]
     return proofs
 
 
-def verify_consistency_document(doc: Any, public_key: Ed25519PublicKey) -> VerificationResult:
+def verify_consistency_document(doc: Any, public_key: PublicKeys) -> VerificationResult:
     """Check a consistency proof document (format in the module docstring).
 
     In order: shape, both signatures, same log, issue order, then per

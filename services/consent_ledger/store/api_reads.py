@@ -20,7 +20,7 @@ from consent_ledger.core.policy import PolicyVersions
 from consent_ledger.core.whatif import WhatIf
 from consent_ledger.integrity.checkpoints import SignedCheckpoint
 from consent_ledger.integrity.keyring import KeyRing
-from consent_ledger.store import audit_reads
+from consent_ledger.store import audit_reads, key_rotation
 from consent_ledger.store.outbox import OutboxHealth, outbox_health
 from consent_ledger.store.policy_versions import (
     PublishedVersion,
@@ -169,6 +169,10 @@ class LedgerView:
     async def subject_key(self, subject: str) -> bytes | None:
         wrapped: bytes | None = await self._connection.fetchval(SUBJECT_KEY, subject)
         return wrapped
+
+    async def signing_keys(self) -> list[key_rotation.SigningKeyPeriod]:
+        """Every signing key registered, with the period of checkpoints it signed."""
+        return await key_rotation.signing_key_periods(self._connection)
 
     async def subject_entries(self, subject: str, after: tuple[int, int], limit: int) -> list[Row]:
         """Ledger entries of ``subject`` after (occurred_us, seq) ``after``, in event-time order."""

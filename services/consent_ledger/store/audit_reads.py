@@ -19,13 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consent_ledger.errors import LedgerInconsistent, NotCovered, UnknownCheckpoint, UnknownEvent
-from consent_ledger.integrity.checkpoints import SignedCheckpoint, key_id, verify_checkpoint
+from consent_ledger.integrity.checkpoints import SignedCheckpoint, verify_checkpoint
 from consent_ledger.integrity.entry import LedgerEntry, from_micros
 from consent_ledger.integrity.merkle import MerkleFrontier
-from consent_ledger.integrity.proofs import build_consistency_document, build_inclusion_document
+from consent_ledger.integrity.proofs import (
+    PublicKeys,
+    build_consistency_document,
+    build_inclusion_document,
+    keys_by_id,
+)
 from consent_ledger.integrity.trust import (
     PartitionCoverage,
     TreeNotHeld,
@@ -184,6 +188,9 @@ class AuditReport:
     # partitions that no longer hold a tree one of the others signed (source, how).
     untrusted: list[tuple[str, str]] = field(default_factory=list)
     trees_not_held: list[tuple[str, TreeNotHeld]] = field(default_factory=list)
+    # Checkpoint number: the key id it names, when no key given has that id (it
+    # cannot be checked; counted among forged_checkpoints, as it proves nothing).
+    signed_by_other_key: dict[int, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -206,7 +213,7 @@ class AuditReport:
 
 async def verify_ledger(
     connection: asyncpg.Connection,
-    public_key: Ed25519PublicKey,
+    public_key: PublicKeys,
     kept_elsewhere: Sequence[TrustedCheckpoint] = (),
 ) -> AuditReport:
     """Recompute everything from the stored entries; see the module docstring.
@@ -214,16 +221,19 @@ async def verify_ledger(
     ``kept_elsewhere``: checkpoints the auditor kept outside the database; each must
     verify under ``public_key``, and every partition must still hold the tree
     each signed. Their partitions are verified even when the ledger no longer
-    has any entry or Merkle log of them."""
+    has any entry or Merkle log of them. Each checkpoint is checked with the key
+    its key id names, among those given (several after a rotation)."""
+    keys = keys_by_id(public_key)
     report = AuditReport()
     held = []  # the trusted checkpoints whose signature holds
     for kept in kept_elsewhere:
-        if verify_checkpoint(kept.signed, public_key):
+        kept_key = keys.get(kept.signed.key_id)
+        if kept_key is not None and verify_checkpoint(kept.signed, kept_key):
             held.append(kept)
-        elif kept.signed.key_id != key_id(public_key):
+        elif kept_key is None:
             report.untrusted.append(
-                (kept.source, f"names signing key {kept.signed.key_id}, the key given is "
-                 f"{key_id(public_key)}")
+                (kept.source, f"names signing key {kept.signed.key_id}, which was not given "
+                 f"(given: {', '.join(keys)})")
             )  # fmt: skip
         else:
             report.untrusted.append((kept.source, "signature does not verify: forged or altered"))
@@ -234,12 +244,14 @@ async def verify_ledger(
     report.checkpoints = len(checkpoints)
     trusted = []  # a checkpoint whose signature fails proves nothing about the entries
     for number, signed in checkpoints:
-        if verify_checkpoint(signed, public_key):
+        key = keys.get(signed.key_id)
+        if key is not None and verify_checkpoint(signed, key):
             trusted.append((number, signed))
         else:
             report.forged_checkpoints.append(number)
-            if signed.key_id != key_id(public_key):
+            if key is None:
                 report.other_keys.add(signed.key_id)
+                report.signed_by_other_key[number] = signed.key_id
     checkpoints = trusted
     logs = {signed.checkpoint.log_id for _, signed in checkpoints}
     for kept in list(held):

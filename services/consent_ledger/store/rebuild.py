@@ -57,7 +57,7 @@ from consent_ledger.core.intake import ValidEvent, parse_json_object
 from consent_ledger.core.policy import Policy, PolicyVersions, as_versions
 from consent_ledger.core.timeline import SubjectFile
 from consent_ledger.errors import RebuildError
-from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.keyring import KeyRing, MasterKeyUnavailable
 from consent_ledger.integrity.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
 from consent_ledger.store.batch_write import (
     VIOLATION_RESTATED,
@@ -469,10 +469,10 @@ def _plain_payload(keyring: KeyRing, keys: dict[str, bytes], row: asyncpg.Record
             )
         try:
             key = keys[subject] = keyring.unwrap(subject, wrapped)
-        except KeyUnwrapError:
+        except (KeyUnwrapError, MasterKeyUnavailable) as exc:
             raise RebuildError(
                 f"the key of subject {subject!r} does not unwrap: is LEDGER_MASTER_KEY the "
-                "worker's?"
+                f"worker's? ({exc})"
             ) from None
     try:
         return open_sealed(key, subject, row["event_id"], payload)

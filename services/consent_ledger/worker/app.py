@@ -38,13 +38,19 @@ from consent_ledger.core.batch import Record
 from consent_ledger.core.intake import Reason
 from consent_ledger.core.policy import Policy, PolicyVersions
 from consent_ledger.core.timeline import Status
-from consent_ledger.integrity.checkpoints import SignedCheckpoint, load_signing_key
-from consent_ledger.integrity.keyring import KeyRing, load_master_key
+from consent_ledger.integrity.checkpoints import (
+    SignedCheckpoint,
+    key_id,
+    load_signing_key,
+    public_key_pem,
+)
+from consent_ledger.integrity.keyring import load_keyring, load_master_key
 from consent_ledger.kafka import KafkaSecurity, kafka_security, make_producer, start_producer
 from consent_ledger.log import redact_values, stdlib_logging_config
 from consent_ledger.settings import Settings
 from consent_ledger.store.checkpoint_copies import CheckpointCopies
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
+from consent_ledger.store.key_rotation import register_signing_key
 from consent_ledger.store.migrate import migrate
 from consent_ledger.worker.isolation import is_transient, store_isolating
 from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
@@ -77,6 +83,7 @@ class WorkerRuntime:
         )
         # Held while a batch is written: a stopping worker waits for it, then signs.
         self._writing = asyncio.Lock()
+        self._signing_file: SigningKeyFile | None = None
         self.batches = 0
         self.isolated = 0  # records rejected as unprocessable by this process
 
@@ -91,11 +98,16 @@ class WorkerRuntime:
             assert pool is not None
             async with pool.acquire() as connection:
                 await migrate(connection)
-            keyring = KeyRing(load_master_key(settings.master_key_file, settings.master_key))
+            keyring = load_keyring(settings.master_key_file, settings.master_key)
             producer = make_producer(settings, client_id="consent-ledger-relay")
             await start_producer(producer, settings)
             if settings.signing_key_file is not None:
-                self.signing_key = load_signing_key(Path(settings.signing_key_file))
+                self._signing_file = SigningKeyFile(Path(settings.signing_key_file))
+                self.signing_key = self._signing_file.load()
+                async with pool.acquire() as connection:
+                    await register_signing_key(
+                        connection, key_id(self.signing_key), public_key_pem(self.signing_key)
+                    )
             self.pipeline = BatchPipeline(pool, keyring, self.policy, settings)
             self.relay = OutboxRelay(pool, producer)
             self.witnesses = WitnessCourier(pool, settings.witness_urls)
@@ -107,13 +119,29 @@ class WorkerRuntime:
             gc.collect()
             gc.freeze()
 
+    async def current_signing_key(self) -> Ed25519PrivateKey | None:
+        """The signing key, taken up anew when its file changed (`keys
+        rotate-signing`, or a secret updated in place); a new key's public half
+        is registered before it signs anything, so the API can list it."""
+        if self._signing_file is None or self.pool is None or not self._signing_file.changed():
+            return self.signing_key
+        key = self._signing_file.load()
+        async with self.pool.acquire() as connection:
+            await register_signing_key(connection, key_id(key), public_key_pem(key))
+        previous = key_id(self.signing_key) if self.signing_key is not None else None
+        log.info("signing key changed", key_id=key_id(key), previous=previous)
+        self.signing_key = key
+        return key
+
     async def sign_checkpoint(self) -> SignedCheckpoint | None:
         """Sign a checkpoint of every tree that grew since the last one, stage its
         copies and wake those who send them. None when nothing grew or no key is set."""
         if self.signing_key is None or self.pool is None:
             return None
+        signing_key = await self.current_signing_key()
+        assert signing_key is not None
         signed = await issue_checkpoint(
-            self.pool, self.signing_key, self.settings.log_id, copies=self.copies
+            self.pool, signing_key, self.settings.log_id, copies=self.copies
         )
         if signed is not None:
             log.info("checkpoint signed", heads=len(signed.checkpoint.tree_heads))
@@ -389,6 +417,29 @@ def faust_credentials(security: KafkaSecurity) -> CredentialsT | None:
     if security.ssl_context is not None:
         return faust.SSLCredentials(security.ssl_context)
     return None
+
+
+class SigningKeyFile:
+    """The worker's signing key file, and whether it changed since it was read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+
+    def load(self) -> Ed25519PrivateKey:
+        self._stamp = self._file_stamp()
+        return load_signing_key(self.path)
+
+    def changed(self) -> bool:
+        stamp = self._file_stamp()
+        return stamp is not None and stamp != self._stamp  # a file being replaced: later
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            status = self.path.stat()
+        except OSError:
+            return None
+        return status.st_mtime_ns, status.st_size, status.st_ino
 
 
 def _partitions(topic_partitions: Any, topic: str) -> list[int]:

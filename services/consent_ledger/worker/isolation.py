@@ -23,7 +23,9 @@ import asyncpg
 import structlog
 
 from consent_ledger.core.batch import Record
+from consent_ledger.integrity.keyring import MasterKeyUnavailable
 from consent_ledger.log import redact_values
+from consent_ledger.store.key_rotation import RETIRED_MASTER_KEY_SQLSTATE
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
 
 log = structlog.get_logger(__name__)
@@ -49,6 +51,12 @@ def is_transient(error: BaseException) -> bool:
     something tied to the batch's data (isolate the record)."""
     if isinstance(error, (OSError, *_TRANSIENT_POSTGRES)):
         return True  # OSError: refused, reset, unreachable, and TimeoutError among them
+    # A master key rotated elsewhere and not yet in this worker's key file: the
+    # records are fine, the configuration lags; wait (the file is re-read).
+    if isinstance(error, MasterKeyUnavailable):
+        return True
+    if getattr(error, "sqlstate", None) == RETIRED_MASTER_KEY_SQLSTATE:
+        return True
     # asyncpg's client-side errors: a closed connection or a busy one is an outage;
     # its DataError (a value the codec cannot encode: a lone surrogate, a wrong
     # type) is the data's, and is the one that is also a ValueError.

@@ -94,6 +94,7 @@ class BatchPipeline:
             settings.events_topic, settings.violations_topic, settings.rejected_topic,
             PRODUCER_MAX_REQUEST_BYTES,
         )  # fmt: skip
+        self._keyring = keyring
         self._writer = BatchWriter(keyring, topics, integrity=settings.integrity)
 
     async def process(self, records: Sequence[Record]) -> BatchReport:
@@ -103,6 +104,9 @@ class BatchPipeline:
         report = BatchReport(records=len(records), first=_at(records[0]), last=_at(records[-1]))
         stages = report.stages_ms
         checked = check_records(records)  # pure and the costliest step: outside the transaction
+        # A master key file changed in place (a rotation): new subject keys are
+        # wrapped by its newest key from this batch on. One stat per batch.
+        self._keyring.refresh()
         stages["check"] = _ms_since(started)
         async with self._pool.acquire() as connection, connection.transaction():
             stage = time.perf_counter()

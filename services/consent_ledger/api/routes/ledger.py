@@ -8,6 +8,7 @@ none of them: an auditor can still prove what the ledger held.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Final
 
 import structlog
@@ -19,6 +20,7 @@ from consent_ledger.api.errors import ApiError, invalid_parameter
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import DEFAULT_LIMIT, encode_cursor
 from consent_ledger.api.routes.common import ERRORS, Context, Cursor, Limit, cursor_key
+from consent_ledger.core.timestamps import format_micros, to_micros
 from consent_ledger.integrity.checkpoints import SignedCheckpoint, key_id, public_key_pem
 
 log = structlog.get_logger(__name__)
@@ -60,10 +62,12 @@ _INCLUSION_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/v1/ledger/public-key",
-    summary="The Ed25519 public key that signs the checkpoints",
+    summary="The Ed25519 public keys that sign the checkpoints, each with its period",
     description=(
-        "Pin it once (compare `key_id` out of band), then check every checkpoint and "
-        "proof offline with it: `consent-ledger verify-proof PROOF --public-key PEM`."
+        "Pin them (compare each `key_id` out of band), then check every checkpoint and "
+        "proof offline with the key it names: `consent-ledger verify-proof PROOF "
+        "--public-key THIS.json`. The top-level `key_id` and `public_key_pem` are the "
+        "current key's; `keys` lists every key, also those rotated out (CONTRACT §7)."
     ),
     responses={
         404: {
@@ -73,17 +77,47 @@ _INCLUSION_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
 )
 async def ledger_public_key(context: Context) -> models.PublicKey:
-    key = context.public_key
-    if key is None:
+    async with context.ledger().snapshot() as view:
+        periods = await view.signing_keys()
+    keys = [
+        models.SigningKey(
+            key_id=period.key_id,
+            public_key_pem=period.public_key_pem,
+            first_signed=_moment(period.first_signed),
+            last_signed=_moment(period.last_signed),
+            current=False,
+        )
+        for period in periods
+    ]
+    configured = context.public_key
+    if configured is not None and key_id(configured) not in {key.key_id for key in keys}:
+        keys.append(
+            models.SigningKey(
+                key_id=key_id(configured), public_key_pem=public_key_pem(configured),
+                first_signed=None, last_signed=None, current=False,
+            )
+        )  # fmt: skip
+    if not keys:
         raise ApiError(
             404,
             "checkpoints-not-signed",
-            "checkpoints are not signed here: this API has no signing key configured "
+            "checkpoints are not signed here: no signing key is configured or registered "
             "(LEDGER_SIGNING_KEY_FILE)",
         )
+    # The current key: the one that signed last; before any checkpoint, the newest.
+    signed = [key for key in keys if key.last_signed is not None]
+    current = max(signed, key=lambda key: key.last_signed or "") if signed else keys[-1]
+    current.current = True
     return models.PublicKey(
-        key_id=key_id(key), public_key_pem=public_key_pem(key), log_id=context.settings.log_id
+        key_id=current.key_id,
+        public_key_pem=current.public_key_pem,
+        log_id=context.settings.log_id,
+        keys=keys,
     )
+
+
+def _moment(moment: datetime | None) -> str | None:
+    return format_micros(to_micros(moment), six_digits=True) if moment is not None else None
 
 
 @router.get(

@@ -28,7 +28,7 @@ from consent_ledger.core.consents import PurposeConsent, consents_at, current_co
 from consent_ledger.core.facts import ConsentChange
 from consent_ledger.core.intake import parse_json_object
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant, to_micros
-from consent_ledger.integrity.keyring import KeyRing
+from consent_ledger.integrity.keyring import KeyRing, MasterKeyUnavailable
 from consent_ledger.integrity.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
 from consent_ledger.store.api_reads import LedgerView, Row
 
@@ -187,9 +187,10 @@ def _subject_key(keyring: KeyRing, subject: str, wrapped: bytes | None) -> bytes
         return None
     try:
         return keyring.unwrap(subject, wrapped)
-    except KeyUnwrapError:
-        # Not a shredded key (that row is deleted) but the wrong master key.
-        log.error("subject key does not unwrap: is LEDGER_MASTER_KEY the worker's?")
+    except (KeyUnwrapError, MasterKeyUnavailable) as exc:
+        # Not a shredded key (that row is deleted) but the wrong master key, or
+        # one a rotation added that this API's key file lacks.
+        log.error("subject key does not unwrap: is LEDGER_MASTER_KEY the worker's?", error=str(exc))
         raise ApiError(
             500, "key-unwrap-failed", "the subject's key cannot be unwrapped with this master key"
         ) from None
