@@ -158,7 +158,10 @@ async def _rotate_signing(args: argparse.Namespace, settings: Settings) -> None:
             await register_signing_key(connection, key_id(key), public_key_pem(key))
     finally:
         await pool.close()
-    save_signing_key(key, target, overwrite=args.out is None)
+    try:
+        save_signing_key(key, target, overwrite=args.out is None)
+    except OSError as exc:
+        raise KeyCommandError(f"cannot write {target}: {exc.strerror or exc}") from None
     sys.stdout.write(
         f"signing key {key_id(key)} written to {target}; workers sign with it from their "
         "next checkpoint once they read it there\n"
