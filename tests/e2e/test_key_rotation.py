@@ -50,7 +50,8 @@ async def test_both_keys_rotate_during_a_stream_and_verify_passes_before_and_aft
     kafka_bootstrap: str, database_url: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     prefix = unique_name("rot")
-    topics = {f"{prefix}.events": 4, f"{prefix}.rejected": 1, f"{prefix}.violations": 1}
+    topics = {f"{prefix}.events": 4, f"{prefix}.rejected": 1, f"{prefix}.violations": 1,
+              f"{prefix}.checkpoints": 1, f"{prefix}.checkpoints.history": 1}  # fmt: skip
     await ensure_topics(kafka_bootstrap, topics)
     master_keys = tmp_path / "master-keys"
     master_keys.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
@@ -64,6 +65,8 @@ async def test_both_keys_rotate_during_a_stream_and_verify_passes_before_and_aft
         "LEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap, "LEDGER_DATABASE_URL": database_url,
         "LEDGER_EVENTS_TOPIC": f"{prefix}.events", "LEDGER_REJECTED_TOPIC": f"{prefix}.rejected",
         "LEDGER_VIOLATIONS_TOPIC": f"{prefix}.violations",
+        "LEDGER_CHECKPOINTS_TOPIC": f"{prefix}.checkpoints",
+        "LEDGER_CHECKPOINT_HISTORY_TOPIC": f"{prefix}.checkpoints.history",
         "LEDGER_CONSUMER_GROUP": f"{prefix}-workers", "LEDGER_PARTITIONS": "4",
         "LEDGER_MASTER_KEY_FILE": str(master_keys),
         "LEDGER_SIGNING_KEY_FILE": str(signing_key_file),

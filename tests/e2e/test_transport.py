@@ -34,7 +34,8 @@ async def test_worker_api_and_publish_reach_the_broker_over_tls_only(
             "LEDGER_KAFKA_SECURITY_PROTOCOL": "SSL",
             "LEDGER_KAFKA_CA_FILE": str(ca.ca_file),
         }
-        topics = {f"{prefix}.events": 4, f"{prefix}.rejected": 1, f"{prefix}.violations": 1}
+        topics = {f"{prefix}.events": 4, f"{prefix}.rejected": 1, f"{prefix}.violations": 1,
+                  f"{prefix}.checkpoints": 1, f"{prefix}.checkpoints.history": 1}  # fmt: skip
         await ensure_topics(
             bootstrap, topics, security=kafka_security(Settings.from_env(transport))
         )
@@ -45,6 +46,8 @@ async def test_worker_api_and_publish_reach_the_broker_over_tls_only(
             LEDGER_EVENTS_TOPIC=f"{prefix}.events",
             LEDGER_REJECTED_TOPIC=f"{prefix}.rejected",
             LEDGER_VIOLATIONS_TOPIC=f"{prefix}.violations",
+            LEDGER_CHECKPOINTS_TOPIC=f"{prefix}.checkpoints",
+            LEDGER_CHECKPOINT_HISTORY_TOPIC=f"{prefix}.checkpoints.history",
             LEDGER_CONSUMER_GROUP=f"{prefix}-workers",
             LEDGER_PARTITIONS="4",
             LEDGER_MASTER_KEY=base64.b64encode(os.urandom(32)).decode(),
