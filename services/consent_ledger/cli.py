@@ -324,6 +324,11 @@ def _parser() -> argparse.ArgumentParser:
                               "must be against the tree it signed, a consistency proof must "
                               "start or end at it")  # fmt: skip
     verify_proof.set_defaults(run=_verify_proof)
+
+    from consent_ledger.token_commands import add_token_commands
+
+    add_token_commands(commands)
+    commands.choices["token"].set_defaults(run=_token)
     return parser
 
 
@@ -455,6 +460,15 @@ def _migrate(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot migrate the database: {type(exc).__name__}: {exc}") from None
     sys.stdout.write(f"applied {', '.join(applied)}\n" if applied else "the schema is up to date\n")
     return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> int:
+    from consent_ledger.token_commands import TokenCommandError, run_token_command
+
+    try:
+        return run_token_command(args, _settings().database_url)
+    except TokenCommandError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -60,6 +60,17 @@ class Settings:
     kafka_sasl_username: str | None = None
     kafka_sasl_password_file: Path | None = None
     kafka_ca_file: Path | None = None
+    # Who may call the API (CONTRACT §7). JWTs are accepted only with issuer and audience set.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_roles_claim: str = "roles"
+    oidc_sources_claim: str = "ledger_sources"  # a publisher's source values
+    oidc_jwks_url: str | None = None  # default: jwks_uri of the issuer's discovery document
+    oidc_algorithms: str | None = None  # comma-separated; default RS256,PS256,ES256,EdDSA
+    oidc_jwks_cache_s: float = 300.0
+    oidc_jwks_cooldown_s: float = 30.0  # least time between fetches for an unknown key id
+    auth_failures_per_minute: int = 30  # per client address, then 429
+    allowed_hosts: str | None = None  # comma-separated Host names; unset: any
     token: str | None = None  # LEDGER_TOKEN: what CLI commands that call the API present
     api_url: str | None = None  # LEDGER_API_URL: where those commands find the API
 
@@ -130,6 +141,16 @@ _VARIABLES: dict[str, type] = {
     "kafka_sasl_username": str,
     "kafka_sasl_password_file": Path,
     "kafka_ca_file": Path,
+    "oidc_issuer": str,
+    "oidc_audience": str,
+    "oidc_roles_claim": str,
+    "oidc_sources_claim": str,
+    "oidc_jwks_url": str,
+    "oidc_algorithms": str,
+    "oidc_jwks_cache_s": float,
+    "oidc_jwks_cooldown_s": float,
+    "auth_failures_per_minute": int,
+    "allowed_hosts": str,
     "token": str,
     "api_url": str,
 }

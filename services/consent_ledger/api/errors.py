@@ -46,7 +46,8 @@ class ApiError(Exception):
     """An answer other than success: a status, a stable code and a sentence.
 
     ``details`` go inside ``error`` (e.g. ``parameter``); ``body`` adds fields
-    beside it (e.g. the ``rejected`` list of a 422).
+    beside it (e.g. the ``rejected`` list of a 422); ``headers`` go on the answer
+    (``WWW-Authenticate``, ``Retry-After``).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class ApiError(Exception):
         *,
         details: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -64,6 +66,7 @@ class ApiError(Exception):
         self.message = message
         self.details = dict(details or {})
         self.body = dict(body or {})
+        self.headers = dict(headers or {})
 
 
 def invalid_parameter(parameter: str, problem: str) -> ApiError:
@@ -98,7 +101,7 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     body = error_body(exc.code, exc.message, **exc.details)
     body.update(exc.body)
-    return JSONResponse(body, status_code=exc.status)
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
 
 
 def _ledger_error_handler(checkpoint_interval_s: float) -> Any:
