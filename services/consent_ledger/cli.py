@@ -463,8 +463,10 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
+    from consent_ledger.log import configure_logging
     from consent_ledger.token_commands import TokenCommandError, run_token_command
 
+    configure_logging("warning")  # stdout is for what the command prints; the token last
     try:
         return run_token_command(args, _settings().database_url)
     except TokenCommandError as exc:
