@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -130,3 +130,36 @@ def leaves_the_working_directory_clean() -> Iterator[None]:
     # Hidden entries are tools' caches (pytest, hypothesis), not what a test leaves.
     left = sorted(name for name in set(os.listdir()) - before if not name.startswith("."))
     assert not left, f"tests left these in {os.getcwd()}: {left}"
+
+
+TEST_SOURCE = "urn:system:test"
+
+
+async def issue_token(
+    db: asyncpg.Pool | asyncpg.Connection | str,
+    *roles: str,
+    sources: Sequence[str] = (),
+    name: str | None = None,
+) -> str:
+    """A bearer token with ``roles`` (a publisher's bound to ``sources``, by default
+    the source the tests' events name), issued in the database ``db`` (a pool, a
+    connection or a DSN) as `consent-ledger token create` issues one."""
+    from consent_ledger.store.tokens import TokenStore
+
+    if "publisher" in roles and not sources:
+        sources = (TEST_SOURCE,)
+    name = name or f"{'+'.join(roles)}-{uuid.uuid4().hex[:8]}"
+    if isinstance(db, str):
+        connection = await asyncpg.connect(db)
+        try:
+            await migrate(connection)  # a fresh database: as the CLI does
+            token, _ = await TokenStore(connection).issue(name, list(roles), sources=list(sources))
+        finally:
+            await connection.close()
+    else:
+        token, _ = await TokenStore(db).issue(name, list(roles), sources=list(sources))
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from consent_ledger.devtools.broker import EmbeddedBroker
@@ -29,6 +30,23 @@ CLI = Path(sys.executable).with_name("consent-ledger")
 WAIT_S = 120.0
 
 
+def scenario_sources() -> list[str]:
+    """Every `source` the scenarios' events name, for the token that posts them."""
+    sources = set()
+    for path in SCENARIOS.glob("*/events.jsonl"):
+        for line in path.read_bytes().splitlines():
+            try:
+                source = orjson.loads(line).get("source")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue  # the scenarios hold malformed records on purpose
+            if isinstance(source, str) and source.strip():
+                sources.add(source)
+    return sorted(sources)
+
+
+SCENARIO_SOURCES = scenario_sources()
+
+
 class LedgerService:
     """Worker and API processes of one test, and what a user would do with them."""
 
@@ -38,7 +56,21 @@ class LedgerService:
         self.api_url = f"http://127.0.0.1:{env['LEDGER_API_PORT']}"
         self.workers: list[subprocess.Popen[bytes]] = []
         self.api: subprocess.Popen[bytes] | None = None
-        self.client = httpx.AsyncClient(base_url=self.api_url, timeout=10)
+        self.token = self.create_token()
+        self.client = httpx.AsyncClient(
+            base_url=self.api_url, timeout=10, headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+    def create_token(self) -> str:
+        """A privacy officer's token that also publishes the scenarios' sources, issued
+        as an operator would: `consent-ledger token create`, the token its last line."""
+        sources = [f"--source={source}" for source in SCENARIO_SOURCES]
+        created = subprocess.run(
+            [str(CLI), "token", "create", "--name", "e2e", "--role", "privacy-officer,publisher",
+             *sources],
+            env=self.env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return created.stdout.splitlines()[-1]
 
     def _spawn(self, command: str, log_name: str) -> subprocess.Popen[bytes]:
         with (self.folder / log_name).open("ab") as log:  # the child keeps its own descriptor

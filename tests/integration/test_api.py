@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import ANY
 
 import asyncpg
 import httpx
@@ -37,6 +38,7 @@ from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.integrity.shredding import seal
 from consent_ledger.kafka import make_producer
 from consent_ledger.settings import Settings
+from tests.conftest import bearer, issue_token
 
 pytestmark = pytest.mark.integration
 
@@ -239,15 +241,26 @@ def closed_port_bootstrap() -> str:
     return f"127.0.0.1:{find_free_port()}"
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 @asynccontextmanager
 async def api(
-    settings: Settings, pool: asyncpg.Pool | None, producer: AIOKafkaProducer | None = None
+    settings: Settings,
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer | None = None,
+    *,
+    token: str | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the app, with its lifespan running."""
+    """A client of the app, with its lifespan running, that signs in with ``token``,
+    by default one holding every role (test_api_auth.py asks each role on its own)."""
     app = create_app(settings, pool=pool, producer=producer, policy=POLICY)
+    token = token or await issue_token(pool, "admin", "publisher", "eraser")
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://api", headers=bearer(token)
+        ) as client,
     ):
         yield client
 
@@ -880,8 +893,8 @@ async def test_readyz_names_the_database_when_it_is_down(
     settings: Settings, database_url: str
 ) -> None:
     pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=0, max_size=1)
-    await pool.close()  # a closed pool answers nothing
-    async with api(settings, pool) as client:
+    await pool.close()  # a closed pool answers nothing, nor looks a token up
+    async with api(settings, pool, token="clt_never-looked-up") as client:
         response = await client.get("/readyz")
         stats = await client.get("/v1/stats")
     body = assert_error(response, 503, "not-ready")
@@ -1005,7 +1018,18 @@ async def test_openapi_describes_every_endpoint(settings: Settings, pool: asyncp
         "/v1/ledger/checkpoints/{checkpoint_id}",
         "/v1/ledger/proofs/inclusion/{event_id}",
         "/v1/ledger/proofs/consistency",
+        "/v1/tokens",
+        "/v1/tokens/{name}",
+        "/v1/access-log",
     }
+    # Every route but the two probes names the bearer scheme, so /docs can sign in.
+    assert schema["components"]["securitySchemes"] == {
+        "BearerToken": {"type": "http", "scheme": "bearer", "description": ANY}
+    }
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            expected = [] if path in ("/healthz", "/readyz") else [{"BearerToken": []}]
+            assert operation.get("security", []) == expected, path
     post = schema["paths"]["/v1/events"]["post"]
     assert set(post["responses"]) >= {"202", "400", "413", "422", "503"}
     assert "ConsentGiven" in schema["components"]["schemas"]
@@ -1022,7 +1046,7 @@ async def test_an_unexpected_failure_is_a_json_500(settings: Settings, database_
         app = create_app(settings, pool=pool, policy=POLICY)
         transport = httpx.ASGITransport(app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            response = await client.get("/v1/violations")
+            response = await client.get("/v1/violations", headers=bearer("clt_any"))
     finally:
         await pool.close()
     assert_error(response, 500, "internal-error")
@@ -1069,7 +1093,7 @@ async def test_post_publishes_integers_beyond_64_bits_exactly(
     await ensure_topics(kafka_bootstrap, {configured.events_topic: 1})
     body = orjson.dumps(event("p-big", "dora"))[:-2] + b', "count": 1180591620717411303425}}'
     async with api(configured, pool) as client:
-        response = await client.post("/v1/events", content=body)
+        response = await client.post("/v1/events", content=body, headers=JSON)
     assert response.status_code == 202, response.text
     [record] = await read_topic(kafka_bootstrap, configured.events_topic, 1)
     assert b'"count":1180591620717411303425' in record.value
@@ -1197,7 +1221,7 @@ async def test_post_lists_the_first_100_invalid_events_and_counts_them_all(
     zeros = b"[" + b"0," * 489_999 + b"0]"  # 980 KB: 490,000 invalid events
     unknown = [event(f"u{n}", "ann", kind="Nope" + "x" * 2_000) for n in range(150)]
     async with api(settings, pool) as client:
-        many = await client.post("/v1/events", content=zeros)
+        many = await client.post("/v1/events", content=zeros, headers=JSON)
         long_details = await client.post("/v1/events", json=[event("ok", "ann"), *unknown])
     body = assert_error(many, 422, "invalid-events")
     assert len(many.content) < 20_000
@@ -1213,8 +1237,10 @@ async def test_post_lists_the_first_100_invalid_events_and_counts_them_all(
 
 async def test_post_nested_999_deep_is_invalid_json(settings: Settings, pool: asyncpg.Pool) -> None:
     async with api(settings, pool) as client:
-        arrays = await client.post("/v1/events", content=b"[" * 999 + b"]" * 999)
-        objects = await client.post("/v1/events", content=b'{"a":' * 999 + b"1" + b"}" * 999)
+        arrays = await client.post("/v1/events", content=b"[" * 999 + b"]" * 999, headers=JSON)
+        objects = await client.post(
+            "/v1/events", content=b'{"a":' * 999 + b"1" + b"}" * 999, headers=JSON
+        )
     for response in (arrays, objects):
         body = assert_error(response, 422, "invalid-events")
         assert [item["reason"] for item in body["rejected"]] == ["invalid-json"]
@@ -1245,8 +1271,8 @@ async def test_post_over_the_size_limit_is_413(settings: Settings, pool: asyncpg
             yield content[start : start + 500]
 
     async with api(small, pool) as client:
-        declared = await client.post("/v1/events", content=content)
-        streamed = await client.post("/v1/events", content=chunked())
+        declared = await client.post("/v1/events", content=content, headers=JSON)
+        streamed = await client.post("/v1/events", content=chunked(), headers=JSON)
     for response in (declared, streamed):
         body = assert_error(response, 413, "payload-too-large")
         assert body["error"]["limit"] == 2_000
@@ -1269,6 +1295,7 @@ async def test_served_by_uvicorn_on_a_socket_with_its_own_pool(
         database_url=database_url, kafka_bootstrap=kafka_bootstrap, api_port=0
     )
     await ensure_topics(kafka_bootstrap, {configured.events_topic: 2})
+    token = await issue_token(database_url, "admin", "publisher")
     server = build_server(configured, policy=POLICY)
     serving = asyncio.create_task(server.serve())
     try:
@@ -1278,7 +1305,9 @@ async def test_served_by_uvicorn_on_a_socket_with_its_own_pool(
             await asyncio.sleep(0.01)
         assert server.started, "uvicorn did not start"
         port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=bearer(token)
+        ) as client:
             assert (await client.get("/readyz")).status_code == 200
             # The lifespan migrated the fresh database: the tables answer.
             assert (await client.get("/v1/violations")).json() == {
@@ -1289,13 +1318,20 @@ async def test_served_by_uvicorn_on_a_socket_with_its_own_pool(
             assert posted.status_code == 202, posted.text
             missing = await client.get("/v1/missing")
             assert_error(missing, 404)
-            huge = await client.post("/v1/events", content=b"[" + b" " * 2_000_000 + b"]")
+            huge = await client.post(
+                "/v1/events", content=b"[" + b" " * 2_000_000 + b"]", headers=JSON
+            )
             assert_error(huge, 413)
             # A body the decoder takes a second or more over is checked off the
             # event loop: /healthz keeps answering while it is being checked (with
             # the check on the loop, one answer came before it and one after).
             zeros = asyncio.create_task(
-                client.post("/v1/events", content=b"[" + b"0," * 489_999 + b"0]", timeout=120)
+                client.post(
+                    "/v1/events",
+                    content=b"[" + b"0," * 489_999 + b"0]",
+                    headers=JSON,
+                    timeout=120,
+                )
             )
             answered = 0
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as other:

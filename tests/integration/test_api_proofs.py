@@ -47,6 +47,7 @@ from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings, SettingsError
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import bearer, issue_token
 
 pytestmark = pytest.mark.integration
 
@@ -321,10 +322,15 @@ async def ledger(pool: asyncpg.Pool, tmp_path: Path, unique_name: Callable[[str]
 
 @asynccontextmanager
 async def api(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app that signs in as an auditor (proofs) and a privacy
+    officer (what an erasure hides)."""
     app = create_app(settings, pool=pool, policy=POLICY)
+    token = await issue_token(pool, "auditor", "privacy-officer")
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://api", headers=bearer(token)
+        ) as client,
     ):
         yield client
 

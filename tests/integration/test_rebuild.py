@@ -38,6 +38,7 @@ from consent_ledger.settings import Settings
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.store.rebuild import RebuildReport, rebuild_read_models
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import bearer, issue_token
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -230,9 +231,12 @@ async def api(
     """A client of the real API app (its lifespan running) on the test's database."""
     settings = Settings(master_key=MASTER_KEY_TEXT, kafka_idempotence=False)
     app = create_app(settings, pool=pool, producer=None, policy=policy)
+    token = await issue_token(pool, "analyst")  # violations, consents and stats
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://api", headers=bearer(token)
+        ) as client,
     ):
         yield client
 

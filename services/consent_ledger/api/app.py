@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI
 
 from consent_ledger.api import dashboard
+from consent_ledger.api.auth import Authenticator, install_auth
 from consent_ledger.api.broker import Publisher
 from consent_ledger.api.errors import install_error_handlers
 from consent_ledger.api.metrics import RequestCountingMiddleware
@@ -54,8 +55,11 @@ def create_app(
     serves anything (:class:`~consent_ledger.integrity.keyring.MasterKeyError`).
     So is the checkpoint signing key (``settings.signing_key_file``, optional):
     only its public half is kept, for ``GET /v1/ledger/public-key``; an
-    unreadable key file raises :class:`~consent_ledger.settings.SettingsError`.
+    unreadable key file raises :class:`~consent_ledger.settings.SettingsError`,
+    as do unusable identity-provider settings (``LEDGER_OIDC_*``).
     """
+    auth = Authenticator.from_settings(settings)
+    auth.attach(pool)
     context = ApiContext(
         settings=settings,
         policy=as_versions(policy),
@@ -72,11 +76,13 @@ def create_app(
                 own_pool = await _open_pool(settings)
                 stack.push_async_callback(own_pool.close)
                 context.reader = LedgerReader(own_pool)
+                auth.attach(own_pool)
             stack.push_async_callback(context.publisher.close)
             log.info("api started", events_topic=settings.events_topic)
             yield
             if pool is None:
                 context.reader = None
+                auth.attach(None)
         log.info("api stopped")
 
     app = FastAPI(
@@ -92,6 +98,7 @@ def create_app(
     app.add_middleware(RequestCountingMiddleware, counts=context.requests)
     app.include_router(router)
     app.include_router(dashboard.router)
+    install_auth(app, auth)
     app.openapi = _with_event_schemas(app.openapi)  # type: ignore[method-assign]
     return app
 

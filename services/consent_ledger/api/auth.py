@@ -22,12 +22,13 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -190,14 +191,24 @@ def authenticator(request: Request) -> Authenticator:
     return auth
 
 
+# Declared through FastAPI's security scheme so that /openapi.json names it and
+# /docs offers to sign in; not auto_error, so that a missing token is our JSON 401.
+BEARER: Final = HTTPBearer(
+    scheme_name="BearerToken",
+    description="A token from `consent-ledger token create` (or `POST /v1/tokens`), "
+    "or a JWT of the organisation's identity provider",
+    auto_error=False,
+)
+
+
 class Requirement:
-    """A route's declaration of who may call it: a permission, or public.
+    """A route's declaration of what it needs: a :class:`Permission`.
 
     Used as a FastAPI dependency; on success the request's :class:`Grant` is in
     ``request.state.grant`` (see :func:`granted`)."""
 
-    def __init__(self, permission: Permission | None) -> None:
-        self.permission = permission
+    def __init__(self, permission: Permission) -> None:
+        self.permission: Permission | None = permission
 
     @property
     def roles(self) -> tuple[Role, ...]:
@@ -206,11 +217,14 @@ class Requirement:
     def __repr__(self) -> str:
         return f"Requirement({self.permission})"
 
-    async def __call__(self, request: Request) -> None:
-        if self.permission is None:
-            return
+    async def __call__(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
+        assert self.permission is not None
         auth = authenticator(request)
-        caller = await _authenticate(auth, request)
+        caller = await _authenticate(auth, request, credentials)
         role = caller.granting_role(self.permission)
         if role is None:
             may = ", ".join(role.value for role in self.roles) or "no role"
@@ -227,6 +241,19 @@ class Requirement:
         request.state.grant = Grant(caller, role, self.permission)
 
 
+class Public(Requirement):
+    """A route's declaration that anyone may call it: liveness and readiness only."""
+
+    def __init__(self) -> None:
+        self.permission = None
+
+    def __repr__(self) -> str:
+        return "Public()"
+
+    async def __call__(self) -> None:  # type: ignore[override]  # takes no credentials
+        return
+
+
 def requires(permission: Permission) -> Any:
     """Declare, in a route's ``dependencies``, the permission it needs."""
     return Depends(Requirement(permission))
@@ -234,7 +261,7 @@ def requires(permission: Permission) -> Any:
 
 def public() -> Any:
     """Declare a route reachable without a token (liveness and readiness only)."""
-    return Depends(Requirement(None))
+    return Depends(Public())
 
 
 def granted(request: Request) -> Grant:
@@ -309,11 +336,12 @@ async def record_access(request: Request, subjects: Iterable[str], *, always: bo
     )
 
 
-async def _authenticate(auth: Authenticator, request: Request) -> Caller:
+async def _authenticate(
+    auth: Authenticator, request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> Caller:
     address = request.client.host if request.client is not None else "unknown"
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         auth.failures["missing-token"] += 1
         raise ApiError(
             401,

@@ -23,6 +23,7 @@ from typing import Final
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from consent_ledger.api.auth import public
 from consent_ledger.api.errors import ApiError
 
 STATIC_ROOT: Final = Path(str(files("consent_ledger.api").joinpath("static")))
@@ -70,12 +71,12 @@ def _page(body: str, csp: str) -> HTMLResponse:
     return HTMLResponse(body, headers={**_PAGE_HEADERS, "Content-Security-Policy": csp})
 
 
-@router.get("/")
+@router.get("/", dependencies=[public()])
 async def dashboard() -> Response:
     return _page((STATIC_ROOT / "index.html").read_text(encoding="utf-8"), DASHBOARD_CSP)
 
 
-@router.get(STATIC_PREFIX + "/{asset:path}")
+@router.get(STATIC_PREFIX + "/{asset:path}", dependencies=[public()])
 async def static_asset(asset: str) -> Response:
     """A file of ``static/``; anything else (``..``, a folder, a missing file) is a 404.
 
@@ -104,7 +105,7 @@ def _no_asset(asset: str) -> ApiError:
     return ApiError(404, "not-found", f"no such file: {STATIC_PREFIX}/{asset}")
 
 
-@router.get("/docs")
+@router.get("/docs", dependencies=[public()])
 async def swagger_ui(request: Request) -> Response:
     return _page(
         _docs_page(
@@ -121,7 +122,7 @@ async def swagger_ui(request: Request) -> Response:
     )
 
 
-@router.get("/redoc")
+@router.get("/redoc", dependencies=[public()])
 async def redoc(request: Request) -> Response:
     spec = html.escape(request.app.openapi_url or "", quote=True)
     return _page(

@@ -41,6 +41,7 @@ class Permission(StrEnum):
     READ_ACCESS_LOG = "read-access-log"
     READ_METRICS = "read-metrics"
     MANAGE_TOKENS = "manage-tokens"
+    PUBLISH_POLICY = "publish-policy"  # add a policy version to the running service
 
 
 _ANALYST: Final = frozenset(
@@ -76,7 +77,7 @@ GRANTS: Final[Mapping[Role, frozenset[Permission]]] = {
     Role.PRIVACY_OFFICER: _PRIVACY_OFFICER,
     Role.OPERATOR: _OPERATOR,
     # "All of the above but publishing", and the tokens.
-    Role.ADMIN: _PRIVACY_OFFICER | {Permission.MANAGE_TOKENS},
+    Role.ADMIN: _PRIVACY_OFFICER | {Permission.MANAGE_TOKENS, Permission.PUBLISH_POLICY},
 }
 
 ERASURE_TYPE: Final = "ErasureRequested"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from consent_ledger.api.routes import events, ledger, listings, operations, policy, subjects
+from consent_ledger.api.routes import access, events, ledger, listings, operations, policy, subjects
 from consent_ledger.api.routes.common import ApiContext, refuse_nul
 from consent_ledger.api.routes.events import EVENT_COMPONENTS
 
 __all__ = ["EVENT_COMPONENTS", "ApiContext", "router"]
 
 router = APIRouter(dependencies=[Depends(refuse_nul)])
-for _area in (events, listings, subjects, ledger, policy, operations):
+for _area in (events, listings, subjects, ledger, policy, operations, access):
     router.include_router(_area.router)

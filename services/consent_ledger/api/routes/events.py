@@ -10,12 +10,15 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import Field, TypeAdapter
 
 from consent_ledger.api import models
+from consent_ledger.api.auth import granted, requires
 from consent_ledger.api.broker import BrokerUnavailable
 from consent_ledger.api.errors import ApiError, clip
 from consent_ledger.api.models import MAX_LISTED_REJECTIONS, ErrorResponse
 from consent_ledger.api.routes.common import Context
 from consent_ledger.core.events import Event
 from consent_ledger.core.intake import check_request_body, compact_json
+from consent_ledger.core.roles import Permission as P
+from consent_ledger.core.roles import refused_publication
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -41,6 +44,7 @@ _MEDIA_TYPES = (
 
 @router.post(
     "/v1/events",
+    dependencies=[requires(P.PUBLISH_EVENTS)],
     status_code=202,
     summary="Publish events to the ledger",
     description=(
@@ -78,6 +82,18 @@ async def publish_events(request: Request, context: Context) -> models.AcceptedE
     checked = await run_in_threadpool(check_request_body, raw, MAX_LISTED_REJECTIONS)
     if not checked.events:
         raise ApiError(400, "empty-batch", "the array holds no events")
+    refused = refused_publication(
+        granted(request).caller,
+        ((event.id, event.type, str(event.body.get("source"))) for event in checked.valid),
+    )
+    if refused is not None:
+        erasure = "ErasureRequested" in refused.reason
+        raise ApiError(
+            403,
+            "erasure-not-allowed" if erasure else "source-not-allowed",
+            refused.reason + "; nothing was published",
+            details={"event_id": refused.event_id},
+        )
     if checked.rejected_total:
         rejected = [
             models.RejectedEvent(

@@ -16,10 +16,12 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from consent_ledger.api import models
+from consent_ledger.api.auth import requires
 from consent_ledger.api.errors import ApiError, invalid_parameter
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import DEFAULT_LIMIT, encode_cursor
 from consent_ledger.api.routes.common import ERRORS, Context, Cursor, Limit, cursor_key
+from consent_ledger.core.roles import Permission as P
 from consent_ledger.core.timestamps import format_micros, to_micros
 from consent_ledger.integrity.checkpoints import SignedCheckpoint, key_id, public_key_pem
 
@@ -62,6 +64,7 @@ _INCLUSION_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/v1/ledger/public-key",
+    dependencies=[requires(P.READ_LEDGER)],
     summary="The Ed25519 public keys that sign the checkpoints, each with its period",
     description=(
         "Pin them (compare each `key_id` out of band), then check every checkpoint and "
@@ -122,6 +125,7 @@ def _moment(moment: datetime | None) -> str | None:
 
 @router.get(
     "/v1/ledger/checkpoints",
+    dependencies=[requires(P.READ_LEDGER)],
     summary="Signed checkpoints, newest first",
     description=(
         "Every checkpoint the ledger signed: each commits to every partition's Merkle "
@@ -143,6 +147,7 @@ async def list_checkpoints(
 
 @router.get(
     "/v1/ledger/checkpoints/latest",
+    dependencies=[requires(P.READ_LEDGER)],
     summary="The newest signed checkpoint",
     responses=ERRORS | _NOT_FOUND_CHECKPOINT | _INCONSISTENT,
 )
@@ -154,6 +159,7 @@ async def latest_checkpoint(context: Context) -> models.StoredCheckpoint:
 
 @router.get(
     "/v1/ledger/checkpoints/{checkpoint_id}",
+    dependencies=[requires(P.READ_LEDGER)],
     summary="One signed checkpoint by id",
     responses=ERRORS | _NOT_FOUND_CHECKPOINT | _INCONSISTENT,
 )
@@ -167,6 +173,7 @@ async def get_checkpoint(
 
 @router.get(
     "/v1/ledger/proofs/inclusion/{event_id:id}",
+    dependencies=[requires(P.READ_LEDGER)],
     summary="Proof that an event's ledger entry is in a signed checkpoint's tree",
     description=(
         "The inclusion proof of the event's ledger entry against a checkpoint (default: "
@@ -200,6 +207,7 @@ async def inclusion_proof(
 
 @router.get(
     "/v1/ledger/proofs/consistency",
+    dependencies=[requires(P.READ_LEDGER)],
     summary="Proof that a later checkpoint extends an earlier one",
     description=(
         "For every partition of checkpoint `from`, the RFC 9162 consistency proof that "

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Final, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from consent_ledger.api import models
+from consent_ledger.api.auth import record_access, requires
 from consent_ledger.api.pagination import DEFAULT_LIMIT, encode_cursor
 from consent_ledger.api.routes.common import (
     ERRORS,
@@ -19,6 +20,7 @@ from consent_ledger.api.routes.common import (
     page_of,
     subject_parameter,
 )
+from consent_ledger.core.roles import Permission as P
 from consent_ledger.core.timestamps import format_micros
 from consent_ledger.core.verdicts import Rule
 from consent_ledger.store.api_reads import Row
@@ -28,10 +30,12 @@ router = APIRouter()
 
 @router.get(
     "/v1/violations",
+    dependencies=[requires(P.READ_VIOLATIONS)],
     summary="Violations, open and retracted, in the order they were found",
     responses=ERRORS,
 )
 async def list_violations(
+    request: Request,
     context: Context,
     status: Annotated[models.ViolationStatus | None, Query()] = None,
     subject: Annotated[str | None, Query(min_length=1)] = None,
@@ -51,6 +55,7 @@ async def list_violations(
             rule=rule.value if rule else None,
         )
     page, next_cursor = page_of(rows, limit, lambda row: encode_cursor("violations", row["id"]))
+    await record_access(request, (row["subject"] for row in page))
     return models.ViolationPage(items=[_violation(row) for row in page], next_cursor=next_cursor)
 
 
@@ -79,6 +84,7 @@ REJECTED_TEXT_CHARS: Final = 1_024
 
 @router.get(
     "/v1/rejected",
+    dependencies=[requires(P.READ_REJECTED)],
     summary="Records the worker rejected, with their reasons and raw bytes",
     description=(
         f"Paged by rows (`limit`) and by size: a page holds about {REJECTED_PAGE_BYTES:,} "
@@ -91,7 +97,7 @@ REJECTED_TEXT_CHARS: Final = 1_024
     responses=ERRORS,
 )
 async def list_rejected(
-    context: Context, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    request: Request, context: Context, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> models.RejectedPage:
     (after_id,) = cursor_key(cursor, "rejected", 1) if cursor else (0,)
     async with context.ledger().snapshot() as view:
@@ -116,6 +122,10 @@ async def list_rejected(
     # page_rows: how many of the limit + 1 rows asked for exist, fitting or not.
     more = bool(rows) and len(items) < rows[0]["page_rows"]
     next_cursor = encode_cursor("rejected", items[-1].id) if more else None
+    # Raw bytes may hold personal data of a subject no key names: logged whenever any leave.
+    await record_access(
+        request, (item.subject for item in items if item.subject), always=bool(items)
+    )
     return models.RejectedPage(items=items, next_cursor=next_cursor)
 
 

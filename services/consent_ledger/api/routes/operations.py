@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from consent_ledger.api import models
+from consent_ledger.api.auth import authenticator, public, requires
 from consent_ledger.api.broker import (
     BROKER_TIMEOUT_S,
     BrokerUnavailable,
@@ -17,8 +18,9 @@ from consent_ledger.api.broker import (
     log_end_offsets,
 )
 from consent_ledger.api.errors import ApiError, error_body
-from consent_ledger.api.metrics import CONTENT_TYPE, LedgerFigures, exposition
+from consent_ledger.api.metrics import CONTENT_TYPE, Exposition, LedgerFigures, exposition
 from consent_ledger.api.routes.common import Context
+from consent_ledger.core.roles import Permission as P
 from consent_ledger.kafka import kafka_security
 
 router = APIRouter()
@@ -27,7 +29,11 @@ _READY_TIMEOUT_S: Final = BROKER_TIMEOUT_S
 OUTBOX_STUCK_S: Final = 60.0
 
 
-@router.get("/v1/stats", summary="Counts of records, violations and the worker's lag")
+@router.get(
+    "/v1/stats",
+    dependencies=[requires(P.READ_STATS)],
+    summary="Counts of records, violations and the worker's lag",
+)
 async def stats(context: Context) -> models.Stats:
     topic = context.settings.events_topic
     async with context.ledger().snapshot() as view:
@@ -53,13 +59,14 @@ async def stats(context: Context) -> models.Stats:
     )
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", dependencies=[public()], summary="The process is alive")
 async def healthz() -> models.Health:
     return models.Health()
 
 
 @router.get(
     "/readyz",
+    dependencies=[public()],
     summary="The database and the broker answer; degraded when the outbox is stuck",
     description=(
         "503 when the database or the broker does not answer. 200 otherwise, with "
@@ -118,11 +125,12 @@ def _failure(outcome: BaseException | None) -> str:
 
 @router.get(
     "/metrics",
+    dependencies=[requires(P.READ_METRICS)],
     summary="Prometheus metrics (text exposition format)",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE: {}}}},
 )
-async def metrics(context: Context) -> Response:
+async def metrics(request: Request, context: Context) -> Response:
     topic = context.settings.events_topic
     async with context.ledger().snapshot() as view:
         by_type = await view.entries_by_type()
@@ -146,4 +154,6 @@ async def metrics(context: Context) -> Response:
         requests=context.requests.samples(),
         outbox=outbox,
     )
-    return Response(exposition(figures), media_type=CONTENT_TYPE)
+    sign_ins = Exposition()  # this process's own counts, beside the ledger's figures
+    authenticator(request).metric_families(sign_ins)
+    return Response(exposition(figures) + sign_ins.text(), media_type=CONTENT_TYPE)

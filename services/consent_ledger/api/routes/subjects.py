@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 import structlog
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from consent_ledger.api import models
+from consent_ledger.api.auth import record_access, requires
 from consent_ledger.api.errors import ApiError, invalid_parameter
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import DEFAULT_LIMIT, encode_cursor
@@ -27,6 +28,7 @@ from consent_ledger.core.consent_records import RecordedConsentChange, consent_r
 from consent_ledger.core.consents import PurposeConsent, consents_at, current_consent
 from consent_ledger.core.facts import ConsentChange
 from consent_ledger.core.intake import parse_json_object
+from consent_ledger.core.roles import Permission as P
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant, to_micros
 from consent_ledger.integrity.keyring import KeyRing, MasterKeyUnavailable
 from consent_ledger.integrity.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
@@ -40,6 +42,7 @@ _SMALLEST_KEY: Final = (-(2**63), -(2**63))
 
 @router.get(
     "/v1/subjects/{subject:id}/consents",
+    dependencies=[requires(P.READ_CONSENTS)],
     summary="The subject's consent status per purpose, now or at an instant",
     response_model=models.SubjectConsents,
     description=(
@@ -59,6 +62,7 @@ _SMALLEST_KEY: Final = (-(2**63), -(2**63))
 )
 async def subject_consents(
     subject: str,
+    request: Request,
     context: Context,
     as_of: Annotated[
         str | None,
@@ -100,6 +104,7 @@ async def subject_consents(
         else:  # an instant asked for, or a change dated after now: the projection is ahead
             changes = await view.consent_changes_until(subject, instant)
             statuses = consents_at(map(_change, changes), instant)
+    await record_access(request, [subject])
     return models.SubjectConsents(
         subject=subject,
         as_of=format_micros(instant),
@@ -150,11 +155,16 @@ def _consent(status: PurposeConsent) -> models.Consent:
 
 @router.get(
     "/v1/subjects/{subject:id}/events",
+    dependencies=[requires(P.READ_SUBJECT_EVENTS)],
     summary="The subject's ledger entries in event-time order, decrypted",
     responses=SUBJECT_ERRORS | {500: {"model": ErrorResponse}},
 )
 async def subject_events(
-    subject: str, context: Context, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    subject: str,
+    request: Request,
+    context: Context,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> models.LedgerEntryPage:
     subject = subject_parameter(subject)
     after = cursor_key(cursor, "entries", 2) if cursor else _SMALLEST_KEY
@@ -163,6 +173,7 @@ async def subject_events(
         rows = await view.subject_entries(subject, (after[0], after[1]), limit + 1)
         wrapped = await view.subject_key(subject) if rows else None
     key = _subject_key(context.keyring, subject, wrapped)
+    await record_access(request, [subject])
     page, next_cursor = page_of(
         rows, limit, lambda row: encode_cursor("entries", row["occurred_us"], row["seq"])
     )
