@@ -153,16 +153,21 @@ class DevRun:
         return response.json()
 
     def wait_running(self) -> None:
-        """The banner with the three addresses is printed and /readyz answers 200."""
+        """The banner with the three addresses and the token is printed and /readyz
+        answers 200; from then on the client signs in with the admin token."""
         banner = [
             rf"API:\s+{re.escape(self.api_url)}\s",
             r"broker:\s+127\.0\.0\.1:\d+\s",
             rf"database:\s+postgresql://\S+{re.escape(str(self.data_dir))}",
+            r"^\s*export LEDGER_\S.* LEDGER_TOKEN=",
         ]
         self.wait_for(
-            lambda: all(re.search(line, self.output()) for line in banner),
-            "the API, broker and database lines",
+            lambda: all(re.search(line, self.output(), re.MULTILINE) for line in banner),
+            "the API, broker, database and export lines",
         )
+        admin_token = self.data_dir / "admin.token"
+        assert admin_token.stat().st_mode & 0o777 == 0o600
+        self.client.headers["Authorization"] = f"Bearer {admin_token.read_text().strip()}"
 
         def ready() -> bool:
             response = self.get("/readyz")
@@ -241,6 +246,12 @@ def the_banner_and_the_readme_run_as_printed(run: DevRun) -> None:
 
     verified = in_a_shell(verify.group(1))
     assert verified.returncode == 0 and verified.stdout.startswith("OK"), verified
+    example_curl = re.search(r"try:\s+(\S.*)$", output, re.MULTILINE)
+    assert example_curl, output
+    tried = in_a_shell(example_curl.group(1))  # with the token the export line reads
+    assert tried.returncode == 0 and '"status": "open"' in tried.stdout, tried
+    anonymous = in_a_shell("curl -s -o /dev/null -w '%{http_code}' " + run.api_url + "/v1/stats")
+    assert anonymous.stdout == "401", anonymous
     example = re.search(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
     assert example is not None
     produced = in_a_shell(f"{CLI.with_name('python')} -", stdin=example.group(1))

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from consent_ledger.core.roles import Role
-from consent_ledger.dev_tokens import DEMO_SOURCES, ensure_dev_tokens
+from consent_ledger.devtools.tokens import DEMO_SOURCES, ensure_dev_tokens
 from consent_ledger.store.tokens import TokenStore
 
 pytestmark = pytest.mark.integration

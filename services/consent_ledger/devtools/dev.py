@@ -5,7 +5,10 @@ ones, the embedded Kafka-compatible broker (Tansu) and an embedded PostgreSQL
 whose data folder is kept between runs; creates the topics; creates the master
 key and the checkpoint signing key on first run; then runs the stream worker(s)
 and the HTTP API as child processes, and with ``--demo`` a producer that
-publishes a slowly paced, realistic stream.
+publishes a slowly paced, realistic stream through the API, with a publisher
+token of its own. It issues an ``admin`` token for the user, kept in
+``<data-folder>/admin.token`` (:mod:`consent_ledger.devtools.tokens`), and
+prints the ``export ... LEDGER_TOKEN=...`` line that the banner's examples use.
 
 It supervises the worker(s) and the API: one that exits is started again
 after a pause that doubles with each quick failure (1 s up to 30 s; back to
@@ -27,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +48,7 @@ from consent_ledger.devtools.demo import EventFactory
 from consent_ledger.devtools.kafka_admin import ensure_topics
 from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.devtools.processes import stop_process_groups
+from consent_ledger.devtools.tokens import DevTokens, ensure_dev_tokens
 from consent_ledger.integrity.checkpoints import (
     generate_signing_key,
     load_signing_key,
@@ -51,7 +56,7 @@ from consent_ledger.integrity.checkpoints import (
     save_signing_key,
 )
 from consent_ledger.integrity.keyring import create_master_key_file
-from consent_ledger.kafka import kafka_security, make_producer, start_producer
+from consent_ledger.kafka import kafka_security
 from consent_ledger.settings import Settings
 from consent_ledger.store.audit_reads import start_broker_epoch
 from consent_ledger.store.migrate import migrate
@@ -131,6 +136,7 @@ class DevStack:
                 # A fresh memory-only broker: its offsets start at 0 again, while
                 # the database remembers where the last run's broker had got to.
                 await start_broker_epoch(connection, settings.events_topic)
+            tokens = await ensure_dev_tokens(connection, settings.data_dir)
         finally:
             await connection.close()
         self._env = _child_env(settings)
@@ -145,10 +151,13 @@ class DevStack:
         say(f"  broker:    {settings.kafka_bootstrap}   (topic {settings.events_topic})")
         say(f"  database:  {_without_password(settings.database_url or '')}")
         say(f"  logs:      {settings.data_dir.resolve() / 'logs'}")
-        say(f"  try:       curl -s '{api_url}/v1/violations?status=open' | python3 -m json.tool")
         command = _cli_command()
-        say("in another shell, for the commands below and the README's producer example:")
-        say(f"  {_export_line(self.settings, settings)}")
+        say("in another shell, for the commands below and the README's examples:")
+        say(f"  {_export_line(self.settings, settings)} {_token_export(tokens)}")
+        say(
+            f'  try:       curl -s -H "Authorization: Bearer $LEDGER_TOKEN" '
+            f"'{api_url}/v1/violations?status=open' | python3 -m json.tool"
+        )
         say(f"  publish:   {command} publish EVENTS.jsonl")
         public_key = _relative(settings.data_dir / "public-key.pem")
         say(f"  verify:    {command} verify --public-key {public_key}")
@@ -161,7 +170,7 @@ class DevStack:
             loop.add_signal_handler(signum, stop.set)
         tasks = [asyncio.create_task(self._watch_children(stop))]
         if self.demo:
-            tasks.append(asyncio.create_task(self._run_demo(settings, api_url, stop)))
+            tasks.append(asyncio.create_task(self._run_demo(settings, api_url, tokens, stop)))
         await stop.wait()
         for task in tasks:
             task.cancel()
@@ -303,29 +312,30 @@ class DevStack:
                 return "the embedded PostgreSQL"
         return None
 
-    async def _run_demo(self, settings: Settings, api_url: str, stop: asyncio.Event) -> None:
+    async def _run_demo(
+        self, settings: Settings, api_url: str, tokens: DevTokens, stop: asyncio.Event
+    ) -> None:
+        """Publish as an upstream system does: POST /v1/events with a publisher token
+        bound to the demo's sources (and eraser, for its erasure requests)."""
         factory = EventFactory(seed=int(time.time()) % 10_000, subjects=200, live=True)
-        producer = make_producer(settings, client_id="consent-ledger-demo")
-        await start_producer(producer, settings)
-        say(f"demo: publishing about {self.demo_rate:g} events/s to {settings.events_topic}")
+        say(f"demo: publishing about {self.demo_rate:g} events/s through {api_url}/v1/events")
         sent = 0
-        try:
-            while not stop.is_set():
-                event = factory.next_event()
-                await producer.send_and_wait(
-                    settings.events_topic, orjson.dumps(event), key=event["subject"].encode()
+        while not stop.is_set():
+            event = factory.next_event()
+            status = await asyncio.to_thread(
+                _post_json, f"{api_url}/v1/events", event, tokens.demo_publisher
+            )
+            if status != 202:
+                say(f"demo: POST /v1/events answered {status}; see the API's log")
+            sent += 1
+            if sent % max(1, int(self.demo_rate * 10)) == 0:
+                stats = await asyncio.to_thread(_json, f"{api_url}/v1/stats", tokens.admin)
+                say(
+                    f"demo: {sent} published; ledger: {stats.get('accepted')} accepted, "
+                    f"{stats.get('violations_open')} open violations, lag {stats.get('lag')}; "
+                    f"{self.restart_status()}"
                 )
-                sent += 1
-                if sent % max(1, int(self.demo_rate * 10)) == 0:
-                    stats = await asyncio.to_thread(_json, f"{api_url}/v1/stats")
-                    say(
-                        f"demo: {sent} published; ledger: {stats.get('accepted')} accepted, "
-                        f"{stats.get('violations_open')} open violations, lag {stats.get('lag')}; "
-                        f"{self.restart_status()}"
-                    )
-                await asyncio.sleep(1 / self.demo_rate)
-        finally:
-            await producer.stop()
+            await asyncio.sleep(1 / self.demo_rate)
 
     def _stop(self) -> None:
         stop_process_groups(self._children.values(), timeout=15)
@@ -407,6 +417,12 @@ def _export_line(given: Settings, running: Settings) -> str:
     return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
 
 
+def _token_export(tokens: DevTokens) -> str:
+    """``LEDGER_TOKEN`` read from the admin token's file, so the secret itself is
+    never printed (terminal scroll-back, CI logs)."""
+    return f'LEDGER_TOKEN="$(cat {shlex.quote(str(tokens.admin_file.resolve()))})"'
+
+
 def _cli_command() -> str:
     """How to run ``consent-ledger`` from the current shell: the bare name when it
     is this one on PATH, else its path (``.venv/bin/consent-ledger`` after make install)."""
@@ -455,10 +471,28 @@ def _status(url: str) -> int:
         return 0
 
 
-def _json(url: str) -> dict[str, Any]:
+def _json(url: str, token: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
             data: dict[str, Any] = orjson.loads(response.read())
             return data
     except (OSError, ValueError):
         return {}
+
+
+def _post_json(url: str, body: Any, token: str) -> int:
+    """POST ``body`` as JSON with a bearer token; the status, 0 when nothing answered."""
+    request = urllib.request.Request(  # noqa: S310  (http to ourselves)
+        url,
+        data=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
