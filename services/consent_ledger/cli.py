@@ -468,7 +468,7 @@ def _token(args: argparse.Namespace) -> int:
 
     configure_logging("warning")  # stdout is for what the command prints; the token last
     try:
-        return run_token_command(args, _settings().database_url)
+        return run_token_command(args, _settings())
     except TokenCommandError as exc:
         raise UsageError(str(exc)) from None
 

@@ -1,8 +1,9 @@
-"""``consent-ledger token create|list|revoke`` (CONTRACT §7), straight on the database.
+"""``consent-ledger token create|list|revoke`` (CONTRACT §7).
 
-The command needs ``LEDGER_DATABASE_URL``, not a running API: that is how the
-first admin token comes to be. ``create`` prints the token once, as its last
-line; only its hash is stored.
+With ``LEDGER_DATABASE_URL`` the command works on the database itself, no API
+needed: that is how the first admin token comes to be. Without it, it asks a
+running API's ``/v1/tokens`` as the admin whose token is in ``LEDGER_TOKEN``.
+``create`` prints the token once, as its last line; only its hash is stored.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
+from consent_ledger.api_client import ApiCallFailed, call_api
 from consent_ledger.core.roles import Role
 from consent_ledger.core.timestamps import format_micros, to_micros
+from consent_ledger.settings import Settings
 
 if TYPE_CHECKING:  # the database's modules load only when a token command runs
     from consent_ledger.store.tokens import TokenRecord, TokenStore
@@ -30,7 +34,8 @@ class TokenCommandError(Exception):
 def add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = commands.add_parser(
         "token",
-        help="issue, list and revoke the API's bearer tokens (needs LEDGER_DATABASE_URL)",
+        help="issue, list and revoke the API's bearer tokens (on LEDGER_DATABASE_URL, "
+        "else through the API with an admin's LEDGER_TOKEN)",
     )
     actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="issue a token; prints it once, as the last line")
@@ -56,37 +61,67 @@ def add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     revoke.add_argument("name")
 
 
-def run_token_command(args: argparse.Namespace, database_url: str | None) -> int:
-    if not database_url:
-        raise TokenCommandError("set LEDGER_DATABASE_URL")
-    if args.action == "create":
-        roles = [part.strip() for value in args.role for part in value.split(",") if part.strip()]
-        if args.expires_in is not None and args.expires_in < 1:
-            raise TokenCommandError("--expires-in takes a number of days, at least 1")
+def run_token_command(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.database_url and not settings.token:
+        raise TokenCommandError(
+            "set LEDGER_DATABASE_URL, or LEDGER_TOKEN (an admin's) to go through the API"
+        )
+    try:
+        if args.action == "create":
+            return _create(args, settings)
+        if args.action == "list":
+            if settings.database_url:
+                records = _on_database(
+                    settings.database_url,
+                    lambda store: store.tokens(include_revoked=args.revoked),
+                )
+                rows = [_record_row(record) for record in records]
+            else:
+                path = "/v1/tokens" + ("?revoked=true" if args.revoked else "")
+                rows = [_api_row(item) for item in call_api(settings, "GET", path)["items"]]
+            _print_table(rows, revoked=args.revoked)
+            return 0
+        if settings.database_url:
+            if not _on_database(settings.database_url, lambda store: store.revoke(args.name)):
+                raise TokenCommandError(f"no live token named {args.name!r}")
+        else:
+            call_api(settings, "DELETE", f"/v1/tokens/{quote(args.name, safe='')}")
+    except ApiCallFailed as exc:
+        raise TokenCommandError(str(exc)) from None
+    sys.stdout.write(f"revoked token {args.name!r}\n")
+    return 0
+
+
+def _create(args: argparse.Namespace, settings: Settings) -> int:
+    roles = [part.strip() for value in args.role for part in value.split(",") if part.strip()]
+    if args.expires_in is not None and args.expires_in < 1:
+        raise TokenCommandError("--expires-in takes a number of days, at least 1")
+    if settings.database_url:
         expires_at = (
             datetime.now(UTC) + timedelta(days=args.expires_in) if args.expires_in else None
         )
         token, record = _on_database(
-            database_url,
+            settings.database_url,
             lambda store: store.issue(args.name, roles, sources=args.source, expires_at=expires_at),
         )
-        sys.stdout.write(
-            f"issued token {record.name!r}: roles {', '.join(record.roles)}"
-            + (f"; sources {', '.join(record.sources)}" if record.sources else "")
-            + f"; expires {_when(record.expires_at) or 'never'}\n"
-            "the token is shown only now; keep it secret:\n"
-        )
-        sys.stdout.write(token + "\n")
-        return 0
-    if args.action == "list":
-        records = _on_database(
-            database_url, lambda store: store.tokens(include_revoked=args.revoked)
-        )
-        _print_table(records, revoked=args.revoked)
-        return 0
-    if not _on_database(database_url, lambda store: store.revoke(args.name)):
-        raise TokenCommandError(f"no live token named {args.name!r}")
-    sys.stdout.write(f"revoked token {args.name!r}\n")
+        row = _record_row(record)
+    else:
+        body = {
+            "name": args.name,
+            "roles": roles,
+            "sources": args.source,
+            "expires_in_days": args.expires_in,
+        }
+        issued = call_api(settings, "POST", "/v1/tokens", body)
+        token, row = issued["token"], _api_row(issued)
+    name, roles_text, sources, _, expires = row[:5]
+    sys.stdout.write(
+        f"issued token {name!r}: roles {roles_text.replace(',', ', ')}"
+        + (f"; sources {sources.replace(',', ', ')}" if sources != "-" else "")
+        + f"; expires {expires}\n"
+        "the token is shown only now; keep it secret:\n"
+    )
+    sys.stdout.write(token + "\n")
     return 0
 
 
@@ -116,24 +151,36 @@ def _when(moment: datetime | None) -> str:
     return format_micros(to_micros(moment)) if moment is not None else ""
 
 
-def _print_table(records: list[TokenRecord], *, revoked: bool) -> None:
-    header = ["NAME", "ROLES", "SOURCES", "CREATED", "EXPIRES", "LAST USED"]
-    if revoked:
-        header.append("REVOKED")
-    rows = [header]
-    for record in records:
-        row = [
-            record.name,
-            ",".join(record.roles),
-            ",".join(record.sources) or "-",
-            _when(record.created_at),
-            _when(record.expires_at) or "never",
-            _when(record.last_used_at) or "never",
-        ]
-        if revoked:
-            row.append(_when(record.revoked_at) or "-")
-        rows.append(row)
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+def _record_row(record: TokenRecord) -> list[str]:
+    return [
+        record.name,
+        ",".join(record.roles),
+        ",".join(record.sources) or "-",
+        _when(record.created_at),
+        _when(record.expires_at) or "never",
+        _when(record.last_used_at) or "never",
+        _when(record.revoked_at) or "-",
+    ]
+
+
+def _api_row(item: dict[str, Any]) -> list[str]:
+    """A row from an item of GET /v1/tokens, as :func:`_record_row` makes one."""
+    return [
+        item["name"],
+        ",".join(item["roles"]),
+        ",".join(item["sources"]) or "-",
+        item["created_at"],
+        item["expires_at"] or "never",
+        item["last_used_at"] or "never",
+        item["revoked_at"] or "-",
+    ]
+
+
+def _print_table(records: list[list[str]], *, revoked: bool) -> None:
+    header = ["NAME", "ROLES", "SOURCES", "CREATED", "EXPIRES", "LAST USED", "REVOKED"]
+    width = len(header) if revoked else len(header) - 1
+    rows = [header[:width]] + [record[:width] for record in records]
+    widths = [max(len(row[column]) for row in rows) for column in range(width)]
     for row in rows:
         sys.stdout.write(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
