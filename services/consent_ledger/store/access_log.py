@@ -1,6 +1,6 @@
 """The access log (CONTRACT §7): one row per API answer that carried named
 subjects' personal data, appended before the answer leaves, read by privacy
-officers. Append-only in the database (migration 005: a trigger and privileges)."""
+officers. Append-only in the database (migration 007: a trigger and privileges)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Opaque bearer tokens (CONTRACT §7): issued, listed, revoked, and looked up.
 
 A token is ``clt_`` and 43 characters of base64url: 256 random bits. Only its
-SHA-256 is stored (``api_tokens``, migration 005): the bits are random, so a
+SHA-256 is stored (``api_tokens``, migration 007): the bits are random, so a
 slow password hash would add nothing against guessing, and a lookup stays one
 index probe per request. Revocation takes effect at the next request: nothing
 is cached.
