@@ -201,18 +201,24 @@ BEARER: Final = HTTPBearer(
 )
 
 
-class Requirement:
+class Declaration:
+    """What a route declares about its callers; ``permission`` None: anyone."""
+
+    permission: Permission | None = None
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        return roles_granting(self.permission) if self.permission is not None else ()
+
+
+class Requirement(Declaration):
     """A route's declaration of what it needs: a :class:`Permission`.
 
     Used as a FastAPI dependency; on success the request's :class:`Grant` is in
     ``request.state.grant`` (see :func:`granted`)."""
 
     def __init__(self, permission: Permission) -> None:
-        self.permission: Permission | None = permission
-
-    @property
-    def roles(self) -> tuple[Role, ...]:
-        return roles_granting(self.permission) if self.permission is not None else ()
+        self.permission: Permission = permission
 
     def __repr__(self) -> str:
         return f"Requirement({self.permission})"
@@ -222,7 +228,6 @@ class Requirement:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> None:
-        assert self.permission is not None
         auth = authenticator(request)
         caller = await _authenticate(auth, request, credentials)
         role = caller.granting_role(self.permission)
@@ -241,16 +246,13 @@ class Requirement:
         request.state.grant = Grant(caller, role, self.permission)
 
 
-class Public(Requirement):
+class Public(Declaration):
     """A route's declaration that anyone may call it: liveness and readiness only."""
-
-    def __init__(self) -> None:
-        self.permission = None
 
     def __repr__(self) -> str:
         return "Public()"
 
-    async def __call__(self) -> None:  # type: ignore[override]  # takes no credentials
+    async def __call__(self) -> None:
         return
 
 
@@ -273,12 +275,12 @@ def granted(request: Request) -> Grant:
     return grant
 
 
-def route_requirement(route: BaseRoute) -> Requirement | None:
-    """The requirement a route declared, or None."""
+def route_requirement(route: BaseRoute) -> Declaration | None:
+    """What a route declared about its callers, or None."""
     if not isinstance(route, APIRoute):
         return None
     for dependency in route.dependant.dependencies:
-        if isinstance(dependency.call, Requirement):
+        if isinstance(dependency.call, Declaration):
             return dependency.call
     return None
 
