@@ -481,3 +481,16 @@ def test_settings_for_jwts_need_issuer_and_audience(settings: Settings) -> None:
         create_app(settings.with_(oidc_audience=None), policy=POLICY)
     with pytest.raises(SettingsError, match="LEDGER_OIDC_ALGORITHMS"):
         create_app(settings.with_(oidc_algorithms="HS256"), policy=POLICY)
+
+
+async def test_openapi_names_the_refusals_of_every_route_that_needs_a_token(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    schema = create_app(settings, pool=pool, policy=POLICY).openapi()
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses = set(operation["responses"])
+            if path in ("/healthz", "/readyz"):
+                assert not responses & {"401", "403", "429"}, path
+            else:
+                assert {"401", "403", "429"} <= responses, path

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from consent_ledger.api.errors import ApiError, error_response
 from consent_ledger.api.metrics import Exposition
+from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.oidc import (
     IdentityProviderUnavailable,
     InvalidCredentials,
@@ -55,6 +56,13 @@ _WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 _MAX_PURPOSE_CHARS: Final = 1024
 _THROTTLE_WINDOW_S: Final = 60.0
 _THROTTLE_ADDRESSES: Final = 10_000  # addresses remembered at most; the oldest are forgotten
+
+# What every route that needs a token may answer besides its own statuses.
+_REFUSALS: Final[dict[int | str, str]] = {
+    401: "No valid bearer token (`WWW-Authenticate` says why)",
+    403: "The token's roles may not do this",
+    429: "Too many failed sign-ins from this address; retry after `Retry-After` seconds",
+}
 
 # The framework's own pages: the OpenAPI document and its viewers carry no data.
 DOCUMENTATION_PATHS: Final = frozenset(
@@ -431,6 +439,13 @@ def install_auth(app: FastAPI, auth: Authenticator) -> None:
     missing = undeclared_routes(app.routes)
     if missing:
         raise RuntimeError(f"routes without a declared permission: {', '.join(missing)}")
+    for route in app_routes(app.routes):
+        declared = route_requirement(route)
+        if isinstance(route, APIRoute) and isinstance(declared, Requirement):
+            for status, description in _REFUSALS.items():
+                route.responses.setdefault(
+                    status, {"model": ErrorResponse, "description": description}
+                )
     app.state.auth = auth
     if auth.allowed_hosts:
         app.add_middleware(AllowedHostsMiddleware, hosts=auth.allowed_hosts)
