@@ -49,10 +49,11 @@ def add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     create.add_argument(
         "--source",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="URN",
-        help="a source value a publisher may publish (repeatable)",
+        help="the source values a publisher may publish (--source A B, or --source repeated)",
     )
     create.add_argument("--expires-in", type=int, metavar="DAYS", help="default: never")
     listing = actions.add_parser("list", help="name, roles, sources, created, expires, last used")

@@ -46,12 +46,16 @@ def token_command(
 
 async def test_create_prints_the_token_last_list_shows_it_revoke_ends_it(database_url: str) -> None:
     created = token_command(database_url, "create", "--role", "publisher", "--role", "eraser",
-                            "--name", "crm", "--source", "urn:system:crm", "--expires-in", "30")  # fmt: skip
+                            "--source", "urn:system:crm", "urn:system:web", "--name", "crm",
+                            "--source", "urn:system:app", "--expires-in", "30")  # fmt: skip
     assert created.returncode == 0, created.stderr
     lines = created.stdout.splitlines()
     token = lines[-1]
     assert is_opaque_token(token)
-    assert "roles publisher, eraser; sources urn:system:crm" in lines[0]
+    assert (
+        "roles publisher, eraser; sources urn:system:app, urn:system:crm, urn:system:web"
+        in lines[0]
+    )
     connection = await asyncpg.connect(database_url)
     try:
         assert await TokenStore(connection).caller(token) is not None  # and so it was used
@@ -61,7 +65,11 @@ async def test_create_prints_the_token_last_list_shows_it_revoke_ends_it(databas
         assert token not in listing.stdout
         header, row = listing.stdout.splitlines()
         assert header.split() == ["NAME", "ROLES", "SOURCES", "CREATED", "EXPIRES", "LAST", "USED"]
-        assert row.split()[:3] == ["crm", "publisher,eraser", "urn:system:crm"]
+        assert row.split()[:3] == [
+            "crm",
+            "publisher,eraser",
+            "urn:system:app,urn:system:crm,urn:system:web",
+        ]
         assert row.split()[-1] != "never"
 
         assert token_command(database_url, "revoke", "crm").returncode == 0
