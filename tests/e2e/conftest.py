@@ -61,13 +61,13 @@ class LedgerService:
             base_url=self.api_url, timeout=10, headers={"Authorization": f"Bearer {self.token}"}
         )
 
-    def create_token(self) -> str:
-        """A privacy officer's token that also publishes the scenarios' sources, issued
-        as an operator would: `consent-ledger token create`, the token its last line."""
+    def create_token(self, name: str = "e2e", roles: str = "privacy-officer,publisher") -> str:
+        """A token (by default a privacy officer's that also publishes the scenarios'
+        sources), issued as an operator would: `consent-ledger token create`, the
+        token its last line."""
         sources = [f"--source={source}" for source in SCENARIO_SOURCES]
         created = subprocess.run(
-            [str(CLI), "token", "create", "--name", "e2e", "--role", "privacy-officer,publisher",
-             *sources],
+            [str(CLI), "token", "create", "--name", name, "--role", roles, *sources],
             env=self.env, capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         return created.stdout.splitlines()[-1]

@@ -442,7 +442,10 @@ def install_auth(app: FastAPI, auth: Authenticator) -> None:
     for route in app_routes(app.routes):
         declared = route_requirement(route)
         if isinstance(route, APIRoute) and isinstance(declared, Requirement):
-            for status, description in _REFUSALS.items():
+            refusals = dict(_REFUSALS)
+            if (route.methods or set()) & _WRITE_METHODS:
+                refusals[415] = "The body is not JSON: " + ", ".join(sorted(WRITE_MEDIA_TYPES))
+            for status, description in refusals.items():
                 route.responses.setdefault(
                     status, {"model": ErrorResponse, "description": description}
                 )
