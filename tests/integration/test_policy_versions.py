@@ -21,6 +21,7 @@ from consent_ledger.core.policy import load_policy_versions
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import bearer, issue_token
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -80,7 +81,11 @@ async def test_each_violation_is_stored_alerted_and_listed_with_its_version(
     app = create_app(settings, pool=pool, policy=versions)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app),
+            base_url="http://api",
+            headers=bearer(await issue_token(pool, "analyst")),
+        ) as client,
     ):
         response = await client.get("/v1/violations", params={"limit": 100})
     assert response.status_code == 200, response.text
@@ -131,7 +136,11 @@ async def test_a_violation_stored_before_versions_were_recorded_lists_none(
     app = create_app(settings, pool=pool, policy=versions)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app),
+            base_url="http://api",
+            headers=bearer(await issue_token(pool, "analyst")),
+        ) as client,
     ):
         (item,) = (await client.get("/v1/violations")).json()["items"]
     assert item["policy_version"] is None
