@@ -73,6 +73,9 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("POST", "/v1/tokens"): P.MANAGE_TOKENS,
     ("DELETE", "/v1/tokens/{name}"): P.MANAGE_TOKENS,
     ("GET", "/v1/access-log"): P.READ_ACCESS_LOG,
+    ("GET", "/v1/policy/versions"): P.READ_POLICY,
+    ("POST", "/v1/policy/whatif"): P.READ_POLICY,
+    ("POST", "/v1/policy/versions"): P.PUBLISH_POLICY,
 }
 PATH_VALUES = {"subject": "anna", "checkpoint_id": "1", "event_id": "e-1", "name": "nobody"}
 QUERIES = {"/v1/ledger/proofs/consistency": {"from": "1", "to": "1"}}

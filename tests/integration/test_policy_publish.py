@@ -34,6 +34,7 @@ from consent_ledger.store.policy_versions import (
 )
 from consent_ledger.store.rebuild import rebuild_read_models
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import bearer, issue_token
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -252,7 +253,11 @@ async def test_the_api_publishes_and_lists_versions(
     app = create_app(settings, pool=pool, policy=configured)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app),
+            base_url="http://api",
+            headers=bearer(await issue_token(pool, "admin")),
+        ) as client,
     ):
         created = await client.post(
             "/v1/policy/versions",

@@ -27,6 +27,7 @@ from consent_ledger.core.whatif import whatif_lines
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import bearer, issue_token
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -111,7 +112,11 @@ async def test_whatif_over_the_database_equals_the_offline_whatif(
     app = create_app(settings, pool=pool, policy=current)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app),
+            base_url="http://api",
+            headers=bearer(await issue_token(pool, "analyst")),
+        ) as client,
     ):
         answer = await client.post(
             "/v1/policy/whatif",

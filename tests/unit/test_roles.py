@@ -40,6 +40,7 @@ def caller(*roles: Role, sources: tuple[str, ...] = ()) -> Caller:
         (P.READ_ACCESS_LOG, {Role.PRIVACY_OFFICER, Role.ADMIN}),
         (P.READ_METRICS, {Role.OPERATOR, Role.PRIVACY_OFFICER, Role.ADMIN}),
         (P.MANAGE_TOKENS, {Role.ADMIN}),
+        (P.PUBLISH_POLICY, {Role.ADMIN}),
     ],
 )
 def test_each_permission_is_held_by_the_roles_of_the_contract(

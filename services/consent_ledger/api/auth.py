@@ -225,8 +225,11 @@ class Requirement(Declaration):
     Used as a FastAPI dependency; on success the request's :class:`Grant` is in
     ``request.state.grant`` (see :func:`granted`)."""
 
-    def __init__(self, permission: Permission) -> None:
+    def __init__(
+        self, permission: Permission, media_types: frozenset[str] = WRITE_MEDIA_TYPES
+    ) -> None:
         self.permission: Permission = permission
+        self.media_types = media_types  # what a write may send (a policy: YAML too)
 
     def __repr__(self) -> str:
         return f"Requirement({self.permission})"
@@ -250,7 +253,7 @@ class Requirement(Declaration):
                 headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'},
             )
         if request.method in _WRITE_METHODS:
-            _refuse_other_media_types(request)
+            _refuse_other_media_types(request, self.media_types)
         request.state.grant = Grant(caller, role, self.permission)
 
 
@@ -264,9 +267,19 @@ class Public(Declaration):
         return
 
 
-def requires(permission: Permission) -> Any:
-    """Declare, in a route's ``dependencies``, the permission it needs."""
-    return Depends(Requirement(permission))
+def requires(permission: Permission, media_types: Iterable[str] | None = None) -> Any:
+    """Declare, in a route's ``dependencies``, the permission it needs (and, for a
+    write whose body may be other than JSON, the media types it takes: none a web
+    page can send across sites without a CORS preflight)."""
+    accepted = frozenset(media_types) if media_types is not None else WRITE_MEDIA_TYPES
+    cross_site = accepted & {
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    }
+    if cross_site:
+        raise ValueError(f"a cross-site form could send {sorted(cross_site)}")
+    return Depends(Requirement(permission, accepted))
 
 
 def public() -> Any:
@@ -391,18 +404,18 @@ async def _authenticate(
         raise ApiError(503, "identity-provider-unavailable", f"{exc}; retry later") from None
 
 
-def _refuse_other_media_types(request: Request) -> None:
+def _refuse_other_media_types(request: Request, accepted: frozenset[str]) -> None:
     """Writes take JSON only: a browser cannot send these types across sites
     without a CORS preflight, which this API never grants (CSRF)."""
     declared = request.headers.get("content-type", "")
     media_type = declared.split(";", 1)[0].strip().lower()
-    if media_type not in WRITE_MEDIA_TYPES:
+    if media_type not in accepted:
         raise ApiError(
             415,
             "unsupported-media-type",
             f"Content-Type {declared or '(none)'!r} is not accepted here; send "
-            + ", ".join(sorted(WRITE_MEDIA_TYPES)),
-            details={"accepted": sorted(WRITE_MEDIA_TYPES)},
+            + ", ".join(sorted(accepted)),
+            details={"accepted": sorted(accepted)},
         )
 
 
@@ -444,7 +457,7 @@ def install_auth(app: FastAPI, auth: Authenticator) -> None:
         if isinstance(route, APIRoute) and isinstance(declared, Requirement):
             refusals = dict(_REFUSALS)
             if (route.methods or set()) & _WRITE_METHODS:
-                refusals[415] = "The body is not JSON: " + ", ".join(sorted(WRITE_MEDIA_TYPES))
+                refusals[415] = "The body is none of " + ", ".join(sorted(declared.media_types))
             for status, description in refusals.items():
                 route.responses.setdefault(
                     status, {"model": ErrorResponse, "description": description}

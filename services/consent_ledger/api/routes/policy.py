@@ -8,9 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from consent_ledger.api.auth import requires
 from consent_ledger.api.errors import ApiError
 from consent_ledger.api.routes.common import ERRORS, Context
 from consent_ledger.core.policy import PolicyError, PolicyVersions, parse_policy
+from consent_ledger.core.roles import Permission as P
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant
 from consent_ledger.core.whatif import with_draft
 
@@ -61,6 +63,7 @@ Publisher = Annotated[str, Depends(publisher_name)]
 
 @router.get(
     "/v1/policy/versions",
+    dependencies=[requires(P.READ_POLICY)],
     summary="The policy's versions: configured and published, with hash, publisher, time",
     responses=ERRORS,
 )
@@ -106,6 +109,7 @@ async def _policy_text(request: Request) -> str:
 
 @router.post(
     "/v1/policy/whatif",
+    dependencies=[requires(P.READ_POLICY, POLICY_MEDIA_TYPES)],
     openapi_extra=POLICY_BODY,
     summary="What a draft policy would change over the recorded history (nothing is written)",
     description=(
@@ -151,6 +155,7 @@ async def policy_whatif(
 
 @router.post(
     "/v1/policy/versions",
+    dependencies=[requires(P.PUBLISH_POLICY, POLICY_MEDIA_TYPES)],
     openapi_extra=POLICY_BODY,
     summary="Publish a policy version (YAML, or the same as JSON)",
     status_code=201,
