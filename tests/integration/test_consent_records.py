@@ -23,6 +23,7 @@ from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import bearer, issue_token
 
 pytestmark = [pytest.mark.integration]
 
@@ -65,7 +66,11 @@ async def test_consents_as_iso_27560_records_in_dpv_json_ld(
     app = create_app(settings, pool=pool, policy=policy)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app),
+            base_url="http://api",
+            headers=bearer(await issue_token(pool, "analyst")),
+        ) as client,
     ):
         plain = await client.get(
             "/v1/subjects/ingrid/consents", params={"as_of": "2026-06-01T00:00:00Z"}
@@ -75,6 +80,12 @@ async def test_consents_as_iso_27560_records_in_dpv_json_ld(
             params={"as_of": "2026-06-01T00:00:00Z", "format": "jsonld"},
         )
         bad = await client.get("/v1/subjects/ingrid/consents", params={"format": "xml"})
+    # Both answers carried ingrid's consents: each is in the access log.
+    logged = await pool.fetch("SELECT endpoint, subjects FROM access_log ORDER BY id")
+    assert [(row["endpoint"], row["subjects"]) for row in logged] == [
+        ("GET /v1/subjects/{subject}/consents", ["ingrid"]),
+        ("GET /v1/subjects/{subject}/consents", ["ingrid"]),
+    ]
     assert linked.status_code == 200, linked.text
     assert linked.headers["content-type"].startswith("application/ld+json")
     document = linked.json()

@@ -95,6 +95,7 @@ async def subject_consents(
             (_recorded(row) for row in rows),
             context.policy.in_force_at(instant),
         )
+        await record_access(request, [subject])
         return JSONResponse(document, media_type="application/ld+json")
     async with context.ledger().snapshot() as view:
         await _refuse_erased(view, subject)
