@@ -77,7 +77,13 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("POST", "/v1/policy/whatif"): P.READ_POLICY,
     ("POST", "/v1/policy/versions"): P.PUBLISH_POLICY,
 }
-PATH_VALUES = {"subject": "anna", "checkpoint_id": "1", "event_id": "e-1", "name": "nobody"}
+PATH_VALUES = {
+    "subject": "anna",
+    "checkpoint_id": "1",
+    "event_id": "e-1",
+    "name": "nobody",
+    "asset": "dashboard.css",
+}
 QUERIES = {"/v1/ledger/proofs/consistency": {"from": "1", "to": "1"}}
 
 
