@@ -503,3 +503,20 @@ async def test_openapi_names_the_refusals_of_every_route_that_needs_a_token(
                 assert not responses & {"401", "403", "429"}, path
             else:
                 assert {"401", "403", "429"} <= responses, path
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/subjects/anna%00/consents", "/v1/violations?subject=a%00b", "/v1/rejected?cursor=%00"],
+)
+async def test_a_nul_without_a_token_is_401_before_it_is_400(
+    settings: Settings, pool: asyncpg.Pool, path: str
+) -> None:
+    """The parameter checks run once the caller is known: to a stranger, nothing
+    under /v1 answers but 401, a malformed request included."""
+    token = await issue_token(pool, "privacy-officer")
+    async with client_of(create_app(settings, pool=pool, policy=POLICY)) as client:
+        stranger = await client.get(path)
+        known = await client.get(path, headers=bearer(token))
+    assert_error(stranger, 401, "unauthenticated")
+    assert_error(known, 400, "invalid-parameter")

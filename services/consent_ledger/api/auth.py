@@ -32,7 +32,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from consent_ledger.api.errors import ApiError, error_response
+from consent_ledger.api.errors import ApiError, error_response, refuse_nul
 from consent_ledger.api.metrics import Exposition
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.oidc import (
@@ -254,6 +254,7 @@ class Requirement(Declaration):
             )
         if request.method in _WRITE_METHODS:
             _refuse_other_media_types(request, self.media_types)
+        refuse_nul(request)
         request.state.grant = Grant(caller, role, self.permission)
 
 

@@ -220,3 +220,13 @@ def install_error_handlers(app: FastAPI, *, checkpoint_interval_s: float) -> Non
     ):
         app.add_exception_handler(outage, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def refuse_nul(request: Request) -> None:
+    """Refuse U+0000 in any path or query parameter with a 400 naming it: no id,
+    subject or cursor the ledger stores can hold it, and PostgreSQL refuses it in text.
+    Called once the caller is authenticated (api/auth.py), so that nothing under
+    /v1 answers a caller without a token but 401."""
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if isinstance(value, str) and "\x00" in value:
+            raise invalid_parameter(name, "holds U+0000 (NUL), which no value here may hold")

@@ -83,14 +83,6 @@ SUBJECT_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
 }
 
 
-def refuse_nul(request: Request) -> None:
-    """Refuse U+0000 in any path or query parameter with a 400 naming it: no id,
-    subject or cursor the ledger stores can hold it, and PostgreSQL refuses it in text."""
-    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
-        if isinstance(value, str) and "\x00" in value:
-            raise invalid_parameter(name, "holds U+0000 (NUL), which no value here may hold")
-
-
 def subject_parameter(subject: str, parameter: str = "subject") -> str:
     """``subject`` as a path or query parameter, held to what an event's subject may
     be (CONTRACT §1): not empty nor only white space, at most 256 characters."""
