@@ -256,7 +256,7 @@ async def test_the_api_publishes_and_lists_versions(
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app),
             base_url="http://api",
-            headers=bearer(await issue_token(pool, "admin")),
+            headers=bearer(await issue_token(pool, "admin", name="dpo-admin")),
         ) as client,
     ):
         created = await client.post(
@@ -283,6 +283,6 @@ async def test_the_api_publishes_and_lists_versions(
         ("1", "configured"),
         ("2", "published"),
     ]
-    assert items[1]["publisher"] == "api" and items[1]["ledger_event_id"].startswith(
+    assert items[1]["publisher"] == "dpo-admin" and items[1]["ledger_event_id"].startswith(
         "policy-version/1/"
     )

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from consent_ledger.api.auth import requires
+from consent_ledger.api.auth import granted, requires
 from consent_ledger.api.errors import ApiError
 from consent_ledger.api.routes.common import ERRORS, Context
 from consent_ledger.core.policy import PolicyError, PolicyVersions, parse_policy
@@ -53,9 +53,9 @@ class PolicyVersionList(BaseModel):
 
 
 def publisher_name(request: Request) -> str:
-    """Who publishes: the name of the caller's token once the request carries one
-    (``request.state.token_name``), else ``api``."""
-    return str(getattr(request.state, "token_name", None) or "api")
+    """Who publishes: the name of the caller's token (or the identity provider's
+    subject), as the access log names callers."""
+    return granted(request).caller.name
 
 
 Publisher = Annotated[str, Depends(publisher_name)]
