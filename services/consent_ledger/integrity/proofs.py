@@ -53,6 +53,9 @@ Both checkpoints must be signed by the key given, carry the same ``log_id``,
 and the new one must not be issued before the old one.
 
 Everything here is pure: no I/O, no clock.
+
+Size: about 530 lines of one concept: the two proof documents, built and
+checked, with every way a check fails named.
 """
 
 from __future__ import annotations

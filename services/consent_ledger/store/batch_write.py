@@ -12,6 +12,10 @@ Each row type below is a named tuple whose fields are its table's columns in
 table order: the write statement feeds each table from one array of the
 table's own row type (``unnest($n::table[])``), which asyncpg encodes from
 tuples in column order.
+
+Size: about 620 lines of one concept: the batch's write statement and a
+named row shape per table it fills, kept beside the statement they match
+column by column.
 """
 
 from __future__ import annotations

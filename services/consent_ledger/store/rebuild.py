@@ -39,6 +39,9 @@ every later batch (each batch's first statement writes its partition
 positions) until the rebuild commits: running workers pause, nothing they
 commit is lost or interleaved, and API readers go on reading the old rows
 until the commit.
+
+Size: about 530 lines of one concept: the replay, the comparison and the
+swap share the shapes of the tables they rebuild.
 """
 
 from __future__ import annotations

@@ -11,7 +11,12 @@ redelivers after a crash or a rebalance are recognised and skipped.
 
 Values are consumed raw (:class:`~consent_ledger.worker.lean_faust.RawRecords`):
 a faust topic with a decoding serializer drops records it cannot decode, and
-the ledger must keep and report every malformed record instead."""
+the ledger must keep and report every malformed record instead.
+
+Size: about 550 lines: the faust application and what runs beside its
+batch loop in the same process (outbox relay, checkpoint timer, copies to
+witnesses, re-judging after a policy publication, the start-up checks).
+"""
 
 from __future__ import annotations
 
