@@ -27,8 +27,10 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from consent_ledger.devtools.broker import EmbeddedBroker
@@ -163,3 +165,15 @@ async def issue_token(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.asynccontextmanager
+async def signed_in_client(app: Any, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an API app (its lifespan running), every request carrying ``token``."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://api", headers=bearer(token)
+        ) as client,
+    ):
+        yield client

@@ -47,7 +47,7 @@ from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings, SettingsError
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import bearer, issue_token
+from tests.conftest import issue_token, signed_in_client
 
 pytestmark = pytest.mark.integration
 
@@ -326,12 +326,7 @@ async def api(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[httpx.Asy
     officer (what an erasure hides)."""
     app = create_app(settings, pool=pool, policy=POLICY)
     token = await issue_token(pool, "auditor", "privacy-officer")
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://api", headers=bearer(token)
-        ) as client,
-    ):
+    async with signed_in_client(app, token) as client:
         yield client
 
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
-import httpx
 import orjson
 import pytest
 
@@ -23,7 +22,7 @@ from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import bearer, issue_token
+from tests.conftest import issue_token, signed_in_client
 
 pytestmark = [pytest.mark.integration]
 
@@ -64,14 +63,7 @@ async def test_consents_as_iso_27560_records_in_dpv_json_ld(
     pipeline = BatchPipeline(pool, KeyRing(MASTER_KEY), policy, settings)
     await pipeline.process([Record(0, n, line) for n, line in enumerate(lines)])
     app = create_app(settings, pool=pool, policy=policy)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://api",
-            headers=bearer(await issue_token(pool, "analyst")),
-        ) as client,
-    ):
+    async with signed_in_client(app, await issue_token(pool, "analyst")) as client:
         plain = await client.get(
             "/v1/subjects/ingrid/consents", params={"as_of": "2026-06-01T00:00:00Z"}
         )

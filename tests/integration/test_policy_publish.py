@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 
 import asyncpg
-import httpx
 import orjson
 import pytest
 
@@ -34,7 +33,7 @@ from consent_ledger.store.policy_versions import (
 )
 from consent_ledger.store.rebuild import rebuild_read_models
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import bearer, issue_token
+from tests.conftest import issue_token, signed_in_client
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -251,14 +250,7 @@ async def test_the_api_publishes_and_lists_versions(
     settings = settings_for(unique_name)
     configured = load_policy_versions(FOLDER / "v1.yaml")
     app = create_app(settings, pool=pool, policy=configured)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://api",
-            headers=bearer(await issue_token(pool, "admin", name="dpo-admin")),
-        ) as client,
-    ):
+    async with signed_in_client(app, await issue_token(pool, "admin", name="dpo-admin")) as client:
         created = await client.post(
             "/v1/policy/versions",
             content=text_of(2).encode(),

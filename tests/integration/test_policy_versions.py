@@ -10,7 +10,6 @@ import os
 from collections.abc import Callable
 
 import asyncpg
-import httpx
 import orjson
 import pytest
 
@@ -21,7 +20,7 @@ from consent_ledger.core.policy import load_policy_versions
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import bearer, issue_token
+from tests.conftest import issue_token, signed_in_client
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -79,14 +78,7 @@ async def test_each_violation_is_stored_alerted_and_listed_with_its_version(
     }
 
     app = create_app(settings, pool=pool, policy=versions)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://api",
-            headers=bearer(await issue_token(pool, "analyst")),
-        ) as client,
-    ):
+    async with signed_in_client(app, await issue_token(pool, "analyst")) as client:
         response = await client.get("/v1/violations", params={"limit": 100})
     assert response.status_code == 200, response.text
     items = response.json()["items"]
@@ -134,13 +126,6 @@ async def test_a_violation_stored_before_versions_were_recorded_lists_none(
     assert retraction["violation"]["policy_version"] is None
 
     app = create_app(settings, pool=pool, policy=versions)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://api",
-            headers=bearer(await issue_token(pool, "analyst")),
-        ) as client,
-    ):
+    async with signed_in_client(app, await issue_token(pool, "analyst")) as client:
         (item,) = (await client.get("/v1/violations")).json()["items"]
     assert item["policy_version"] is None

@@ -38,7 +38,7 @@ from consent_ledger.settings import Settings
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.store.rebuild import RebuildReport, rebuild_read_models
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import bearer, issue_token
+from tests.conftest import issue_token, signed_in_client
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -232,12 +232,7 @@ async def api(
     settings = Settings(master_key=MASTER_KEY_TEXT, kafka_idempotence=False)
     app = create_app(settings, pool=pool, producer=None, policy=policy)
     token = await issue_token(pool, "analyst")  # violations, consents and stats
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://api", headers=bearer(token)
-        ) as client,
-    ):
+    async with signed_in_client(app, token) as client:
         yield client
 
 

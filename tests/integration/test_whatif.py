@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-import httpx
 import orjson
 import pytest
 
@@ -27,7 +26,7 @@ from consent_ledger.core.whatif import whatif_lines
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import bearer, issue_token
+from tests.conftest import issue_token, signed_in_client
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -110,14 +109,7 @@ async def test_whatif_over_the_database_equals_the_offline_whatif(
     assert {(v["event_id"], v["rule"]) for v in document["would_close"]} == want_close
 
     app = create_app(settings, pool=pool, policy=current)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://api",
-            headers=bearer(await issue_token(pool, "analyst")),
-        ) as client,
-    ):
+    async with signed_in_client(app, await issue_token(pool, "analyst")) as client:
         answer = await client.post(
             "/v1/policy/whatif",
             content=draft_text().encode(),
