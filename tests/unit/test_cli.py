@@ -516,6 +516,25 @@ def test_every_command_says_what_it_does_reads_and_exits_with(
     assert command == "verify-proof" or "LEDGER_" in out
 
 
+def test_every_registered_command_names_what_runs_it() -> None:
+    # A subcommand is a module's add_NAME plus a line in COMMANDS; one that forgot
+    # set_defaults(run=...) would fail only when someone runs it.
+    import argparse
+
+    def leaves(parser: argparse.ArgumentParser, path: str, run: Any) -> Iterator[tuple[str, Any]]:
+        run = parser.get_default("run") or run  # keys and token set it on the group
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions:
+            yield path, run
+        for action in actions:
+            for name, child in action.choices.items():
+                yield from leaves(child, f"{path} {name}".strip(), run)
+
+    found = dict(leaves(cli._parser(), "", None))
+    assert len(found) >= 20  # check ... token revoke
+    assert [path for path, run in found.items() if not callable(run)] == []
+
+
 def test_checkpoint_save_says_what_it_does_reads_and_exits_with(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
