@@ -5,6 +5,9 @@ and to which recipients data may go; and its versions, each in force from its
 :func:`load_policy` refuses a file that does not parse or breaks the shape, with
 an error naming the file, the key path and the problem, e.g.
 ``policy.yaml: purposes.marketing.basis: 'consnet' is not one of consent, ...``.
+A policy may name its clauses in the privacy statement's own words
+(``clauses``: :class:`Clause`), so that a rule, a violation or a report can say
+which promise it is about in words a reader knows, not only by a letter.
 :func:`load_policy_versions` reads a file (one version) or a folder whose
 ``*.yaml`` files are the versions, and refuses versions that clash.
 :class:`PolicyVersions` answers which version is in force at an instant.
@@ -52,6 +55,12 @@ DPV_NAMESPACE = "https://w3id.org/dpv#"
 _DPV_CONCEPT = re.compile(r"(?:dpv:|https://w3id\.org/dpv#)[A-Z][A-Za-z0-9]*", re.ASCII)
 
 
+# A language tag (BCP 47's shape, lower-case primary subtag): `en`, `no`, `nb`, `pt-BR`.
+_LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*", re.ASCII)
+# The language a title is shown in when the statement has it in several.
+DISPLAY_LANGUAGE = "en"
+
+
 class PolicyError(ValueError):
     """The policy file cannot be used; the message names file, key and problem."""
 
@@ -92,6 +101,39 @@ class RecipientRule:
 
 
 @dataclass(frozen=True, slots=True)
+class Clause:
+    """A clause of the privacy statement, in the statement's own words.
+
+    ``title`` and ``text`` map a language tag to the words the statement uses in
+    that language; a clause the statement has in one language only has one.
+    ``translated_title`` and ``translated_text`` hold translations someone made,
+    kept apart so that they are never shown as the statement's words.
+    """
+
+    id: str
+    title: Mapping[str, str]
+    text: Mapping[str, str] = field(default_factory=dict)
+    translated_title: Mapping[str, str] = field(default_factory=dict)
+    translated_text: Mapping[str, str] = field(default_factory=dict)
+
+    def title_in(self, language: str) -> str | None:
+        """The statement's title in ``language``, or None when it has none there."""
+        return self.title.get(language)
+
+    def text_in(self, language: str) -> str | None:
+        """The statement's words in ``language``, or None when it has none there."""
+        return self.text.get(language)
+
+    @property
+    def display_title(self) -> str:
+        """The title to show a reader: the statement's English title, else its
+        title in the first language the policy gives (Norwegian, for a clause
+        that only the Norwegian statement has). Never a translation."""
+        english = self.title.get(DISPLAY_LANGUAGE)
+        return english if english is not None else next(iter(self.title.values()))
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A loaded policy: the privacy statement's promises, in checkable form."""
 
@@ -106,6 +148,19 @@ class Policy:
     effective_from: int | None = None
     # The file it was read from, for error messages; not part of what it says.
     source: str = field(default="<policy>", compare=False)
+    # Clause id -> its words, in the order of the file; empty when it gives none.
+    clauses: Mapping[str, Clause] = field(default_factory=dict)
+
+    def clause(self, clause_id: str) -> Clause | None:
+        """The clause ``clause_id`` in the statement's words, or None when the
+        policy gives no words for it."""
+        return self.clauses.get(clause_id)
+
+    def clause_title(self, clause_id: str) -> str | None:
+        """The title to show for ``clause_id`` (:attr:`Clause.display_title`), or
+        None when the policy gives no words for it."""
+        clause = self.clauses.get(clause_id)
+        return None if clause is None else clause.display_title
 
 
 # Where a version without ``effective_from`` starts: before every instant an
@@ -167,6 +222,18 @@ class PolicyVersions:
     def with_version(self, policy: Policy) -> PolicyVersions:
         """A new set with ``policy`` added; refused if it clashes with a version."""
         return PolicyVersions((*self.versions, policy))
+
+    def clause_title(self, clause_id: str, version: str | None = None) -> str | None:
+        """The title to show for ``clause_id`` of a violation judged under
+        ``version``: that version's words when it gives them, else the latest
+        version's that does; None when no version gives words for it."""
+        for policy in self.versions:
+            if policy.version == version and clause_id in policy.clauses:
+                return policy.clause_title(clause_id)
+        for policy in reversed(self.versions):
+            if clause_id in policy.clauses:
+                return policy.clause_title(clause_id)
+        return None
 
     def __len__(self) -> int:
         return len(self.versions)
@@ -287,7 +354,16 @@ class _Reader:
         top = self.mapping(document, "(top level)")
         self.unknown_keys(
             top,
-            ("policy", "version", "effective_from", "roles", "purposes", "recipients", "visitors"),
+            (
+                "policy",
+                "version",
+                "effective_from",
+                "roles",
+                "purposes",
+                "recipients",
+                "visitors",
+                "clauses",
+            ),
             "",
         )
         roles = frozenset(SUBJECT_ROLES)
@@ -315,19 +391,121 @@ class _Reader:
             raise self.fail(
                 "visitors.require_rights_notice", f"must be true or false, got {require_notice!r}"
             )
+        visitors_clause = self.text(visitors.get("clause", "visitors"), "visitors.clause")
+        clauses: dict[str, Clause] = {}
+        if "clauses" in top:
+            clauses = self.clauses(top["clauses"])
+            self.clauses_named(
+                clauses, purposes, recipients, visitors_clause if require_notice else None
+            )
         return Policy(
             name=self.text(top.get("policy", "unnamed"), "policy"),
             version=self.text(top.get("version", "1"), "version"),
             purposes=purposes,
             recipients=recipients,
             require_rights_notice=require_notice,
-            visitors_clause=self.text(visitors.get("clause", "visitors"), "visitors.clause"),
+            visitors_clause=visitors_clause,
             roles=roles,
             effective_from=self.instant(top["effective_from"], "effective_from")
             if "effective_from" in top
             else None,
             source=self.source,
+            clauses=clauses,
         )
+
+    def clauses(self, value: Any) -> dict[str, Clause]:
+        """``clauses``: clause id -> ``{title, text, translation}``, each of the
+        first two a map of language to the statement's words."""
+        if isinstance(value, dict):
+            # `clauses: {1: ...}` names clause "1", as `clause: 1` does in a purpose.
+            value = {
+                str(name) if isinstance(name, int) and not isinstance(name, bool) else name: spec
+                for name, spec in value.items()
+            }
+        found: dict[str, Clause] = {}
+        for clause_id, spec in self.mapping(value, "clauses").items():
+            key = f"clauses.{clause_id}"
+            spec = self.mapping(spec, key)
+            self.unknown_keys(spec, ("title", "text", "translation"), key)
+            if "title" not in spec:
+                raise self.fail(
+                    f"{key}.title", "missing; a clause needs its title in the statement's words"
+                )
+            title = self.words(spec["title"], f"{key}.title")
+            text = self.words(spec["text"], f"{key}.text") if "text" in spec else {}
+            translated_title: dict[str, str] = {}
+            translated_text: dict[str, str] = {}
+            if "translation" in spec:
+                where = f"{key}.translation"
+                translation = self.mapping(spec["translation"], where)
+                self.unknown_keys(translation, ("title", "text"), where)
+                if "title" in translation:
+                    translated_title = self.translated(
+                        translation["title"], f"{where}.title", title
+                    )
+                if "text" in translation:
+                    translated_text = self.translated(translation["text"], f"{where}.text", text)
+            found[clause_id] = Clause(clause_id, title, text, translated_title, translated_text)
+        return found
+
+    def words(self, value: Any, key: str) -> dict[str, str]:
+        """A map of language tag to words, with one language at least."""
+        if not isinstance(value, dict):
+            raise self.fail(
+                key,
+                f"must be a mapping of language to the statement's words (e.g. en: ...), "
+                f"got {_yaml_kind(value)}",
+            )
+        if not value:
+            raise self.fail(key, "names no language; give the words in one at least")
+        words: dict[str, str] = {}
+        for language, text in value.items():
+            if isinstance(language, bool):
+                raise self.fail(
+                    key,
+                    f"{language!r} is not a language tag: YAML reads an unquoted no (or yes, "
+                    'on, off) as a boolean; write Norwegian\'s tag quoted, "no"',
+                )
+            if not isinstance(language, str) or not _LANGUAGE.fullmatch(language):
+                raise self.fail(
+                    key, f"{language!r} is not a language tag (such as en, no, nb or pt-BR)"
+                )
+            if not isinstance(text, str) or not text.strip():
+                raise self.fail(
+                    f"{key}.{language}", f"must be a non-empty string, got {_yaml_kind(text)}"
+                )
+            words[language] = text
+        return words
+
+    def translated(self, value: Any, key: str, statement: Mapping[str, str]) -> dict[str, str]:
+        """Translations of the statement's words, into languages it does not have."""
+        words = self.words(value, key)
+        for language in words:
+            if language in statement:
+                raise self.fail(
+                    f"{key}.{language}",
+                    "the statement has its own words in this language; a translation is "
+                    "for a language it lacks",
+                )
+        return words
+
+    def clauses_named(
+        self,
+        clauses: Mapping[str, Clause],
+        purposes: Mapping[str, Purpose],
+        recipients: Mapping[str, RecipientRule],
+        visitors_clause: str | None,
+    ) -> None:
+        """A policy that gives its clauses' words gives them for every clause its
+        rules name, so that no rule is shown without its words (a typo in a
+        ``clause`` would otherwise go unnoticed)."""
+        named = [(f"purposes.{name}.clause", p.clause) for name, p in purposes.items()]
+        named += [(f"recipients.{kind}.clause", r.clause) for kind, r in recipients.items()]
+        if visitors_clause is not None:  # the notice rule is on
+            named.append(("visitors.clause", visitors_clause))
+        for key, clause in named:
+            if clause not in clauses:
+                raise self.fail(key, f"{clause!r} is not a clause of `clauses`; add it there")
 
     def instant(self, value: Any, key: str) -> int:
         try:
