@@ -20,6 +20,7 @@ column by column.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import time
 from collections import defaultdict
@@ -215,6 +216,7 @@ UPDATE consumer_positions AS position SET
     next_offset = p.next_offset, accepted = position.accepted + p.accepted,
     duplicates = position.duplicates + p.duplicates, rejected = position.rejected + p.rejected,
     batches = position.batches + 1, batch_seconds = position.batch_seconds + $11,
+    batch_seconds_buckets[$17] = position.batch_seconds_buckets[$17] + 1,
     updated_at = now()
 FROM unnest($12::int[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[])
     AS p(kafka_partition, next_offset, accepted, duplicates, rejected)
@@ -239,6 +241,11 @@ SELECT topic, key, value, headers, subject FROM unnest($2::outbox[])
 # than the write statement's unnest() (COPY encodes each value by its column's
 # codec, with no per-row checks).
 COPY_ENTRIES_FROM = 200
+# The upper bounds (seconds) of the batch latency histogram kept per partition
+# (consumer_positions.batch_seconds_buckets, one slot per bound and one for
+# longer batches; /metrics shows them as consent_ledger_batch_duration_seconds).
+# Fixed: the stored counts are only meaningful against these bounds.
+BATCH_SECONDS_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UPSERT_ERASURE = """
 INSERT INTO erasures (subject, event_id, erased_us, recorded_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (subject) DO UPDATE SET event_id = EXCLUDED.event_id, erased_us = EXCLUDED.erased_us
@@ -334,7 +341,7 @@ class BatchWriter:
         await connection.execute(
             WRITE_BATCH, new_keys, entries, logs, consents, current, shared, violations,
             alerts + copies, rejected, self._topics.events, elapsed,
-            *as_columns(positions, len(PositionRow._fields)),
+            *as_columns(positions, len(PositionRow._fields)), latency_slot(elapsed),
         )  # fmt: skip
         if outcome.erased:
             await self._forget(connection, outcome)
@@ -586,6 +593,12 @@ def fact_rows(
         for c in latest.values()
     ]  # fmt: skip
     return consents, current_rows, shared
+
+
+def latency_slot(seconds: float) -> int:
+    """The 1-based slot of ``batch_seconds_buckets`` a batch of ``seconds`` counts in:
+    that of the least bound at or above it, the last slot when it is above all."""
+    return bisect.bisect_left(BATCH_SECONDS_BOUNDS, seconds) + 1
 
 
 def _positions(checked: Sequence[Checked], outcome: BatchOutcome) -> list[PositionRow]:
