@@ -8,12 +8,14 @@ API replica, told apart by Prometheus' ``instance`` label).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from consent_ledger.core.verdicts import Severity
+from consent_ledger.store.batch_write import BATCH_SECONDS_BOUNDS
 from consent_ledger.store.outbox import OutboxHealth
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -42,15 +44,22 @@ class Exposition:
         self._lines: list[str] = []
 
     def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> None:
+        self.suffixed_family(name, kind, help_text, (("", sample) for sample in samples))
+
+    def suffixed_family(
+        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[str, Sample]]
+    ) -> None:
+        """A family whose samples carry a suffix to the name (a histogram's
+        ``_bucket``, ``_sum`` and ``_count``; "" for none)."""
         help_line = help_text.replace("\\", "\\\\").replace("\n", "\\n")
         self._lines.append(f"# HELP {name} {help_line}")
         self._lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
+        for suffix, (labels, value) in samples:
             if labels:
                 rendered = ",".join(f'{key}="{_escape(text)}"' for key, text in labels.items())
-                self._lines.append(f"{name}{{{rendered}}} {_number(value)}")
+                self._lines.append(f"{name}{suffix}{{{rendered}}} {_number(value)}")
             else:
-                self._lines.append(f"{name} {_number(value)}")
+                self._lines.append(f"{name}{suffix} {_number(value)}")
 
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"
@@ -104,6 +113,21 @@ class RequestCountingMiddleware:
             self._counts.add(scope["method"], template or "unmatched", status)
 
 
+def _histogram(
+    labels: Mapping[str, str], slots: Sequence[int], count: int, total: float
+) -> Iterator[tuple[str, Sample]]:
+    """A histogram's samples (suffix, sample) from its non-cumulative slots, one per
+    bound of :data:`BATCH_SECONDS_BOUNDS` and one above. ``+Inf`` is ``count``:
+    batches recorded before the slots were kept count there and in no finite bucket."""
+    running = 0
+    for bound, in_slot in zip(BATCH_SECONDS_BOUNDS, slots, strict=False):
+        running += in_slot
+        yield "_bucket", ({**labels, "le": _number(bound)}, running)
+    yield "_bucket", ({**labels, "le": "+Inf"}, count)
+    yield "_sum", (labels, total)
+    yield "_count", (labels, count)
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerFigures:
     """What one scrape reads: the database's counts (rows as the API's reads
@@ -113,8 +137,10 @@ class LedgerFigures:
     entries_by_type: Mapping[str, int]
     rejected_by_reason: Mapping[str, int]
     violations_by_rule: Iterable[Mapping[str, Any]]  # rule, status, n
+    violations_by_severity: Mapping[str, int]  # ever opened
     totals: Mapping[str, int]  # accepted, duplicates, rejected
-    batch_times: Sequence[Mapping[str, Any]]  # kafka_partition, batches, batch_seconds
+    # kafka_partition, batches, batch_seconds, batch_seconds_buckets
+    batch_times: Sequence[Mapping[str, Any]]
     lag: Mapping[int, int] | None
     requests: Iterable[Sample]
     outbox: OutboxHealth
@@ -145,6 +171,16 @@ def exposition(figures: LedgerFigures) -> str:
         ),
     )
     out.family(
+        "consent_ledger_violations_opened_total",
+        "counter",
+        "Violations opened, by severity: one per (event, rule), counted once even if "
+        "retracted since; rate() of it is violations opened per second.",
+        (
+            ({"severity": severity.value}, figures.violations_by_severity.get(severity.value, 0))
+            for severity in Severity
+        ),
+    )
+    out.family(
         "consent_ledger_records_total",
         "counter",
         "Records read from the events topic, by outcome (accepted, duplicate, rejected).",
@@ -169,6 +205,21 @@ def exposition(figures: LedgerFigures) -> str:
                 for row in figures.batch_times
             ],
         )
+    out.suffixed_family(
+        "consent_ledger_batch_duration_seconds",
+        "histogram",
+        "Processing time of the worker batches that held records of the partition.",
+        (
+            sample
+            for row in figures.batch_times
+            for sample in _histogram(
+                {"topic": figures.topic, "partition": str(row["kafka_partition"])},
+                row["batch_seconds_buckets"],
+                row["batches"],
+                row["batch_seconds"],
+            )
+        ),
+    )
     out.family(
         "consent_ledger_broker_up",
         "gauge",

@@ -96,7 +96,8 @@ SELECT kafka_partition, next_offset FROM consumer_positions WHERE topic = $1
 """
 
 BATCH_TIMES: Final = """
-SELECT kafka_partition, batches, batch_seconds FROM consumer_positions WHERE topic = $1
+SELECT kafka_partition, batches, batch_seconds, batch_seconds_buckets
+FROM consumer_positions WHERE topic = $1
 """
 
 VIOLATIONS_BY_STATUS: Final = "SELECT status, count(*) AS n FROM violations GROUP BY status"
@@ -104,6 +105,12 @@ VIOLATIONS_BY_STATUS: Final = "SELECT status, count(*) AS n FROM violations GROU
 VIOLATIONS_BY_RULE_AND_STATUS: Final = """
 SELECT rule, status, count(*) AS n FROM violations GROUP BY rule, status ORDER BY rule, status
 """
+
+# Each row is a violation opened once (a retracted one stays), so the count
+# only grows: /metrics reads it as a counter.
+VIOLATIONS_BY_SEVERITY: Final = (
+    "SELECT severity, count(*) AS n FROM violations GROUP BY severity ORDER BY severity"
+)
 
 ENTRIES_BY_TYPE: Final = (
     "SELECT type, count(*) AS n FROM ledger_entries GROUP BY type ORDER BY type"
@@ -216,7 +223,8 @@ class LedgerView:
         return {row["kafka_partition"]: row["next_offset"] for row in rows}
 
     async def batch_times(self, topic: str) -> list[Row]:
-        """Per partition: batches committed and their summed processing seconds."""
+        """Per partition: batches committed, their summed processing seconds and
+        how many fell in each slot of the latency histogram."""
         rows: list[Row] = await self._connection.fetch(BATCH_TIMES, topic)
         return rows
 
@@ -226,6 +234,11 @@ class LedgerView:
 
     async def violations_by_rule_and_status(self) -> list[Row]:
         return list(await self._connection.fetch(VIOLATIONS_BY_RULE_AND_STATUS))
+
+    async def violations_by_severity(self) -> dict[str, int]:
+        """Violations ever opened (open or retracted now), by severity."""
+        rows = await self._connection.fetch(VIOLATIONS_BY_SEVERITY)
+        return {row["severity"]: row["n"] for row in rows}
 
     async def entries_by_type(self) -> dict[str, int]:
         rows = await self._connection.fetch(ENTRIES_BY_TYPE)

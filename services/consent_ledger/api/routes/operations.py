@@ -136,6 +136,7 @@ async def metrics(request: Request, context: Context) -> Response:
         by_type = await view.entries_by_type()
         by_reason = await view.rejected_by_reason()
         by_rule = await view.violations_by_rule_and_status()
+        by_severity = await view.violations_by_severity()
         totals = await view.position_totals(topic)
         next_offsets = await view.next_offsets(topic)
         batch_times = await view.batch_times(topic)
@@ -148,6 +149,7 @@ async def metrics(request: Request, context: Context) -> Response:
         entries_by_type=by_type,
         rejected_by_reason=by_reason,
         violations_by_rule=by_rule,
+        violations_by_severity=by_severity,
         totals=totals,
         batch_times=batch_times,
         lag=consumer_lag(log_end, next_offsets) if log_end is not None else None,
