@@ -15,7 +15,7 @@ import pytest
 
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_reference_policy
-from consent_ledger.devtools.databases import create_database, drop_database
+from consent_ledger.devtools.databases import create_database, database_dsn, drop_database
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.store.batch_write import ERASED_EXPLANATION
@@ -254,3 +254,38 @@ async def test_current_consents_say_valid_withdrawn_or_expired(
     )
     assert {row["status"] for row in statuses} <= {"expired", "valid", "withdrawn"}
     assert len(statuses) >= 2
+
+
+async def test_an_owner_that_may_not_create_roles_grants_the_role_made_before(
+    pg_server_dsn: str,
+) -> None:
+    """As deploy/README.md sets production up: the owner may not create roles, the
+    administrator made consent_ledger_analyst before the first migration, and the
+    owner's migration grants it the views."""
+    suffix = uuid.uuid4().hex[:8]
+    owner_name, login, database = f"ledger_{suffix}", f"bob_{suffix}", f"owned_{suffix}"
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", ANALYST):
+            await admin.execute(f"CREATE ROLE {ANALYST} NOLOGIN")  # the first test to run
+        await admin.execute(f"CREATE ROLE {owner_name} LOGIN NOSUPERUSER NOCREATEROLE")
+        await admin.execute(f"CREATE DATABASE {database} OWNER {owner_name}")
+        await admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE {ANALYST}")
+        dsn = database_dsn(pg_server_dsn, database)
+        owner = await asyncpg.connect(dsn, user=owner_name)
+        try:
+            await migrate(owner)
+        finally:
+            await owner.close()
+        analyst = await asyncpg.connect(dsn, user=login)
+        try:
+            assert await analyst.fetchval("SELECT count(*) FROM analytics.violations") == 0
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await analyst.fetch("SELECT 1 FROM violations")
+        finally:
+            await analyst.close()
+    finally:
+        await drop_database(pg_server_dsn, database)  # before its owner goes
+        await admin.execute(f"DROP ROLE IF EXISTS {login}")
+        await admin.execute(f"DROP ROLE IF EXISTS {owner_name}")
+        await admin.close()
