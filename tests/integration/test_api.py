@@ -357,6 +357,7 @@ async def test_violations_are_paged_in_detection_order(
             "severity": "high",
             "status": "open",
             "clause": "2.1",
+            "clause_title": None,  # the policy gives no words for a clause "2.1"
             "explanation": "e1 broke consent-missing",
             "detected_at": first["detected_at"],
             "occurred_at": "2026-01-01T00:00:00Z",
@@ -1006,6 +1007,7 @@ async def test_openapi_describes_every_endpoint(settings: Settings, pool: asyncp
         "/v1/subjects/{subject}/consents",
         "/v1/subjects/{subject}/events",
         "/v1/rejected",
+        "/v1/policy",
         "/v1/policy/versions",
         "/v1/policy/whatif",
         "/v1/stats",
@@ -1033,6 +1035,8 @@ async def test_openapi_describes_every_endpoint(settings: Settings, pool: asyncp
     post = schema["paths"]["/v1/events"]["post"]
     assert set(post["responses"]) >= {"202", "400", "413", "422", "503"}
     assert "ConsentGiven" in schema["components"]["schemas"]
+    policy = schema["paths"]["/v1/policy"]["get"]["responses"]["200"]["content"]
+    assert policy["application/json"]["schema"] == {"$ref": "#/components/schemas/PolicyDocument"}
     violations = schema["paths"]["/v1/violations"]["get"]
     assert "422" not in violations["responses"]
     assert violations["responses"]["200"]["content"]["application/json"]["schema"] == {

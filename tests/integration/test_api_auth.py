@@ -73,6 +73,7 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("POST", "/v1/tokens"): P.MANAGE_TOKENS,
     ("DELETE", "/v1/tokens/{name}"): P.MANAGE_TOKENS,
     ("GET", "/v1/access-log"): P.READ_ACCESS_LOG,
+    ("GET", "/v1/policy"): P.READ_POLICY,
     ("GET", "/v1/policy/versions"): P.READ_POLICY,
     ("POST", "/v1/policy/whatif"): P.READ_POLICY,
     ("POST", "/v1/policy/versions"): P.PUBLISH_POLICY,

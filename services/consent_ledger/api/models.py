@@ -92,6 +92,11 @@ class ViolationItem(BaseModel):
     severity: Literal["critical", "high", "medium"]
     status: ViolationStatus
     clause: str
+    clause_title: str | None = Field(
+        description="The clause's title in the privacy statement's words (English, or "
+        "Norwegian where only the Norwegian statement has it), from the policy version "
+        "that judged it; null when the policy gives no words for the clause"
+    )
     explanation: str
     detected_at: str = Field(description=f"When the ledger first found it; {_INSTANT}")
     occurred_at: str = Field(description=f"The event time of the violating event; {_INSTANT}")

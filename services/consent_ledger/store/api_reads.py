@@ -112,6 +112,11 @@ VIOLATIONS_BY_SEVERITY: Final = (
     "SELECT severity, count(*) AS n FROM violations GROUP BY severity ORDER BY severity"
 )
 
+# One pass over the open violations for every clause at once (GET /v1/policy).
+OPEN_VIOLATIONS_BY_CLAUSE: Final = (
+    "SELECT clause, count(*) AS n FROM violations WHERE status = 'open' GROUP BY clause"
+)
+
 ENTRIES_BY_TYPE: Final = (
     "SELECT type, count(*) AS n FROM ledger_entries GROUP BY type ORDER BY type"
 )
@@ -239,6 +244,11 @@ class LedgerView:
         """Violations ever opened (open or retracted now), by severity."""
         rows = await self._connection.fetch(VIOLATIONS_BY_SEVERITY)
         return {row["severity"]: row["n"] for row in rows}
+
+    async def open_violations_by_clause(self) -> dict[str, int]:
+        """How many violations are open now, per clause they break."""
+        rows = await self._connection.fetch(OPEN_VIOLATIONS_BY_CLAUSE)
+        return {row["clause"]: row["n"] for row in rows}
 
     async def entries_by_type(self) -> dict[str, int]:
         rows = await self._connection.fetch(ENTRIES_BY_TYPE)

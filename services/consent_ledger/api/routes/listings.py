@@ -20,10 +20,12 @@ from consent_ledger.api.routes.common import (
     page_of,
     subject_parameter,
 )
+from consent_ledger.core.policy import PolicyError, PolicyVersions
 from consent_ledger.core.roles import Permission as P
 from consent_ledger.core.timestamps import format_micros
 from consent_ledger.core.verdicts import Rule
-from consent_ledger.store.api_reads import Row
+from consent_ledger.store.api_reads import LedgerView, Row
+from consent_ledger.store.policy_versions import versions_with
 
 router = APIRouter()
 
@@ -54,12 +56,30 @@ async def list_violations(
             subject=subject,
             rule=rule.value if rule else None,
         )
-    page, next_cursor = page_of(rows, limit, lambda row: encode_cursor("violations", row["id"]))
+        page, next_cursor = page_of(rows, limit, lambda row: encode_cursor("violations", row["id"]))
+        versions = await _versions_judging(view, context.policy, page)
     await record_access(request, (row["subject"] for row in page))
-    return models.ViolationPage(items=[_violation(row) for row in page], next_cursor=next_cursor)
+    return models.ViolationPage(
+        items=[_violation(row, versions) for row in page], next_cursor=next_cursor
+    )
 
 
-def _violation(row: Row) -> models.ViolationItem:
+async def _versions_judging(
+    view: LedgerView, configured: PolicyVersions, page: list[Row]
+) -> PolicyVersions:
+    """The policy versions that judged the page's violations, for their clauses'
+    titles: the configured ones, and the published ones only when a violation
+    names a version not configured (reading and parsing them costs a query)."""
+    names = {policy.version for policy in configured.versions}
+    if all(row["policy_version"] is None or row["policy_version"] in names for row in page):
+        return configured
+    try:
+        return versions_with(configured, await view.policy_versions())
+    except PolicyError:  # a clash publishing refuses; titles then come from the configured
+        return configured
+
+
+def _violation(row: Row, versions: PolicyVersions) -> models.ViolationItem:
     return models.ViolationItem(
         event_id=row["event_id"],
         rule=row["rule"],
@@ -67,6 +87,7 @@ def _violation(row: Row) -> models.ViolationItem:
         severity=row["severity"],
         status=row["status"],
         clause=row["clause"],
+        clause_title=versions.clause_title(row["clause"], row["policy_version"]),
         explanation=row["explanation"],
         detected_at=format_instant(row["detected_at"]),
         occurred_at=format_micros(row["occurred_us"]),

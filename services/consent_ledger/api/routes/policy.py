@@ -1,9 +1,12 @@
-"""The policy's versions (CONTRACT §9): publish one to the running service, list them."""
+"""The policy (CONTRACT §8, §9): the version in force with its clauses in the
+statement's words and their coverage; its versions, published to the running
+service and listed; what a draft would change."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
@@ -11,10 +14,14 @@ from pydantic import BaseModel, Field
 from consent_ledger.api.auth import granted, requires
 from consent_ledger.api.errors import ApiError
 from consent_ledger.api.routes.common import ERRORS, Context
-from consent_ledger.core.policy import PolicyError, PolicyVersions, parse_policy
+from consent_ledger.core.coverage import ClauseCoverage, PolicyRule, clause_coverage, policy_rules
+from consent_ledger.core.policy import Clause, Policy, PolicyError, PolicyVersions, parse_policy
 from consent_ledger.core.roles import Permission as P
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant
+from consent_ledger.core.verdicts import SEVERITY, Severity
 from consent_ledger.core.whatif import with_draft
+from consent_ledger.integrity.entry import to_micros
+from consent_ledger.store.policy_versions import versions_with
 
 router = APIRouter()
 
@@ -50,6 +57,86 @@ class PolicyVersionItem(BaseModel):
 
 class PolicyVersionList(BaseModel):
     items: list[PolicyVersionItem]
+
+
+class ClauseRef(BaseModel):
+    id: str
+    title: str | None = Field(
+        description="The statement's title for it, in English where the statement has one, "
+        "else in its own language; null when the policy gives no words for the clause"
+    )
+
+
+class Breach(BaseModel):
+    rule: str = Field(description="A rule of CONTRACT §4 this part of the policy can find broken")
+    severity: Severity
+
+
+class PolicyRuleItem(BaseModel):
+    """A part of the policy that can find breaches, and the clause it enforces."""
+
+    rule: str = Field(
+        description="Its key in the policy file (`purposes.marketing`, `recipients.partner`, "
+        "`visitors.require_rights_notice`), or for the checks every policy has, "
+        "`erasure`, `purposes` (a purpose it does not name) or `recipients` (a recipient "
+        "kind it does not name)"
+    )
+    description: str
+    clause: ClauseRef
+    breaches: list[Breach]
+    severity: Severity | None = Field(
+        description="The gravest severity among its breaches; null when it finds none"
+    )
+
+
+class Translation(BaseModel):
+    """A translation made for the policy: not the statement's words."""
+
+    title: dict[str, str] = Field(description="Language tag -> translated title")
+    text: dict[str, str] = Field(description="Language tag -> translated text")
+
+
+class ClauseItem(BaseModel):
+    """A clause of the privacy statement, its rules and its open violations."""
+
+    id: str
+    title: dict[str, str] | None = Field(
+        description="Language tag -> the statement's own title; only the languages the "
+        "statement has it in; null when the policy gives no words for the clause"
+    )
+    text: dict[str, str] | None = Field(
+        description="Language tag -> the statement's own words (`[…]` marks words left out)"
+    )
+    display_title: str | None = Field(description="The title to show (see ClauseRef.title)")
+    translation: Translation | None = Field(
+        description="The policy's own translation into languages the statement lacks, if any"
+    )
+    rules: list[str] = Field(description="The rules (PolicyRuleItem.rule) that enforce it")
+    enforced: bool = Field(description="False: no rule can find it broken")
+    violations_open: int = Field(description="Violations open now that name this clause")
+
+
+class PolicyDocument(BaseModel):
+    """The policy in force now, rule by rule and clause by clause."""
+
+    policy: str = Field(description="The policy's name")
+    version: str
+    effective_from: str | None = Field(description="RFC 3339; null: in force since always")
+    origin: Literal["configured", "published"]
+    sha256: str | None = Field(
+        description="SHA-256 of the published text (hex); null if configured"
+    )
+    clauses: list[ClauseItem] = Field(
+        description="The clauses whose words the policy gives, in its order, then those its "
+        "rules name without words"
+    )
+    rules: list[PolicyRuleItem]
+    unenforced: list[str] = Field(description="The ids of the clauses no rule enforces")
+    violations_open: int = Field(description="All violations open now")
+    violations_open_elsewhere: dict[str, int] = Field(
+        description="Open violations per clause that the version in force does not name "
+        "(judged under another version)"
+    )
 
 
 def publisher_name(request: Request) -> str:
@@ -89,6 +176,77 @@ async def policy_versions(context: Context) -> PolicyVersionList:
     ]
     items.extend(PolicyVersionItem(origin="published", **item.document()) for item in published)
     return PolicyVersionList(items=items)
+
+
+@router.get(
+    "/v1/policy",
+    dependencies=[requires(P.READ_POLICY)],
+    summary="The policy in force: each rule with its clause in the statement's words, "
+    "open violations per clause, and the clauses no rule enforces",
+    responses=ERRORS,
+)
+async def policy_in_force(context: Context) -> PolicyDocument:
+    async with context.ledger().snapshot() as view:
+        published = await view.policy_versions()
+        open_by_clause = await view.open_violations_by_clause()
+    policy = versions_with(context.policy, published).in_force_at(to_micros(datetime.now(UTC)))
+    # A configured and a published version cannot share a name (a clash is refused).
+    sha256 = next((item.sha256.hex() for item in published if item.version == policy.version), None)
+    return policy_document(policy, sha256, open_by_clause)
+
+
+def policy_document(
+    policy: Policy, sha256: str | None, open_by_clause: dict[str, int]
+) -> PolicyDocument:
+    """``GET /v1/policy``'s answer for ``policy``, its SHA-256 if it was published,
+    and the open violations per clause."""
+    coverage = clause_coverage(policy)
+    named = {item.id for item in coverage}
+    return PolicyDocument(
+        policy=policy.name,
+        version=policy.version,
+        effective_from=None
+        if policy.effective_from is None
+        else format_micros(policy.effective_from),
+        origin="configured" if sha256 is None else "published",
+        sha256=sha256,
+        clauses=[_clause_item(item, open_by_clause.get(item.id, 0)) for item in coverage],
+        rules=[_rule_item(rule, policy.clause_title(rule.clause)) for rule in policy_rules(policy)],
+        unenforced=[item.id for item in coverage if not item.enforced],
+        violations_open=sum(open_by_clause.values()),
+        violations_open_elsewhere={
+            clause: count for clause, count in sorted(open_by_clause.items()) if clause not in named
+        },
+    )
+
+
+def _clause_item(coverage: ClauseCoverage, violations_open: int) -> ClauseItem:
+    clause: Clause | None = coverage.clause
+    translation = None
+    if clause is not None and (clause.translated_title or clause.translated_text):
+        translation = Translation(
+            title=dict(clause.translated_title), text=dict(clause.translated_text)
+        )
+    return ClauseItem(
+        id=coverage.id,
+        title=None if clause is None else dict(clause.title),
+        text=None if clause is None else dict(clause.text),
+        display_title=None if clause is None else clause.display_title,
+        translation=translation,
+        rules=[rule.key for rule in coverage.rules],
+        enforced=coverage.enforced,
+        violations_open=violations_open,
+    )
+
+
+def _rule_item(rule: PolicyRule, clause_title: str | None) -> PolicyRuleItem:
+    return PolicyRuleItem(
+        rule=rule.key,
+        description=rule.description,
+        clause=ClauseRef(id=rule.clause, title=clause_title),
+        breaches=[Breach(rule=str(breach), severity=SEVERITY[breach]) for breach in rule.breaches],
+        severity=rule.severity,
+    )
 
 
 async def _policy_text(request: Request) -> str:
