@@ -81,6 +81,7 @@ bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and m
 	$(COMPILED)/bin/python bench/bench_rebuild.py
 	$(COMPILED)/bin/python bench/bench_isolation.py
 	$(COMPILED)/bin/python bench/bench_whatif.py
+	$(COMPILED)/bin/python bench/bench_policy.py
 
 soak: $(STAMP) ## 10 minutes at 1,000 records/s with hostile ones: memory, latency per minute, outbox
 	cd bench && ../$(BIN)/python bench_soak.py
