@@ -11,13 +11,22 @@ event, and every 5 s a record over 262,144 bytes. Meanwhile the API is read
 written (a batch of ten events every second, a 980 KB array of zeros every
 30 s).
 
-Each minute it prints the records sent and counted, the outbox's depth and
-dead messages, and the worker's and the API's resident memory; at the end,
-per minute, the latency from the call that sends a record to its commit in
+Each minute it prints the records sent and counted, the consumer lag (records
+on the topic not yet committed), the outbox's depth and dead messages, the
+workers' and the API's resident memory, and what tells a service that slows as
+the ledger grows from a machine that has no CPU to spare: the workers' batches
+(how many, mean size, milliseconds per record in each stage: check, load,
+settle, write, from their "batch committed" log lines), the CPU each process
+took (% of one core: workers, API, PostgreSQL, broker, this load generator),
+the workers' CPU per record, and the load average. A cost that grows shows as
+milliseconds per record rising minute by minute; a starved worker as flat
+costs per record, its CPU share falling and the lag rising. At the end, per
+minute, the latency from the call that sends a record to its commit in
 PostgreSQL (p50, p99; as bench_service.py measures it). Prints figures; never
 fails on a timing.
 
-Usage: python bench/bench_soak.py [--minutes N] [--rate R]   (default 10 minutes, 1,000/s)
+Usage: python bench/bench_soak.py [--minutes N] [--rate R] [--workers W]
+(default 10 minutes, 1,000/s, one worker; several workers share one consumer group)
 """
 
 from __future__ import annotations
@@ -38,14 +47,17 @@ import asyncpg
 import httpx
 import orjson
 from bench_service import CLI, counted, ledger_database, say
-from machine import describe
+from machine import CpuMeter, describe
 
+from consent_ledger.api.broker import consumer_lag, log_end_offsets
 from consent_ledger.devtools.broker import EmbeddedBroker
 from consent_ledger.devtools.demo import EventFactory
 from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.devtools.processes import find_free_port, stop_process_groups
+from consent_ledger.devtools.tokens import DEMO_SOURCES
 from consent_ledger.kafka import make_producer
 from consent_ledger.settings import Settings
+from consent_ledger.store.tokens import TokenStore
 
 HOSTILE_EVERY = 50  # one record in 50 is hostile
 OVERSIZE_EVERY_S = 5.0
@@ -118,25 +130,34 @@ class Latencies:
         return sum(len(queue) for queue in self.pending.values())
 
 
-async def exercise_api(api_url: str, factory: EventFactory, stop: asyncio.Event) -> dict[str, int]:
+async def exercise_api(
+    api_url: str, token: str, factory: EventFactory, stop: asyncio.Event,
+    read_ms: dict[str, list[float]],
+) -> dict[str, int]:  # fmt: skip
     """Reads every second, ten events posted every second, the 980 KB body of
-    zeros every 30 s; the statuses seen, counted."""
+    zeros every 30 s, as a privacy officer who also publishes the demo's
+    sources; the statuses seen, counted, and each read's time in ``read_ms``
+    (by path: a read whose cost grows with the tables shows there)."""
     statuses: dict[str, int] = collections.Counter()
     zeros = b"[" + b"0," * 489_999 + b"0]"
     last_zeros = time.monotonic()
-    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=30, headers=headers) as client:
         while not stop.is_set():
             try:
                 for path in ("/v1/stats", "/v1/violations?limit=100", "/v1/rejected?limit=100"):
-                    statuses[
-                        f"GET {path.split('?')[0]} {(await client.get(path)).status_code}"
-                    ] += 1
+                    asked = time.perf_counter()
+                    status = (await client.get(path)).status_code
+                    read_ms[path.split("?")[0]].append((time.perf_counter() - asked) * 1000)
+                    statuses[f"GET {path.split('?')[0]} {status}"] += 1
                 batch = [dict(factory.next_event()) for _ in range(10)]
                 posted = await client.post("/v1/events", json=batch)
                 statuses[f"POST /v1/events {posted.status_code}"] += 1
                 if time.monotonic() - last_zeros >= ZEROS_EVERY_S:
                     last_zeros = time.monotonic()
-                    answer = await client.post("/v1/events", content=zeros)
+                    answer = await client.post(
+                        "/v1/events", content=zeros, headers={"Content-Type": "application/json"}
+                    )
                     statuses[f"POST zeros {answer.status_code}"] += 1
             except httpx.TransportError as exc:
                 statuses[f"transport error {type(exc).__name__}"] += 1
@@ -144,25 +165,138 @@ async def exercise_api(api_url: str, factory: EventFactory, stop: asyncio.Event)
     return statuses
 
 
-def start_service(env: dict[str, str], folder: Path) -> dict[str, subprocess.Popen[bytes]]:
-    """A worker and the API, each logging to a file in ``folder``."""
+def start_service(
+    env: dict[str, str], folder: Path, workers: int
+) -> dict[str, subprocess.Popen[bytes]]:
+    """``workers`` workers (one consumer group) and the API, each logging to
+    ``<name>.log`` in ``folder``."""
     processes = {}
-    for name in ("worker", "api"):
+    names = ["worker"] if workers == 1 else [f"worker-{n}" for n in range(1, workers + 1)]
+    for name in [*names, "api"]:
+        command = "api" if name == "api" else "worker"
         with (folder / f"{name}.log").open("wb") as log:
             processes[name] = subprocess.Popen(
-                [str(CLI), name], env=env, stdout=log, stderr=subprocess.STDOUT,
+                [str(CLI), command], env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
     return processes
 
 
+async def issue_token(dsn: str) -> str:
+    """A token for the API load (CONTRACT §7): reads as a privacy officer, posts
+    the demo factory's events (erasures among them) as a publisher and eraser of
+    its sources."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        token, _ = await TokenStore(connection).issue(
+            "soak", ["privacy-officer", "publisher", "eraser"], sources=list(DEMO_SOURCES)
+        )
+    finally:
+        await connection.close()
+    return token
+
+
+class WorkerLogs:
+    """The "batch committed" lines the workers logged since the last reading."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._read_to = dict.fromkeys(paths, 0)
+
+    def batches(self) -> list[dict[str, Any]]:
+        found = []
+        for path, offset in self._read_to.items():
+            with path.open("rb") as log:
+                log.seek(offset)
+                text = log.read()
+            complete = text.rpartition(b"\n")[0]  # a line being written waits for the next
+            self._read_to[path] = offset + len(complete) + (1 if complete else 0)
+            for line in complete.splitlines():
+                if b"batch committed" in line:
+                    try:
+                        found.append(orjson.loads(line))
+                    except orjson.JSONDecodeError:
+                        continue
+        return found
+
+
+class MinuteMonitor:
+    """What one line per minute reports beside the counts: lag, batches, CPU."""
+
+    def __init__(
+        self, processes: dict[str, subprocess.Popen[bytes]], servers: dict[str, list[int]],
+        folder: Path, bootstrap: str, topic: str,
+    ) -> None:  # fmt: skip
+        workers = [name for name in processes if name.startswith("worker")]
+        self.worker_names = workers
+        self.bootstrap, self.topic = bootstrap, topic
+        self.logs = WorkerLogs([folder / f"{name}.log" for name in workers])
+        self.meter = CpuMeter(
+            {"workers": [processes[name].pid for name in workers], "API": [processes["api"].pid]}
+            | servers
+            | {"load generator": [os.getpid()]}
+        )
+        self.meter.start()
+        self.rows: list[dict[str, Any]] = []
+        self.read_ms: dict[str, list[float]] = collections.defaultdict(list)
+
+    def reads(self) -> str:
+        """The API's reads since the last reading: median and slowest, by path."""
+        timed = {path: sorted(times) for path, times in self.read_ms.items() if times}
+        self.read_ms.clear()
+        return (
+            "API reads "
+            + ", ".join(
+                f"{path} {statistics.median(times):.0f}/{times[-1]:.0f} ms"
+                for path, times in sorted(timed.items())
+            )
+            + " (median/slowest)"
+        )
+
+    async def lag(self, next_offsets: dict[int, int]) -> int | None:
+        log_end = await log_end_offsets(self.bootstrap, self.topic)
+        return sum(consumer_lag(log_end, next_offsets).values()) if log_end is not None else None
+
+    def batches(self) -> str:
+        """Batches since the last reading: count, mean size, ms per record by stage."""
+        batches = self.logs.batches()
+        records = sum(batch["records"] for batch in batches)
+        if not records:
+            return "no batch"
+        stages: dict[str, float] = collections.Counter()
+        for batch in batches:
+            stages.update(batch.get("stages_ms") or {})
+        per_record = ", ".join(
+            f"{stage} {stages[stage] / records:.2f}"
+            for stage in ("check", "load", "settle", "write")
+        )
+        total_ms = sum(batch["ms"] for batch in batches)
+        self.rows[-1] |= {"batches": len(batches), "records": records, "batch_ms": total_ms}
+        return (
+            f"{len(batches):,} batches of {records / len(batches):,.0f} records on average, "
+            f"{total_ms / records:.2f} ms a record in batches ({per_record})"
+        )
+
+    def cpu(self, processed: int) -> str:
+        """Each process tree's CPU since the last reading, in % of one core."""
+        shares = self.meter.shares()
+        self.meter.start()
+        self.rows[-1] |= {"cpu": shares}
+        workers_ms = shares["workers"] * 600 / processed if processed else float("nan")
+        listed = ", ".join(f"{name} {share:.0f} %" for name, share in shares.items())
+        return (
+            f"CPU {listed}; workers {workers_ms:.2f} ms a record; "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
+
+
 async def soak(
-    env: dict[str, str], dsn: str, bootstrap: str, topic: str, minutes: float, rate: int
-) -> None:
+    env: dict[str, str], dsn: str, bootstrap: str, topic: str, minutes: float, rate: int,
+    workers: int, servers: dict[str, list[int]],
+) -> None:  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     env = env | {"LEDGER_API_PORT": str(find_free_port())}
     api_url = f"http://127.0.0.1:{env['LEDGER_API_PORT']}"
-    processes = start_service(env, folder)
+    processes = start_service(env, folder, workers)
     say(f"logs in {folder}")
     factory = EventFactory(seed=7, subjects=50_000, live=True)
     producer = make_producer(Settings(kafka_bootstrap=bootstrap, kafka_idempotence=False))
@@ -180,6 +314,7 @@ async def soak(
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.1)
+        token = await issue_token(dsn)
         before = await counted(dsn)
         while await counted(dsn) == before:  # the worker has joined its group and consumes
             event = factory.next_event()
@@ -192,6 +327,7 @@ async def soak(
             )
 
         say(f"RSS at start: {memory()}")
+        monitor_of = MinuteMonitor(processes, servers, folder, bootstrap, topic)
 
         async def watch() -> None:
             while not stop.is_set() or latencies.waiting():
@@ -215,7 +351,9 @@ async def soak(
         hostile = hostile_records(factory)
         redelivered = orjson.dumps(factory.next_event())
         watcher = asyncio.create_task(watch())
-        api_load = asyncio.create_task(exercise_api(api_url, factory, stop))
+        api_load = asyncio.create_task(
+            exercise_api(api_url, token, factory, stop, monitor_of.read_ms)
+        )
         gc.disable()  # this process keeps a timestamp per record: no stalls from collecting them
         started = time.perf_counter()
         total = int(minutes * 60 * rate)
@@ -245,14 +383,14 @@ async def soak(
             future.add_done_callback(acknowledged(now, minute))
             sent_by_minute[minute] += 1
             if minute > reported:
-                await progress(monitor, reported, sent_by_minute, memory())
+                await progress(monitor, monitor_of, reported, sent_by_minute, memory())
                 reported = minute
         await producer.flush()
         stop.set()
         await asyncio.wait_for(watcher, timeout=300)
         statuses = await api_load
         gc.enable()
-        await progress(monitor, reported, sent_by_minute, memory())
+        await progress(monitor, monitor_of, reported, sent_by_minute, memory())
         say("latency send -> committed (visible to the API), by the minute a record was sent:")
         for minute in sorted(sent_by_minute):
             values = sorted(latencies.by_minute.get(minute, []))
@@ -262,7 +400,9 @@ async def soak(
                     f"p99 {values[int(len(values) * 0.99)]:.0f} ms, max {values[-1]:.0f} ms "
                     f"({len(values):,} records)"
                 )
-        async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+        async with httpx.AsyncClient(
+            base_url=api_url, timeout=10, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
             stats = (await client.get("/v1/stats")).json()
         say(f"RSS at end: {memory()}")
         say(
@@ -282,26 +422,40 @@ async def soak(
 
 
 async def progress(
-    connection: asyncpg.Connection, minute: int, sent_by_minute: dict[int, int], memory: str
-) -> None:
-    """One line as ``minute`` ends: what was sent, what the worker has counted,
-    the outbox, memory (latencies come at the end, once every record committed)."""
+    connection: asyncpg.Connection, monitor: MinuteMonitor, minute: int,
+    sent_by_minute: dict[int, int], memory: str,
+) -> None:  # fmt: skip
+    """Lines as ``minute`` ends: what was sent, what the workers have counted and
+    how far behind they are, the outbox, memory; their batches; the CPU each
+    process took (latencies come at the end, once every record committed)."""
     depth = await connection.fetchval("SELECT count(*) FROM outbox")
     dead = await connection.fetchval("SELECT count(*) FROM outbox_dead")
-    done = await connection.fetchval(
-        "SELECT coalesce(sum(accepted + duplicates + rejected), 0) FROM consumer_positions"
+    positions = await connection.fetch(
+        "SELECT kafka_partition, next_offset, accepted + duplicates + rejected AS done"
+        " FROM consumer_positions WHERE topic = $1",
+        monitor.topic,
     )
+    done = sum(row["done"] for row in positions)
+    lag = await monitor.lag({row["kafka_partition"]: row["next_offset"] for row in positions})
+    processed = done - (monitor.rows[-1]["counted"] if monitor.rows else 0)
+    monitor.rows.append({"minute": minute + 1, "counted": done, "lag": lag, "depth": depth})
     say(
         f"minute {minute + 1}: sent {sent_by_minute[minute]:,} "
-        f"({sum(sent_by_minute.values()):,} in all), counted {done:,}; "
-        f"outbox depth {depth}, dead {dead}; RSS {memory}"
+        f"({sum(sent_by_minute.values()):,} in all), counted {done:,} ({processed:,} this minute), "
+        f"lag {lag if lag is not None else '?'}; outbox depth {depth}, dead {dead}; RSS {memory}"
     )
+    say(f"  batches: {monitor.batches()}")
+    say(f"  {monitor.cpu(processed)}")
+    say(f"  {monitor.reads()}")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=1_000)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes in one consumer group"
+    )
     options = parser.parse_args()
     broker = None if os.environ.get("LEDGER_BENCH_KAFKA") else EmbeddedBroker().start()
     bootstrap = os.environ.get("LEDGER_BENCH_KAFKA") or (broker.bootstrap if broker else "")
@@ -313,10 +467,17 @@ async def main() -> None:
         server = postgres.dsn
     say(f"broker {bootstrap}, PostgreSQL {server.split('@')[-1]}")
     say(describe())
-    say(f"soak: {options.minutes:g} minutes at {options.rate:,} records/s")
+    say(
+        f"soak: {options.minutes:g} minutes at {options.rate:,} records/s, "
+        f"{options.workers} worker(s)"
+    )
+    started_here = (("PostgreSQL", postgres), ("broker", broker))
+    servers = {name: [process.pid] for name, process in started_here if process and process.pid}
     try:
         async with ledger_database(server, bootstrap) as (env, dsn, topic):
-            await soak(env, dsn, bootstrap, topic, options.minutes, options.rate)
+            await soak(
+                env, dsn, bootstrap, topic, options.minutes, options.rate, options.workers, servers
+            )
     finally:
         if postgres is not None:
             postgres.stop()
