@@ -83,8 +83,9 @@ bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and m
 	$(COMPILED)/bin/python bench/bench_whatif.py
 	$(COMPILED)/bin/python bench/bench_policy.py
 
-soak: $(STAMP) ## 10 minutes at 1,000 records/s with hostile ones: memory, latency per minute, outbox
-	cd bench && ../$(BIN)/python bench_soak.py
+SOAK_ARGS ?=
+soak: $(STAMP) ## 10 minutes at 1,000 records/s with hostile ones (SOAK_ARGS="--workers 2" for two workers)
+	cd bench && ../$(BIN)/python bench_soak.py $(SOAK_ARGS)
 
 # Also faust's data folders that workers and tests of earlier versions left in
 # the working directory (<app id>-data; now they live in temporary folders).

@@ -47,7 +47,7 @@ import asyncpg
 import httpx
 import orjson
 from bench_service import CLI, counted, ledger_database, say
-from machine import CpuMeter, describe
+from machine import CpuMeter, describe, runnable_wait_s, tree
 
 from consent_ledger.api.broker import consumer_lag, log_end_offsets
 from consent_ledger.devtools.broker import EmbeddedBroker
@@ -236,6 +236,10 @@ class MinuteMonitor:
             | {"load generator": [os.getpid()]}
         )
         self.meter.start()
+        self.waiting_roots = {
+            "workers": [processes[name].pid for name in workers], **servers
+        }  # fmt: skip
+        self.waited = self._waited()
         self.rows: list[dict[str, Any]] = []
         self.read_ms: dict[str, list[float]] = collections.defaultdict(list)
 
@@ -270,22 +274,35 @@ class MinuteMonitor:
             for stage in ("check", "load", "settle", "write")
         )
         total_ms = sum(batch["ms"] for batch in batches)
+        rest_ms = total_ms - sum(stages.values())  # begin, commit (its fsync), the pool
         self.rows[-1] |= {"batches": len(batches), "records": records, "batch_ms": total_ms}
         return (
             f"{len(batches):,} batches of {records / len(batches):,.0f} records on average, "
-            f"{total_ms / records:.2f} ms a record in batches ({per_record})"
+            f"{total_ms / records:.2f} ms a record in batches ({per_record}, "
+            f"commit and rest {rest_ms / records:.2f}); a worker in batches "
+            f"{total_ms / 600 / len(self.worker_names):.0f} % of the minute"
         )
 
+    def _waited(self) -> dict[str, float]:
+        """Seconds each tree has waited for a CPU while runnable, so far (a tree
+        whose processes ended drops what they waited: read as a lower bound)."""
+        return {name: runnable_wait_s(tree(roots)) for name, roots in self.waiting_roots.items()}
+
     def cpu(self, processed: int) -> str:
-        """Each process tree's CPU since the last reading, in % of one core."""
+        """Each process tree's CPU since the last reading, in % of one core, and
+        the time the workers and the servers were runnable but got no CPU."""
         shares = self.meter.shares()
         self.meter.start()
+        waited, self.waited = self.waited, self._waited()
         self.rows[-1] |= {"cpu": shares}
         workers_ms = shares["workers"] * 600 / processed if processed else float("nan")
         listed = ", ".join(f"{name} {share:.0f} %" for name, share in shares.items())
+        queued = ", ".join(
+            f"{name} {self.waited[name] - waited[name]:.0f} s" for name in self.waited
+        )
         return (
             f"CPU {listed}; workers {workers_ms:.2f} ms a record; "
-            f"load average {os.getloadavg()[0]:.1f}"
+            f"load average {os.getloadavg()[0]:.1f}; runnable but waiting for a CPU: {queued}"
         )
 
 

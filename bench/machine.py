@@ -83,3 +83,36 @@ def _processes() -> dict[int, tuple[int, float]]:
             continue
         found[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
     return found
+
+
+def tree(roots: list[int]) -> set[int]:
+    """``roots`` and every process descending from them."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in _processes().items():
+        children.setdefault(parent, []).append(pid)
+    seen, stack = set(), list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.add(pid)
+            stack.extend(children.get(pid, []))
+    return seen
+
+
+def runnable_wait_s(pids: set[int]) -> float:
+    """Seconds the threads of ``pids`` have spent runnable but waiting for a CPU
+    since they started (the second field of each thread's schedstat): the time
+    a busy machine takes from them, which their own CPU time does not show."""
+    total_ns = 0
+    for pid in pids:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:  # gone meanwhile
+            continue
+        for thread in threads:
+            try:
+                with open(f"/proc/{pid}/task/{thread}/schedstat") as schedstat:
+                    total_ns += int(schedstat.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total_ns / 1e9
