@@ -52,6 +52,7 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("GET", "/v1/violations"): P.READ_VIOLATIONS,
     ("GET", "/v1/subjects/{subject}/consents"): P.READ_CONSENTS,
     ("GET", "/v1/subjects/{subject}/events"): P.READ_SUBJECT_EVENTS,
+    ("GET", "/v1/subjects/{subject}/report"): P.READ_SUBJECT_REPORT,
     ("GET", "/v1/rejected"): P.READ_REJECTED,
     ("GET", "/v1/ledger/public-key"): P.READ_LEDGER,
     ("GET", "/v1/ledger/checkpoints"): P.READ_LEDGER,

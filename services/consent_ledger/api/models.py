@@ -171,6 +171,108 @@ class LedgerEntryPage(BaseModel):
     next_cursor: str | None
 
 
+# -- the subject report (CONTRACT §8) -------------------------------------------
+
+
+class ReportClause(BaseModel):
+    """A clause of the privacy statement: its id in the policy, and its title
+    where the policy gives one."""
+
+    id: str
+    title: str | None
+
+
+class ReportNotice(BaseModel):
+    """The privacy notice a consent was given under, as the event named it."""
+
+    id: str | None
+    version: str | None
+
+
+class ReportConsent(BaseModel):
+    event_id: str
+    action: Literal["given", "withdrawn"]
+    time: str = Field(description=f"The consent event's time; {_INSTANT}")
+    purpose: str
+    clause: ReportClause | None = Field(
+        description="The purpose's clause in the policy in force then; null for a purpose "
+        "it does not know"
+    )
+    controller: str
+    channel: str | None
+    notice: ReportNotice | None = Field(description="Of a consent given, when the event named one")
+    expires_at: str | None = Field(description=f"A grant's expiry; {_INSTANT}")
+    reason: str | None = Field(description="A withdrawal's reason, when given")
+
+
+class ReportRecipient(BaseModel):
+    """Who received the data (GDPR Art. 15(1)(c), as C-154/21 reads it: named)."""
+
+    kind: str
+    id: str
+    name: str | None = Field(description="As the event named it; null when it named none")
+
+
+class ReportLegalBasis(BaseModel):
+    kind: str
+    reference: str | None
+
+
+class ReportVerdictViolation(BaseModel):
+    """A violation the disclosure caused."""
+
+    rule: str
+    clause: ReportClause
+    severity: str
+    status: ViolationStatus
+
+
+class ReportDisclosure(BaseModel):
+    event_id: str
+    time: str = Field(description=f"The disclosure's event time; {_INSTANT}")
+    recipient: ReportRecipient
+    purpose: str
+    clause: ReportClause | None
+    controller: str
+    data_categories: list[str]
+    legal_basis: ReportLegalBasis | None
+    verdict: Literal["allowed", "violation"] = Field(
+        description="`violation` while a violation it caused is open"
+    )
+    violations: list[ReportVerdictViolation] = Field(
+        description="The violations it caused, open and retracted"
+    )
+
+
+class ReportViolation(BaseModel):
+    event_id: str
+    rule: str
+    clause: ReportClause
+    severity: str
+    status: ViolationStatus
+    explanation: str
+    occurred_at: str = Field(description=f"The violating event's time; {_INSTANT}")
+    detected_at: str = Field(description=f"When the ledger first found it; {_INSTANT}")
+    policy_version: str | None
+
+
+class SubjectReport(BaseModel):
+    """What the ledger holds about one subject (GDPR Art. 15). An erased subject's
+    report says only that it was erased and when: every list is empty."""
+
+    subject: str
+    generated_at: str = Field(description=f"When the report was made; {_INSTANT}")
+    erased: bool
+    erased_at: str | None = Field(description=f"The erasure request's time; {_INSTANT}")
+    consents: list[ReportConsent] = Field(description="Given and withdrawn, by event time")
+    disclosures: list[ReportDisclosure] = Field(description="By event time")
+    violations: list[ReportViolation] = Field(description="About the subject, by event time")
+    checkpoint: StoredCheckpoint | None = Field(
+        description="The ledger's latest signed checkpoint (null before the first): save it "
+        "as a file for `consent-ledger verify --trusted-checkpoint`"
+    )
+
+
 # -- rejected ------------------------------------------------------------------
 
 

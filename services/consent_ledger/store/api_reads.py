@@ -17,10 +17,11 @@ from typing import Any, Final
 import asyncpg
 
 from consent_ledger.core.policy import PolicyVersions
+from consent_ledger.core.subject_report import RecordedDisclosure
 from consent_ledger.core.whatif import WhatIf
 from consent_ledger.integrity.checkpoints import SignedCheckpoint
 from consent_ledger.integrity.keyring import KeyRing
-from consent_ledger.store import audit_reads, key_rotation
+from consent_ledger.store import audit_reads, key_rotation, subject_report
 from consent_ledger.store.outbox import OutboxHealth, outbox_health
 from consent_ledger.store.policy_versions import (
     PublishedVersion,
@@ -181,6 +182,14 @@ class LedgerView:
     async def subject_key(self, subject: str) -> bytes | None:
         wrapped: bytes | None = await self._connection.fetchval(SUBJECT_KEY, subject)
         return wrapped
+
+    async def subject_disclosures(self, subject: str) -> list[RecordedDisclosure]:
+        """Every disclosure of ``subject``, in event-time order (the subject report)."""
+        return await subject_report.subject_disclosures(self._connection, subject)
+
+    async def subject_payloads(self, subject: str) -> dict[str, bytes]:
+        """The sealed payloads of the subject's consent and disclosure entries."""
+        return await subject_report.subject_payloads(self._connection, subject)
 
     async def signing_keys(self) -> list[key_rotation.SigningKeyPeriod]:
         """Every signing key registered, with the period of checkpoints it signed."""

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from consent_ledger.api.routes import access, events, ledger, listings, operations, policy, subjects
+from consent_ledger.api.routes import (
+    access,
+    events,
+    ledger,
+    listings,
+    operations,
+    policy,
+    subject_report,
+    subjects,
+)
 from consent_ledger.api.routes.common import ApiContext
 from consent_ledger.api.routes.events import EVENT_COMPONENTS
 
 __all__ = ["EVENT_COMPONENTS", "ApiContext", "router"]
 
 router = APIRouter()  # every route refuses NUL in its parameters: api/auth.py
-for _area in (events, listings, subjects, ledger, policy, operations, access):
+for _area in (events, listings, subjects, subject_report, ledger, policy, operations, access):
     router.include_router(_area.router)

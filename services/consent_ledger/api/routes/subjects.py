@@ -173,7 +173,7 @@ async def subject_events(
         await _refuse_erased(view, subject)
         rows = await view.subject_entries(subject, (after[0], after[1]), limit + 1)
         wrapped = await view.subject_key(subject) if rows else None
-    key = _subject_key(context.keyring, subject, wrapped)
+    key = unwrap_subject_key(context.keyring, subject, wrapped)
     await record_access(request, [subject])
     page, next_cursor = page_of(
         rows, limit, lambda row: encode_cursor("entries", row["occurred_us"], row["seq"])
@@ -187,14 +187,14 @@ async def subject_events(
             partition=row["kafka_partition"],
             offset=row["kafka_offset"],
             leaf_index=row["leaf_index"],
-            event=_open_event(key, subject, row["event_id"], row["payload"]),
+            event=open_event(key, subject, row["event_id"], row["payload"]),
         )
         for row in page
     ]
     return models.LedgerEntryPage(subject=subject, items=items, next_cursor=next_cursor)
 
 
-def _subject_key(keyring: KeyRing, subject: str, wrapped: bytes | None) -> bytes | None:
+def unwrap_subject_key(keyring: KeyRing, subject: str, wrapped: bytes | None) -> bytes | None:
     if wrapped is None:
         return None
     try:
@@ -208,7 +208,7 @@ def _subject_key(keyring: KeyRing, subject: str, wrapped: bytes | None) -> bytes
         ) from None
 
 
-def _open_event(
+def open_event(
     key: bytes | None, subject: str, event_id: str, sealed: bytes
 ) -> dict[str, Any] | None:
     if key is None:

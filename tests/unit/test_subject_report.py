@@ -1,0 +1,142 @@
+"""The subject report's pure core: what it says, and the HTML document it makes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+import pytest
+
+from consent_ledger.core.consent_records import RecordedConsentChange
+from consent_ledger.core.policy import PolicyVersions, load_reference_policy
+from consent_ledger.core.subject_report import (
+    LatestCheckpoint,
+    RecordedDisclosure,
+    RecordedViolation,
+    SubjectReport,
+    erased_report,
+    subject_report,
+)
+from consent_ledger.core.subject_report_html import REPORT_CSP, STYLE, render_html
+from consent_ledger.core.timestamps import parse_instant
+
+pytestmark = pytest.mark.unit
+
+POLICIES = PolicyVersions([load_reference_policy()])
+T = parse_instant
+
+
+def disclosure(event_id: str, time: str, purpose: str = "marketing") -> RecordedDisclosure:
+    return RecordedDisclosure(
+        event_id, purpose, T(time), "acme", "group_company", "visma-enterprise-as",
+        ("email",), None, None,
+    )  # fmt: skip
+
+
+def violation(event_id: str, rule: str, status: str, time: str) -> RecordedViolation:
+    return RecordedViolation(
+        event_id, rule, "high", status, "l", f"{event_id} broke {rule}", T(time), T(time), "1"
+    )
+
+
+CHECKPOINT = LatestCheckpoint.from_document(
+    {
+        "id": 7,
+        "checkpoint": {
+            "format": "consent-ledger/checkpoint/v1",
+            "log_id": "log",
+            "issued_at": "2026-03-01T00:00:00.000000Z",
+            "tree_heads": [
+                {"partition": 0, "size": 3, "root": "A" * 43 + "="},
+                {"partition": 2**31 - 1, "size": 1, "root": "B" * 43 + "="},
+            ],
+            "key_id": "k1",
+            "signature": "S" * 86 + "==",
+        },
+    }
+)
+
+
+def report(subject: str = "anna", name: str | None = "Visma Enterprise AS") -> SubjectReport:
+    return subject_report(
+        subject,
+        generated_at=T("2026-03-02T12:00:00Z"),
+        consents=[
+            RecordedConsentChange(
+                "w1", "marketing", T("2026-01-20T00:00:00Z"), False, None, "acme", "email"
+            ),
+            RecordedConsentChange(
+                "c1", "marketing", T("2026-01-10T00:00:00Z"), True, None, "acme", "web"
+            ),
+            RecordedConsentChange(
+                "c2", "unheard_of", T("2026-01-11T00:00:00Z"), True, None, "acme", None
+            ),
+        ],
+        disclosures=[
+            disclosure("d2", "2026-01-25T00:00:00Z"),
+            disclosure("d1", "2026-01-12T00:00:00Z"),
+            disclosure("d3", "2026-01-26T00:00:00Z"),
+        ],
+        violations=[
+            violation("d2", "consent-withdrawn", "open", "2026-01-25T00:00:00Z"),
+            violation("d3", "consent-missing", "retracted", "2026-01-26T00:00:00Z"),
+        ],
+        event_data={
+            "c1": {"notice": {"id": "n", "version": "v7"}},
+            "d1": {"recipient": {"kind": "group_company", "id": "x", "name": name}},
+            "w1": None,  # did not open
+        },
+        policies=POLICIES,
+        checkpoint=CHECKPOINT,
+    )
+
+
+def test_each_part_is_in_event_time_order_with_clauses_notices_and_recipients() -> None:
+    made = report()
+    assert [c.event_id for c in made.consents] == ["c1", "c2", "w1"]
+    given, unknown, withdrawn = made.consents
+    assert given.clause is not None and given.clause.id == "l"
+    assert given.notice is not None and given.notice.version == "v7"
+    assert unknown.clause is None  # not a purpose of the policy
+    assert withdrawn.action == "withdrawn" and withdrawn.notice is None
+    assert [d.event_id for d in made.disclosures] == ["d1", "d2", "d3"]
+    assert made.disclosures[0].recipient.name == "Visma Enterprise AS"
+    assert made.disclosures[1].recipient.name is None  # its payload named none
+
+
+def test_a_disclosure_is_a_violation_while_one_of_its_violations_is_open() -> None:
+    verdicts = {d.event_id: (d.verdict, len(d.violations)) for d in report().disclosures}
+    assert verdicts == {"d1": ("allowed", 0), "d2": ("violation", 1), "d3": ("allowed", 1)}
+    assert report().open_violations == 1
+
+
+def test_an_erased_report_holds_nothing_but_the_erasure() -> None:
+    erased = erased_report("ola", T("2026-01-07T09:00:00Z"), T("2026-03-02T00:00:00Z"), None)
+    assert erased.erased and erased.consents == erased.disclosures == erased.violations == ()
+    page = render_html(erased)
+    assert "asked to be forgotten" in page and "2026-01-07 09:00:00 UTC" in page
+    assert "none signed yet" in page and "Consents given" not in page
+
+
+def test_every_value_is_escaped() -> None:
+    page = render_html(report(subject="<script>x</script>", name="<img src=x>&"))
+    assert "<script" not in page and "<img" not in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and "&lt;img src=x&gt;&amp;" in page
+
+
+def test_the_page_loads_nothing_and_its_style_is_the_one_the_policy_allows() -> None:
+    page = render_html(report())
+    digest = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in REPORT_CSP and "default-src 'none'" in REPORT_CSP
+    assert re.findall(r"<style>(.*?)</style>", page, re.S) == [STYLE]
+    assert not re.search(r"<script|<link|<img|src=|href=|url\(|@import", page, re.I)
+    assert "@media print" in STYLE and "break-before: page" in STYLE
+
+
+def test_the_checkpoint_is_printed_with_each_tree_head_and_how_to_check_it() -> None:
+    page = render_html(report())
+    assert "A" * 43 + "=" in page and "policy log" in page
+    assert "--trusted-checkpoint kept.json" in page and "checkpoint=7" in page
+    assert "<title>Subject access report: anna</title>" in page
+    assert '<time datetime="2026-03-02T12:00:00Z">2026-03-02 12:00:00 UTC</time>' in page
