@@ -1006,6 +1006,7 @@ async def test_openapi_describes_every_endpoint(settings: Settings, pool: asyncp
         "/v1/violations",
         "/v1/subjects/{subject}/consents",
         "/v1/subjects/{subject}/events",
+        "/v1/subjects/{subject}/report",
         "/v1/rejected",
         "/v1/policy",
         "/v1/policy/versions",
