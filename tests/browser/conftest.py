@@ -2,7 +2,8 @@
 `consent-ledger dev --demo` run as a user runs `make run`.
 
 - ``stack`` (module): one `dev --demo` (embedded broker and PostgreSQL, worker,
-  API, demo producer) with at least three open violations from the demo, and the
+  API, demo producer) with at least three open violations from the demo and a
+  signed checkpoint, and the
   token to sign in with (``<data-dir>/admin.token`` once `dev` writes one; until
   the API checks tokens, any token does).
 - ``browser`` (module): headless Chromium at ``LEDGER_TEST_CHROMIUM`` (default
@@ -131,6 +132,11 @@ def stack() -> Iterator[Stack]:
                 return response.status_code == 200 and len(response.json()["items"]) >= 3
 
             run.wait_for(open_violations, "three open violations from the demo")
+
+            def signed_checkpoint() -> bool:  # the subject report and the health page show it
+                return client.get("/v1/ledger/checkpoints/latest").status_code == 200
+
+            run.wait_for(signed_checkpoint, "a signed checkpoint")
             yield Stack(run.api_url, token, data_dir, client)
             client.close()
         finally:

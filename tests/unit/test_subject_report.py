@@ -139,4 +139,5 @@ def test_the_checkpoint_is_printed_with_each_tree_head_and_how_to_check_it() -> 
     assert "A" * 43 + "=" in page and "policy log" in page
     assert "--trusted-checkpoint kept.json" in page and "checkpoint=7" in page
     assert "<title>Subject access report: anna</title>" in page
+    assert "3 disclosures to 1 recipient, 1 of them breaking a rule" in page  # by kind and id
     assert '<time datetime="2026-03-02T12:00:00Z">2026-03-02 12:00:00 UTC</time>' in page

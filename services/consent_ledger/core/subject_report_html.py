@@ -201,29 +201,44 @@ def _violation_row(entry: ViolationEntry) -> list[str]:
 
 
 def _recipients_summary(disclosures: Iterable[DisclosureEntry]) -> str:
-    counts = Counter(entry.recipient for entry in disclosures)
+    """One row per recipient (kind and id), with every name the events gave it."""
+    counts: Counter[tuple[str, str]] = Counter()
+    names: dict[tuple[str, str], set[str]] = {}
+    for entry in disclosures:
+        recipient = (entry.recipient.kind, entry.recipient.id)
+        counts[recipient] += 1
+        names.setdefault(recipient, set())
+        if entry.recipient.name:
+            names[recipient].add(entry.recipient.name)
     rows = [
         [
-            f"<strong>{_e(r.name)}</strong>" if r.name else "<small>no name recorded</small>",
-            _e(r.kind),
-            f"<code>{_e(r.id)}</code>",
+            "<br>".join(f"<strong>{_e(name)}</strong>" for name in sorted(names[recipient]))
+            or "<small>no name recorded</small>",
+            _e(recipient[0]),
+            f"<code>{_e(recipient[1])}</code>",
             _e(f"{n:,}"),
         ]
-        for r, n in sorted(counts.items(), key=lambda item: (item[0].kind, item[0].id))
+        for recipient, n in sorted(counts.items())
     ]
     return _table(("Recipient", "Kind", "Id", "Disclosures"), rows)
 
 
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number:,} {one if number == 1 else many}"
+
+
 def _summary(report: SubjectReport) -> str:
-    recipients = len({entry.recipient for entry in report.disclosures})
+    recipients = len({(entry.recipient.kind, entry.recipient.id) for entry in report.disclosures})
     broke = sum(1 for entry in report.disclosures if entry.verdict == "violation")
+    disclosures = _count(len(report.disclosures), "disclosure", "disclosures")
+    violations = _count(len(report.violations), "violation", "violations")
     return (
         '<section class="first" id="summary">\n<h2>Summary</h2>\n<ul>'
-        f"<li>{len(report.consents):,} consent events (given or withdrawn)</li>"
-        f"<li>{len(report.disclosures):,} disclosures to {recipients:,} recipients, "
+        f"<li>{_count(len(report.consents), 'consent event', 'consent events')} "
+        "(given or withdrawn)</li>"
+        f"<li>{disclosures} to {_count(recipients, 'recipient', 'recipients')}, "
         f"{broke:,} of them breaking a rule of the policy</li>"
-        f"<li>{len(report.violations):,} violations about the subject, "
-        f"{report.open_violations:,} of them open</li>"
+        f"<li>{violations} about the subject, {report.open_violations:,} of them open</li>"
         "</ul>\n"
         '<p class="note">All times are UTC. Each row names its ledger event, which an '
         "auditor can prove is in the ledger (part 4).</p>\n</section>"
