@@ -165,7 +165,8 @@ async def test_the_report_lists_consents_disclosures_with_recipients_and_violati
     ]
     given, withdrawn, late = report["consents"]
     assert given["time"] == "2026-01-10T09:00:00Z"
-    assert given["clause"]["id"] == "l" and given["channel"] == "web"
+    assert given["clause"] == {"id": "l", "title": "To promote new products and services"}
+    assert given["channel"] == "web"
     assert given["notice"] == {"id": "privacy-statement", "version": "2026-02"}
     assert withdrawn["channel"] == "email" and withdrawn["reason"] == "too many mails"
     assert withdrawn["notice"] is None
@@ -203,6 +204,14 @@ async def test_the_report_lists_consents_disclosures_with_recipients_and_violati
         for v in report["violations"]
     }
     assert listed == {tuple(row) for row in stored} and len(listed) >= 3
+    partner = next(v for v in report["violations"] if v["rule"] == "partner-not-certified")
+    assert partner["clause"] == {"id": "Visma partnere", "title": "Visma partnere"}
+
+    # Each clause named, once, in the statement's words (Norwegian where only it has them).
+    words = {c["id"]: c for c in report["clauses"]}
+    assert set(words) == {"l", "k", "Visma partnere", "Offentlige myndigheter"}
+    assert words["l"]["language"] == "en" and "new products" in words["l"]["text"]
+    assert words["Visma partnere"]["language"] == "no"
     times = [v["occurred_at"] for v in report["violations"]]
     assert times == sorted(times)
 
@@ -233,6 +242,7 @@ async def test_the_html_report_is_a_self_contained_document_with_the_checkpoint(
     assert "<title>Subject access report: anna</title>" in page
     for needle in ("Visma Enterprise AS", "Shady Partner AS", "politiet", "consent-withdrawn",
                    "version 2026-02", "Oslo tingrett 26-001", "@media print", " UTC</time>",
+                   "To promote new products and services (clause l)",
                    "consent-ledger verify --public-key KEY --trusted-checkpoint kept.json"):  # fmt: skip
         assert needle in page, needle
     checkpoint = (await ledger.pool.fetchrow("SELECT document FROM checkpoints"))["document"]

@@ -96,13 +96,15 @@ def test_each_part_is_in_event_time_order_with_clauses_notices_and_recipients() 
     made = report()
     assert [c.event_id for c in made.consents] == ["c1", "c2", "w1"]
     given, unknown, withdrawn = made.consents
-    assert given.clause is not None and given.clause.id == "l"
+    assert given.clause == ("l", "To promote new products and services")
     assert given.notice is not None and given.notice.version == "v7"
     assert unknown.clause is None  # not a purpose of the policy
     assert withdrawn.action == "withdrawn" and withdrawn.notice is None
     assert [d.event_id for d in made.disclosures] == ["d1", "d2", "d3"]
     assert made.disclosures[0].recipient.name == "Visma Enterprise AS"
     assert made.disclosures[1].recipient.name is None  # its payload named none
+    assert [words.id for words in made.clauses] == ["l"]  # once, though named six times
+    assert made.clauses[0].text is not None and "purposes (k to n)" in made.clauses[0].text
 
 
 def test_a_disclosure_is_a_violation_while_one_of_its_violations_is_open() -> None:

@@ -256,6 +256,15 @@ class ReportViolation(BaseModel):
     policy_version: str | None
 
 
+class ReportClauseWords(BaseModel):
+    """A clause the report names, in the privacy statement's own words."""
+
+    id: str
+    title: str
+    language: str = Field(description="Of `text`: English where the statement has it")
+    text: str | None
+
+
 class SubjectReport(BaseModel):
     """What the ledger holds about one subject (GDPR Art. 15). An erased subject's
     report says only that it was erased and when: every list is empty."""
@@ -267,6 +276,9 @@ class SubjectReport(BaseModel):
     consents: list[ReportConsent] = Field(description="Given and withdrawn, by event time")
     disclosures: list[ReportDisclosure] = Field(description="By event time")
     violations: list[ReportViolation] = Field(description="About the subject, by event time")
+    clauses: list[ReportClauseWords] = Field(
+        description="Each clause the report names that the policy gives words for"
+    )
     checkpoint: StoredCheckpoint | None = Field(
         description="The ledger's latest signed checkpoint (null before the first): save it "
         "as a file for `consent-ledger verify --trusted-checkpoint`"

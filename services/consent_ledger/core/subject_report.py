@@ -18,11 +18,11 @@ decides what the report says. ``subject_report_html`` renders it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple
 
 from consent_ledger.core.consent_records import RecordedConsentChange
-from consent_ledger.core.policy import PolicyVersions
+from consent_ledger.core.policy import DISPLAY_LANGUAGE, PolicyVersions
 
 Verdict = Literal["allowed", "violation"]
 ALLOWED: Final = "allowed"
@@ -63,6 +63,15 @@ class RecordedViolation(NamedTuple):
     instant: int  # the violating event's time
     detected_at: int
     policy_version: str | None
+
+
+class ClauseWords(NamedTuple):
+    """A clause the report names, in the privacy statement's own words."""
+
+    id: str
+    title: str
+    language: str  # of ``text``: English where the statement has it
+    text: str | None
 
 
 class Notice(NamedTuple):
@@ -168,6 +177,7 @@ class SubjectReport(NamedTuple):
     disclosures: tuple[DisclosureEntry, ...]
     violations: tuple[ViolationEntry, ...]
     checkpoint: LatestCheckpoint | None  # None: no checkpoint signed yet
+    clauses: tuple[ClauseWords, ...] = ()  # those named above that the policy words
 
     @property
     def erased(self) -> bool:
@@ -176,15 +186,6 @@ class SubjectReport(NamedTuple):
     @property
     def open_violations(self) -> int:
         return sum(1 for violation in self.violations if violation.status == "open")
-
-
-ClauseTitle = Callable[[PolicyVersions, str, int], str | None]
-"""The title of a clause id in the version in force at an instant, or None."""
-
-
-def no_titles(_policies: PolicyVersions, _clause: str, _instant: int) -> None:
-    """Until the policy names its clauses: the report shows clause ids only."""
-    return None
 
 
 def erased_report(
@@ -207,61 +208,87 @@ def subject_report(
     event_data: Mapping[str, Mapping[str, Any] | None],
     policies: PolicyVersions,
     checkpoint: LatestCheckpoint | None,
-    clause_title: ClauseTitle = no_titles,
 ) -> SubjectReport:
     """The report of a subject not erased, each part in event-time order.
 
     ``event_data`` maps an event id to the ``data`` of its decrypted ledger
     entry (None where it did not open): what the read models leave out, the
-    notice of a consent, the recipient's name, a withdrawal's reason.
+    notice of a consent, the recipient's name, a withdrawal's reason. A clause
+    is titled in the words of the version that judged it: for a purpose the
+    version in force at the event's time, for a violation the one it names.
     """
     found = tuple(
         sorted(
-            (_violation(row, policies, clause_title) for row in violations),
+            (_violation(row, policies) for row in violations),
             key=lambda v: (v.instant, v.event_id, v.rule),
         )
     )
     by_event: defaultdict[str, list[ViolationEntry]] = defaultdict(list)
     for violation in found:
         by_event[violation.event_id].append(violation)
+    consent_entries = tuple(
+        _consent(row, event_data.get(row.event_id), policies)
+        for row in sorted(consents, key=lambda row: (row.instant, row.event_id))
+    )
+    disclosure_entries = tuple(
+        _disclosure(row, event_data.get(row.event_id), policies, by_event)
+        for row in sorted(disclosures, key=lambda row: (row.instant, row.event_id))
+    )
+    named: list[Clause | None] = [entry.clause for entry in consent_entries]
+    named += [entry.clause for entry in disclosure_entries]
+    named += [violation.clause for violation in found]
     return SubjectReport(
         subject=subject,
         generated_at=generated_at,
         erased_at=None,
-        consents=tuple(
-            _consent(row, event_data.get(row.event_id), policies, clause_title)
-            for row in sorted(consents, key=lambda row: (row.instant, row.event_id))
-        ),
-        disclosures=tuple(
-            _disclosure(row, event_data.get(row.event_id), policies, clause_title, by_event)
-            for row in sorted(disclosures, key=lambda row: (row.instant, row.event_id))
-        ),
+        consents=consent_entries,
+        disclosures=disclosure_entries,
         violations=found,
         checkpoint=checkpoint,
+        clauses=_clause_words(policies, (clause.id for clause in named if clause is not None)),
     )
 
 
-def _purpose_clause(
-    policies: PolicyVersions, purpose: str, instant: int, clause_title: ClauseTitle
-) -> Clause | None:
-    known = policies.in_force_at(instant).purposes.get(purpose)
+def _clause_words(policies: PolicyVersions, ids: Iterable[str]) -> tuple[ClauseWords, ...]:
+    """The words of each clause id, once, in the order first named, from the latest
+    version that gives them; ids no version words are left out."""
+    words = []
+    for clause_id in dict.fromkeys(ids):
+        clause = next(
+            (found for p in reversed(policies.versions) if (found := p.clause(clause_id))), None
+        )
+        if clause is None:
+            continue
+        language = (
+            DISPLAY_LANGUAGE
+            if DISPLAY_LANGUAGE in clause.text
+            else next(iter(clause.text), DISPLAY_LANGUAGE)
+        )
+        words.append(
+            ClauseWords(clause_id, clause.display_title, language, clause.text.get(language))
+        )
+    return tuple(words)
+
+
+def _purpose_clause(policies: PolicyVersions, purpose: str, instant: int) -> Clause | None:
+    in_force = policies.in_force_at(instant)
+    known = in_force.purposes.get(purpose)
     if known is None:
         return None
-    return Clause(known.clause, clause_title(policies, known.clause, instant))
+    return Clause(known.clause, policies.clause_title(known.clause, in_force.version))
 
 
 def _consent(
     row: RecordedConsentChange,
     data: Mapping[str, Any] | None,
     policies: PolicyVersions,
-    clause_title: ClauseTitle,
 ) -> ConsentEntry:
     return ConsentEntry(
         event_id=row.event_id,
         action="given" if row.granted else "withdrawn",
         instant=row.instant,
         purpose=row.purpose,
-        clause=_purpose_clause(policies, row.purpose, row.instant, clause_title),
+        clause=_purpose_clause(policies, row.purpose, row.instant),
         controller=row.controller,
         channel=row.channel,
         notice=_notice(data),
@@ -274,7 +301,6 @@ def _disclosure(
     row: RecordedDisclosure,
     data: Mapping[str, Any] | None,
     policies: PolicyVersions,
-    clause_title: ClauseTitle,
     violations: Mapping[str, Sequence[ViolationEntry]],
 ) -> DisclosureEntry:
     recipient = data.get("recipient") if data is not None else None
@@ -283,7 +309,7 @@ def _disclosure(
         event_id=row.event_id,
         instant=row.instant,
         purpose=row.purpose,
-        clause=_purpose_clause(policies, row.purpose, row.instant, clause_title),
+        clause=_purpose_clause(policies, row.purpose, row.instant),
         controller=row.controller,
         recipient=Recipient(row.recipient_kind, row.recipient_id, name),
         data_categories=row.data_categories,
@@ -293,13 +319,11 @@ def _disclosure(
     )
 
 
-def _violation(
-    row: RecordedViolation, policies: PolicyVersions, clause_title: ClauseTitle
-) -> ViolationEntry:
+def _violation(row: RecordedViolation, policies: PolicyVersions) -> ViolationEntry:
     return ViolationEntry(
         event_id=row.event_id,
         rule=row.rule,
-        clause=Clause(row.clause, clause_title(policies, row.clause, row.instant)),
+        clause=Clause(row.clause, policies.clause_title(row.clause, row.policy_version)),
         severity=row.severity,
         status=row.status,
         explanation=row.explanation,

@@ -62,6 +62,8 @@ td small { display: block; color: var(--muted); }
 .violation { color: var(--bad); font-weight: 600; }
 .erased { border: 2px solid var(--ink); padding: 1rem 1.2rem; margin: 1.5rem 0; }
 ol.steps li { margin-bottom: .4rem; }
+dl.clauses dt { font-weight: 600; margin-top: .8rem; }
+dl.clauses dd { margin: .2rem 0 0; white-space: pre-line; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f4f6f8;
   border: 1px solid var(--rule); padding: .6rem; }
 footer { margin-top: 2rem; border-top: 1px solid var(--rule); padding-top: .5rem;
@@ -241,7 +243,7 @@ def _summary(report: SubjectReport) -> str:
         f"<li>{violations} about the subject, {report.open_violations:,} of them open</li>"
         "</ul>\n"
         '<p class="note">All times are UTC. Each row names its ledger event, which an '
-        "auditor can prove is in the ledger (part 4).</p>\n</section>"
+        "auditor can prove is in the ledger (part 5).</p>\n</section>"
     )
 
 
@@ -291,12 +293,24 @@ def _violations(report: SubjectReport) -> str:
     return _part("violations", "3. Violations of the policy about the subject", body)
 
 
+def _clauses(report: SubjectReport) -> str:
+    title = "4. The clauses named above, in the privacy statement's words"
+    if not report.clauses:
+        return _part("clauses", title, '<p class="empty">The policy gives no words for them.</p>')
+    entries = "\n".join(
+        f"<dt>{_e(words.title)} <small>(clause {_e(words.id)})</small></dt>"
+        + (f'<dd lang="{_e(words.language)}">{_e(words.text)}</dd>' if words.text else "")
+        for words in report.clauses
+    )
+    return _part("clauses", title, f'<dl class="clauses">\n{entries}\n</dl>')
+
+
 def _partition_name(partition: int) -> str:
     return "policy log" if partition == POLICY_LOG_PARTITION else str(partition)
 
 
 def _verification(checkpoint: LatestCheckpoint | None, erased: bool) -> str:
-    number = "4." if not erased else "2."
+    number = "5." if not erased else "2."
     title = f"{number} How to check this report against the ledger"
     if checkpoint is None:
         return _part("verification", title, (
@@ -380,6 +394,7 @@ def render_html(report: SubjectReport) -> str:
             _consents(report),
             _disclosures(report),
             _violations(report),
+            _clauses(report),
             _verification(report.checkpoint, erased=False),
         ]
     )

@@ -257,6 +257,7 @@ def report_model(report: SubjectReport) -> models.SubjectReport:
             )
             for v in report.violations
         ],
+        clauses=[models.ReportClauseWords(**words._asdict()) for words in report.clauses],
         checkpoint=models.StoredCheckpoint.model_validate(dict(checkpoint.document))
         if checkpoint is not None
         else None,
