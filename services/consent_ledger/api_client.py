@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 from consent_ledger.settings import Settings
@@ -26,6 +27,21 @@ def api_url(settings: Settings) -> str:
 
 def call_api(settings: Settings, method: str, path: str, body: Any = None) -> Any:
     """The JSON the API answers to ``method path`` (None for an empty answer)."""
+    content = fetch_from_api(settings, method, path, body)
+    return json.loads(content) if content else None
+
+
+def fetch_from_api(
+    settings: Settings,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    accept: str = "application/json",
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """The bytes the API answers to ``method path`` (``body`` sent as JSON), for
+    an answer that is not JSON (an HTML report) or is written as it came."""
     if not settings.token:
         raise ApiCallFailed(
             "set LEDGER_TOKEN to a token of the API (`consent-ledger dev` prints "
@@ -34,20 +50,20 @@ def call_api(settings: Settings, method: str, path: str, body: Any = None) -> An
     url = api_url(settings) + path
     if not url.startswith(("http://", "https://")):
         raise ApiCallFailed(f"LEDGER_API_URL is not an http(s) URL: {url}")
-    headers = {"Authorization": f"Bearer {settings.token}", "Accept": "application/json"}
+    sent = {**(headers or {}), "Authorization": f"Bearer {settings.token}", "Accept": accept}
     data = None
     if body is not None:
         data = json.dumps(body).encode("utf-8")
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310  # scheme checked above
+        sent["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=sent, method=method)  # noqa: S310  # scheme checked above
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
-            content = answer.read()
+            content: bytes = answer.read()
     except urllib.error.HTTPError as exc:
         raise ApiCallFailed(f"{method} {url}: {exc.code} {_error_message(exc)}") from None
     except OSError as exc:
         raise ApiCallFailed(f"cannot reach the API at {url}: {exc}") from None
-    return json.loads(content) if content else None
+    return content
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:

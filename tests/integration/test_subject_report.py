@@ -11,10 +11,15 @@ held against what was published.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -23,11 +28,12 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consent_ledger.api.app import create_app
+from consent_ledger.api.app import build_server, create_app
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.core.subject_report_html import REPORT_CSP
 from consent_ledger.devtools.databases import create_database, drop_database
+from consent_ledger.devtools.processes import find_free_port
 from consent_ledger.integrity.checkpoints import generate_signing_key, verify_checkpoint
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.integrity.trust import parse_trusted_checkpoint
@@ -105,6 +111,7 @@ OLA_DISTINCTIVE = ("visma-finland-oy", "Ola's Recipient Oy", "ola-c1", "ola-d1",
 
 @dataclass
 class Ledger:
+    dsn: str
     pool: asyncpg.Pool
     signing_key: Ed25519PrivateKey
     settings: Settings
@@ -137,7 +144,7 @@ async def ledger(pg_server_dsn: str) -> AsyncIterator[Ledger]:
             role: await issue_token(pool, role, name=f"report-{role}")
             for role in ("privacy-officer", "admin", "analyst", "publisher", "auditor")
         }
-        yield Ledger(pool, signing_key, settings, tokens)
+        yield Ledger(dsn, pool, signing_key, settings, tokens)
     finally:
         await pool.close()
         await drop_database(pg_server_dsn, name)
@@ -334,3 +341,53 @@ async def test_a_bad_subject_or_format_is_refused_naming_it(ledger: Ledger, path
         answer = await client.get(path)
     assert answer.status_code in (400, 422), answer.text
     assert answer.json()["error"]["parameter"] in ("subject", "format")
+
+
+CLI = Path(sys.executable).with_name("consent-ledger")
+
+
+def report_command(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("LEDGER_")}
+    return subprocess.run(
+        [str(CLI), "report", *arguments], env=clean | env, capture_output=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+async def test_the_report_command_writes_the_document_the_api_serves(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    settings = replace(ledger.settings, database_url=ledger.dsn, api_port=find_free_port())
+    server = build_server(settings, policy=POLICY)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), serving
+            await asyncio.sleep(0.05)
+        url = f"http://127.0.0.1:{settings.api_port}"
+        env = {"LEDGER_API_URL": url, "LEDGER_TOKEN": ledger.tokens["privacy-officer"]}
+        target = tmp_path / "anna.html"
+        written = await asyncio.to_thread(
+            report_command, ANNA, "-o", str(target), "--purpose", "CLI DSAR", env=env
+        )
+        as_json = await asyncio.to_thread(report_command, ANNA, "--format", "json", env=env)
+        refused = await asyncio.to_thread(
+            report_command, ANNA, env=env | {"LEDGER_TOKEN": ledger.tokens["analyst"]}
+        )
+    finally:
+        server.should_exit = True
+        await serving
+    assert written.returncode == 0, written.stderr
+    assert written.stdout == b""
+    page = target.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "Shady Partner AS" in page
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600  # it names a person's data
+    assert as_json.returncode == 0, as_json.stderr
+    assert [d["event_id"] for d in orjson.loads(as_json.stdout)["disclosures"]] == [
+        "anna-d1", "anna-d2", "anna-d3", "anna-cloud",
+    ]  # fmt: skip
+    assert refused.returncode == 2 and b"403" in refused.stderr and refused.stdout == b""
+    logged = await ledger.pool.fetchval(
+        "SELECT subjects FROM access_log WHERE purpose = 'CLI DSAR'"
+    )
+    assert logged == [ANNA]

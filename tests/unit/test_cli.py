@@ -503,7 +503,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["check", "dev", "worker", "api", "publish", "migrate", "verify", "verify-proof"]
+    "command",
+    ["check", "dev", "worker", "api", "publish", "migrate", "verify", "verify-proof", "report"],
 )
 def test_every_command_says_what_it_does_reads_and_exits_with(
     command: str, capsys: pytest.CaptureFixture[str]

@@ -9,7 +9,7 @@ command that needs them, so ``check`` starts fast.
 One module per group of commands, each a composition root per subcommand:
 event_files (check, publish), service (dev, worker, api, migrate), integrity
 (verify, checkpoint, keys, verify-proof), read_models (rebuild), policy (policy,
-whatif), access (token); command holds what they share. A new subcommand is a
+whatif), access (token), report (report); command holds what they share. A new subcommand is a
 module with an ``add_NAME(commands)`` that defines its arguments and sets
 ``run``, and one line in :data:`COMMANDS`.
 """
@@ -21,7 +21,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from consent_ledger import __version__
-from consent_ledger.cli import access, event_files, integrity, policy, read_models, service
+from consent_ledger.cli import (
+    access,
+    event_files,
+    integrity,
+    policy,
+    read_models,
+    report,
+    service,
+)
 from consent_ledger.cli.command import (
     EXIT_OK,
     EXIT_USAGE,
@@ -50,6 +58,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     integrity.add_keys,
     integrity.add_verify_proof,
     access.add_token,
+    report.add_report,
 )
 """Every subcommand's registration: it adds its parser and sets ``run``, the
 function of the parsed arguments that returns the exit status."""
