@@ -36,6 +36,11 @@ class Settings:
     checkpoint_history_topic: str = "ledger.checkpoints.history"
     # Comma-separated URLs each signed checkpoint is POSTed to (CONTRACT §10).
     witnesses: str | None = None
+    # A YAML/JSON file naming the URLs each alert is POSTed to (CONTRACT §8,
+    # consent_ledger/webhooks.py), and how long a failing delivery is retried.
+    webhooks: Path | None = None
+    webhook_retry_horizon_s: float = 86_400.0
+    webhook_timeout_s: float = 10.0
     partitions: int = 4
     consumer_group: str = "consent-ledger-worker"
     data_dir: Path = Path(".ledger-data")
@@ -121,6 +126,9 @@ _VARIABLES: dict[str, type] = {
     "checkpoints_topic": str,
     "checkpoint_history_topic": str,
     "witnesses": str,
+    "webhooks": Path,
+    "webhook_retry_horizon_s": float,
+    "webhook_timeout_s": float,
     "partitions": int,
     "consumer_group": str,
     "data_dir": Path,

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from consent_ledger.core.verdicts import Severity
 from consent_ledger.store.batch_write import BATCH_SECONDS_BOUNDS
 from consent_ledger.store.outbox import OutboxHealth
+from consent_ledger.store.webhook_deliveries import HookFigures
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -144,6 +145,7 @@ class LedgerFigures:
     lag: Mapping[int, int] | None
     requests: Iterable[Sample]
     outbox: OutboxHealth
+    webhooks: Sequence[HookFigures] = ()
 
 
 def exposition(figures: LedgerFigures) -> str:
@@ -254,6 +256,33 @@ def exposition(figures: LedgerFigures) -> str:
          "Seconds since a relay last sent or set aside a message."),
     ):  # fmt: skip
         out.family(name, "gauge", meaning, [({}, value)])
+    out.family(
+        "consent_ledger_webhook_deliveries",
+        "gauge",
+        "Alerts queued for each webhook, by state (delivered, pending, dead); url is the "
+        "hook's name or its URL without credentials.",
+        (
+            ({"url": hook.hook, "state": state}, count)
+            for hook in figures.webhooks
+            for state, count in (
+                ("delivered", hook.delivered),
+                ("pending", hook.pending),
+                ("dead", hook.dead),
+            )
+        ),
+    )
+    out.family(
+        "consent_ledger_webhook_failed_attempts_total",
+        "counter",
+        "POSTs to each webhook that failed (no connection, no answer in time, not 2xx).",
+        (({"url": hook.hook}, hook.failed_attempts) for hook in figures.webhooks),
+    )
+    out.family(
+        "consent_ledger_webhook_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest alert waiting for each webhook; 0 when none waits.",
+        (({"url": hook.hook}, hook.oldest_pending_age_s) for hook in figures.webhooks),
+    )
     out.family(
         "consent_ledger_http_requests_total",
         "counter",

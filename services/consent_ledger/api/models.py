@@ -329,6 +329,29 @@ class OutboxStats(BaseModel):
     dead: int = Field(description="Messages the broker refused for good, kept with the reason")
 
 
+class WebhookStats(BaseModel):
+    """Alerts POSTed to one webhook (CONTRACT §8), by state. ``url`` is the hook's
+    name, or its URL without credentials, query and fragment."""
+
+    url: str
+    delivered: int = Field(description="Alerts the receiver answered 2xx to")
+    failed_attempts: int = Field(description="POSTs that failed (to be retried, or since dead)")
+    pending: int = Field(description="Alerts waiting for their first or next attempt")
+    dead: int = Field(description="Alerts given up on after the retry horizon (a day)")
+    oldest_pending_age_s: float = Field(description="Age of the oldest pending alert; 0 if none")
+    last_error: str | None = Field(description="The latest failure still on record")
+
+
+class WebhooksStats(BaseModel):
+    """Alerts POSTed to the webhooks of ``LEDGER_WEBHOOKS``, in all and per URL."""
+
+    delivered: int
+    failed_attempts: int
+    pending: int
+    dead: int
+    urls: list[WebhookStats]
+
+
 class Stats(BaseModel):
     """Counts over ``ledger.events``: every record read is in exactly one of the
     first three."""
@@ -345,6 +368,7 @@ class Stats(BaseModel):
         )
     )
     outbox: OutboxStats
+    webhooks: WebhooksStats
 
 
 class Health(BaseModel):

@@ -30,6 +30,7 @@ from consent_ledger.store.policy_versions import (
     sealed_data_opener,
     versions_with,
 )
+from consent_ledger.store.webhook_deliveries import HookFigures, figures_by_hook
 from consent_ledger.store.whatif_reads import whatif_recorded
 
 Row = Mapping[str, Any]
@@ -265,6 +266,10 @@ class LedgerView:
 
     async def outbox_health(self) -> OutboxHealth:
         return await outbox_health(self._connection)
+
+    async def webhook_figures(self) -> list[HookFigures]:
+        """Deliveries to each webhook by state (store/webhook_deliveries.py)."""
+        return await figures_by_hook(self._connection)
 
     async def rejected_by_reason(self) -> dict[str, int]:
         rows = await self._connection.fetch(REJECTED_BY_REASON)

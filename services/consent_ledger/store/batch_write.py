@@ -265,6 +265,10 @@ FORGET_SUBJECTS = (
     " AND topic <> $3",
 )
 SCRUB_EXPLANATIONS = "UPDATE violations SET explanation = $2 WHERE subject = ANY($1::text[])"
+# Alerts queued for webhooks (and those sent, kept as the record) likewise.
+SCRUB_WEBHOOK_BODIES = """UPDATE webhook_deliveries SET body = convert_to(
+    jsonb_set(convert_from(body, 'UTF8')::jsonb, '{violation,explanation}', to_jsonb($2::text))::text,
+    'UTF8') WHERE subject = ANY($1::text[])"""
 SCRUB_OUTBOX = (
     # Copies of rejected records not yet relayed carry raw personal data: drop them
     # (a copy keeps its record's Kafka key, which may name the subject).
@@ -421,6 +425,7 @@ class BatchWriter:
             await connection.execute(statement, erased)
         await connection.execute(drop_dead_copies, erased, keys, violations_topic)
         await connection.execute(SCRUB_EXPLANATIONS, erased, ERASED_EXPLANATION)
+        await connection.execute(SCRUB_WEBHOOK_BODIES, erased, ERASED_EXPLANATION)
         drop_copies, *scrub_alerts = SCRUB_OUTBOX
         await connection.execute(drop_copies, erased, violations_topic, keys)
         for statement in scrub_alerts:

@@ -57,10 +57,12 @@ from consent_ledger.store.checkpoint_copies import CheckpointCopies
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.store.key_rotation import register_signing_key
 from consent_ledger.store.migrate import migrate
+from consent_ledger.webhooks import Webhook, WebhooksError, load_webhooks
 from consent_ledger.worker.isolation import is_transient, store_isolating
 from consent_ledger.worker.lean_faust import RawRecords, lean_consumer
 from consent_ledger.worker.pipeline import BatchPipeline, BatchReport
 from consent_ledger.worker.relay import OutboxRelay
+from consent_ledger.worker.webhooks import WebhookDispatcher
 from consent_ledger.worker.witnesses import WitnessCourier
 
 log = structlog.get_logger(__name__)
@@ -72,14 +74,21 @@ REJUDGING_INTERVAL_S = 1.0
 class WorkerRuntime:
     """The connections a worker process holds, opened once when it first needs them."""
 
-    def __init__(self, settings: Settings, policy: PolicyVersions | Policy) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: PolicyVersions | Policy,
+        webhooks: Sequence[Webhook] = (),
+    ) -> None:
         self.settings = settings
         self.policy = policy
+        self.webhooks_configured = tuple(webhooks)
         self._opened = asyncio.Lock()
         self.pool: asyncpg.Pool | None = None
         self.pipeline: BatchPipeline | None = None
         self.relay: OutboxRelay | None = None
         self.witnesses: WitnessCourier | None = None
+        self.webhooks: WebhookDispatcher | None = None
         self.signing_key: Ed25519PrivateKey | None = None
         self._producer: AIOKafkaProducer | None = None
         self.copies = CheckpointCopies(
@@ -114,7 +123,12 @@ class WorkerRuntime:
                         connection, key_id(self.signing_key), public_key_pem(self.signing_key)
                     )
             self.pipeline = BatchPipeline(pool, keyring, self.policy, settings)
-            self.relay = OutboxRelay(pool, producer)
+            self.webhooks = WebhookDispatcher(
+                pool, self.webhooks_configured, topic=settings.violations_topic,
+                timeout_s=settings.webhook_timeout_s,
+                horizon_s=settings.webhook_retry_horizon_s,
+            )  # fmt: skip
+            self.relay = OutboxRelay(pool, producer, webhooks=self.webhooks)
             self.witnesses = WitnessCourier(pool, settings.witness_urls)
             self._producer = producer
             self.pool = pool
@@ -173,6 +187,7 @@ class WorkerRuntime:
             if self.pool is not None:
                 await self.pool.close()
             self.pool = self.pipeline = self.relay = self.witnesses = self._producer = None
+            self.webhooks = None
 
     async def _finish(self, deadline: float) -> None:
         try:
@@ -287,7 +302,7 @@ async def take_batch(channel: Any, limit: int) -> list[Any]:
 
 
 def create_app(
-    settings: Settings, policy: PolicyVersions | Policy
+    settings: Settings, policy: PolicyVersions | Policy, webhooks: Sequence[Webhook] = ()
 ) -> tuple[faust.App, WorkerRuntime]:
     """The faust app of one worker process, and the runtime its agents share."""
     if not settings.kafka_bootstrap or not settings.database_url:
@@ -319,7 +334,7 @@ def create_app(
     weakref.finalize(app, shutil.rmtree, datadir, ignore_errors=True)  # also at exit
     # This app's transport only.
     app.transport.Consumer = lean_consumer(settings.fetch_max_wait_ms)  # type: ignore[misc]
-    runtime = WorkerRuntime(settings, policy)
+    runtime = WorkerRuntime(settings, policy, webhooks)
     events = app.topic(settings.events_topic, schema=RawRecords(), partitions=settings.partitions)
 
     # The topic is read as a faust channel, in batches, rather than through an
@@ -353,6 +368,12 @@ def create_app(
         await runtime.open()
         assert runtime.witnesses is not None
         await runtime.witnesses.run(idle_poll_s=min(5.0, settings.checkpoint_interval_s))
+
+    @app.task
+    async def alert_webhooks() -> None:
+        await runtime.open()
+        assert runtime.webhooks is not None
+        await runtime.webhooks.run()
 
     @app.timer(settings.checkpoint_interval_s)
     async def checkpoint() -> None:
@@ -455,6 +476,20 @@ class WorkerNotReady(Exception):
     """What the worker needs is missing or unreachable: it must not join its group."""
 
 
+def configured_webhooks(settings: Settings) -> tuple[Webhook, ...]:
+    """The hooks ``LEDGER_WEBHOOKS`` names (none when unset); a file that cannot
+    be used is refused here, with its key and the problem, rather than found
+    out when the first alert is due."""
+    if settings.webhooks is None:
+        return ()
+    try:
+        hooks = load_webhooks(Path(settings.webhooks))
+    except WebhooksError as exc:
+        raise WorkerNotReady(f"LEDGER_WEBHOOKS: {exc}") from None
+    log.info("alert webhooks", hooks=[hook.name for hook in hooks])
+    return hooks
+
+
 def check_ready(settings: Settings) -> None:
     """Load the keys and migrate the database before the worker joins its consumer
     group: a worker that joined and then crashed would make the group rebalance
@@ -523,10 +558,14 @@ async def missing_checkpoint_topics(settings: Settings, within_s: float = 15.0) 
 
 
 def make_worker(
-    settings: Settings, policy: PolicyVersions | Policy, *, loglevel: str = "warning"
+    settings: Settings,
+    policy: PolicyVersions | Policy,
+    *,
+    loglevel: str = "warning",
+    webhooks: Sequence[Webhook] = (),
 ) -> faust.Worker:
     """The faust worker that runs one worker process's app."""
-    app, _ = create_app(settings, policy)
+    app, _ = create_app(settings, policy, webhooks)
     worker = faust.Worker(
         app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
         logging_config=stdlib_logging_config(loglevel),
@@ -542,6 +581,7 @@ def make_worker(
 def run_worker(settings: Settings, policy: PolicyVersions | Policy) -> None:
     """Run a worker until it is stopped (SIGINT/SIGTERM): ``consent-ledger worker``.
     Raises :class:`WorkerNotReady` before joining the group if it could not work."""
+    webhooks = configured_webhooks(settings)
     check_ready(settings)
     log.info(
         "worker joining its consumer group", group=settings.consumer_group,
@@ -551,4 +591,4 @@ def run_worker(settings: Settings, policy: PolicyVersions | Policy) -> None:
         log.warning(
             "LEDGER_INTEGRITY=false: entries are stored unsealed and outside the Merkle logs"
         )
-    make_worker(settings, policy).execute_from_commandline()
+    make_worker(settings, policy, webhooks=webhooks).execute_from_commandline()

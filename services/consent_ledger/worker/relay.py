@@ -8,6 +8,11 @@ alert's ``id`` and can drop the rare repeat; nothing is ever lost. A message
 the broker refuses for good (too large, invalid) moves to ``outbox_dead``
 with the reason and the rest go on; one that failed otherwise (an outage)
 stays for the next pass, so only then may a later alert overtake it.
+
+Alerts the broker took are queued for the webhooks that want them
+(worker/webhooks.py) in the same transaction that deletes them from the
+outbox: each published alert is queued once per hook, and a webhook is POSTed
+only what ``ledger.violations`` carries, byte for byte.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from aiokafka import AIOKafkaProducer
 
 from consent_ledger.kafka import REFUSED_FOR_GOOD, send_each
 from consent_ledger.store.outbox import claim_messages, settle_messages
+from consent_ledger.store.webhook_deliveries import queue_deliveries
+from consent_ledger.worker.webhooks import WebhookDispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -28,10 +35,18 @@ log = structlog.get_logger(__name__)
 class OutboxRelay:
     """Moves outbox rows to their topics; wake it with :meth:`notify` after a commit."""
 
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, batch: int = 1_000) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        batch: int = 1_000,
+        webhooks: WebhookDispatcher | None = None,
+    ) -> None:
         self._pool = pool
         self._producer = producer
         self._batch = batch
+        self._webhooks = webhooks
+        self.queued_for_webhooks = 0
         self._wake = asyncio.Event()
         self.sent = 0
         self.dead = 0  # messages refused for good by this relay
@@ -62,12 +77,25 @@ class OutboxRelay:
                     dead.append((message.id, f"{type(outcome).__name__}: {outcome}"[:1_024]))
                 elif failure is None:
                     failure = outcome
+            queued = []
+            if self._webhooks is not None and sent:
+                queued = self._webhooks.deliveries_for(
+                    [
+                        (m.topic, m.value)
+                        for m, o in zip(claimed, outcomes, strict=True)
+                        if o is None
+                    ]
+                )
+                await queue_deliveries(connection, queued)
             if sent or dead:
                 await settle_messages(connection, sent, dead)
         for message_id, reason in dead:
             log.error("outbox message refused for good, kept as dead", id=message_id, reason=reason)
         self.sent += len(sent)
         self.dead += len(dead)
+        self.queued_for_webhooks += len(queued)
+        if queued and self._webhooks is not None:
+            self._webhooks.notify()
         if failure is not None:
             raise failure
         return len(sent) + len(dead)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Final
 
 from fastapi import APIRouter, Request
@@ -22,6 +23,7 @@ from consent_ledger.api.metrics import CONTENT_TYPE, Exposition, LedgerFigures, 
 from consent_ledger.api.routes.common import Context
 from consent_ledger.core.roles import Permission as P
 from consent_ledger.kafka import kafka_security
+from consent_ledger.store.webhook_deliveries import HookFigures
 
 router = APIRouter()
 
@@ -41,6 +43,7 @@ async def stats(context: Context) -> models.Stats:
         by_status = await view.violations_by_status()
         next_offsets = await view.next_offsets(topic)
         outbox = await view.outbox_health()
+        hooks = await view.webhook_figures()
     # Asked after the database, so the lag is never below the truth.
     log_end = await log_end_offsets(
         context.settings.kafka_bootstrap, topic, security=kafka_security(context.settings)
@@ -56,6 +59,28 @@ async def stats(context: Context) -> models.Stats:
         outbox=models.OutboxStats(
             depth=outbox.depth, oldest_age_s=round(outbox.oldest_age_s, 3), dead=outbox.dead
         ),
+        webhooks=_webhook_stats(hooks),
+    )
+
+
+def _webhook_stats(hooks: Sequence[HookFigures]) -> models.WebhooksStats:
+    return models.WebhooksStats(
+        delivered=sum(hook.delivered for hook in hooks),
+        failed_attempts=sum(hook.failed_attempts for hook in hooks),
+        pending=sum(hook.pending for hook in hooks),
+        dead=sum(hook.dead for hook in hooks),
+        urls=[
+            models.WebhookStats(
+                url=hook.hook,
+                delivered=hook.delivered,
+                failed_attempts=hook.failed_attempts,
+                pending=hook.pending,
+                dead=hook.dead,
+                oldest_pending_age_s=round(hook.oldest_pending_age_s, 3),
+                last_error=hook.last_error,
+            )
+            for hook in hooks
+        ],
     )
 
 
@@ -141,6 +166,7 @@ async def metrics(request: Request, context: Context) -> Response:
         next_offsets = await view.next_offsets(topic)
         batch_times = await view.batch_times(topic)
         outbox = await view.outbox_health()
+        hooks = await view.webhook_figures()
     log_end = await log_end_offsets(
         context.settings.kafka_bootstrap, topic, security=kafka_security(context.settings)
     )
@@ -155,6 +181,7 @@ async def metrics(request: Request, context: Context) -> Response:
         lag=consumer_lag(log_end, next_offsets) if log_end is not None else None,
         requests=context.requests.samples(),
         outbox=outbox,
+        webhooks=hooks,
     )
     sign_ins = Exposition()  # this process's own counts, beside the ledger's figures
     authenticator(request).metric_families(sign_ins)
