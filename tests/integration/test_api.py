@@ -842,6 +842,7 @@ async def test_stats_sum_positions_and_say_lag_null_without_a_broker(
             "violations_retracted": 2,
             "lag": None,
             "outbox": {"depth": 0, "oldest_age_s": 0.0, "dead": 0},
+            "webhooks": {"delivered": 0, "failed_attempts": 0, "pending": 0, "dead": 0, "urls": []},
         }
 
 
