@@ -36,7 +36,10 @@ from consent_ledger.settings import Settings
 from consent_ledger.store.audit_reads import inclusion_proof_for, verify_ledger
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.store.migrate import migrate
+from consent_ledger.store.webhook_deliveries import queue_deliveries
+from consent_ledger.webhooks import parse_webhooks
 from consent_ledger.worker.pipeline import BatchPipeline
+from consent_ledger.worker.webhooks import WebhookDispatcher
 
 pytestmark = [pytest.mark.integration]
 
@@ -323,6 +326,29 @@ async def test_no_distinctive_string_of_the_erased_subject_is_stored_anywhere(
     await feed_scenario(ledger, batching)
     leaks = await readable_strings(ledger, sorted(distinctive_strings()))
     assert leaks == [], leaks
+
+
+async def test_alerts_queued_for_webhooks_lose_their_details_at_the_erasure(
+    ledger: Ledger,
+) -> None:
+    records = scenario_records()
+    erasure_at = next(i for i, r in enumerate(records) if orjson.loads(r.value)["id"] == ERASURE_ID)
+    await ledger.feed(records[:erasure_at], len(records))
+    # The relay publishes the alerts and queues them for a webhook (receiver down).
+    hooks = parse_webhooks(
+        {"webhooks": [{"url": "http://127.0.0.1:9/", "secret": "s"}]}, "t", print
+    )
+    dispatcher = WebhookDispatcher(ledger.pool, hooks, topic=Settings().violations_topic)
+    alerts = await ledger.fetch("SELECT topic, value FROM outbox")
+    deliveries = dispatcher.deliveries_for([(row["topic"], row["value"]) for row in alerts])
+    assert any(delivery.subject == ERASED for delivery in deliveries)
+    async with ledger.pool.acquire() as connection:
+        await queue_deliveries(connection, deliveries)
+    needles = sorted(distinctive_strings())
+    assert any(leak[0] == "webhook_deliveries" for leak in await readable_strings(ledger, needles))
+    await ledger.feed(records[erasure_at:], len(records))
+    leaks = await readable_strings(ledger, needles)
+    assert [leak for leak in leaks if leak[0] == "webhook_deliveries"] == []
 
 
 async def test_a_disclosure_arriving_after_the_erasure_is_judged_and_unreadable(
