@@ -57,7 +57,9 @@ def add_worker(commands: Commands) -> None:
         "LEDGER_EVENTS_TOPIC, LEDGER_REJECTED_TOPIC, LEDGER_VIOLATIONS_TOPIC, "
         "LEDGER_PARTITIONS, LEDGER_CONSUMER_GROUP, LEDGER_BATCH_SIZE, "
         "LEDGER_CHECKPOINT_INTERVAL_S, LEDGER_LOG_ID, LEDGER_KAFKA_IDEMPOTENCE, "
-        "LEDGER_SESSION_TIMEOUT_S, LEDGER_FETCH_MAX_WAIT_MS, LEDGER_INTEGRITY, " + TRANSPORT,
+        "LEDGER_SESSION_TIMEOUT_S, LEDGER_FETCH_MAX_WAIT_MS, LEDGER_INTEGRITY, "
+        "LEDGER_WITNESSES, LEDGER_WEBHOOKS (a file of alert webhooks), "
+        "LEDGER_WEBHOOK_TIMEOUT_S, LEDGER_WEBHOOK_RETRY_HORIZON_S, " + TRANSPORT,
         "exit status: 0 stopped by a signal, 2 usage or configuration error or the "
         "database unusable at start, other non-zero: it crashed (restart it: it resumes "
         "where the database says it stopped)",
