@@ -138,3 +138,24 @@ def test_retries_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
 def test_a_label_drops_credentials_query_and_fragment() -> None:
     assert public_label("https://u:p@h.example/a/b?k=v#f") == "https://h.example/a/b"
     assert public_label("http://[::1]:8080/x") == "http://[::1]:8080/x"
+
+
+def test_the_worker_and_dev_refuse_a_bad_file_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consent_ledger import cli
+    from consent_ledger.settings import Settings
+    from consent_ledger.worker.app import WorkerNotReady, configured_webhooks
+
+    hooks = tmp_path / "hooks.yaml"
+    hooks.write_text("webhooks:\n  - {url: 'https://x.example/', secret: s, severity: urgent}\n")
+    with pytest.raises(
+        WorkerNotReady, match=r"LEDGER_WEBHOOKS: .*webhooks\[0\].severity: 'urgent'"
+    ):
+        configured_webhooks(Settings(webhooks=hooks))
+    assert configured_webhooks(Settings()) == ()
+
+    monkeypatch.setenv("LEDGER_WEBHOOKS", str(hooks))
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path / "data"))
+    assert cli.main(["dev"]) == 2
+    assert "webhooks[0].severity: 'urgent' is not one of" in capsys.readouterr().err

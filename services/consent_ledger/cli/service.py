@@ -105,6 +105,14 @@ def _dev(args: argparse.Namespace) -> int:
     if missing is not None:
         raise UsageError(missing)
     load_policy_versions(settings.policy_path)  # refuse a bad policy before starting anything
+    if settings.webhooks is not None:  # and a bad webhooks file; the workers get it by path
+        from consent_ledger.webhooks import WebhooksError, load_webhooks
+
+        try:
+            load_webhooks(settings.webhooks)
+        except WebhooksError as exc:
+            raise UsageError(f"LEDGER_WEBHOOKS: {exc}") from None
+        settings = settings.with_(webhooks=settings.webhooks.resolve())
     return DevStack(settings, demo=args.demo, workers=args.workers).run()
 
 

@@ -397,6 +397,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
         "LEDGER_PARTITIONS": settings.partitions,
         "LEDGER_SESSION_TIMEOUT_S": settings.session_timeout_s,
         "LEDGER_FETCH_MAX_WAIT_MS": settings.fetch_max_wait_ms,
+        "LEDGER_WEBHOOKS": settings.webhooks,  # alert webhooks (a file), when set
     }
     for name, value in values.items():
         if value is not None:
