@@ -93,6 +93,17 @@ def test_a_title_is_shown_in_english_else_in_the_statements_own_language_never_t
     assert policy.clause_title("GDPR Art. 17") is None
 
 
+def test_a_clause_id_written_as_a_number_is_the_clause_a_rule_names_so() -> None:
+    policy = parse_policy(
+        "purposes:\n  delivery: {clause: 3, basis: contract, roles: [user]}\n"
+        "visitors: {require_rights_notice: false}\n"
+        "clauses:\n  3: {title: {en: Deliveries}}\n",
+        "p.yaml",
+    )
+
+    assert policy.clause_title("3") == "Deliveries"
+
+
 def test_a_policy_without_clauses_still_loads_and_has_none() -> None:
     policy = parse_policy(RULES, "p.yaml")
 

@@ -130,7 +130,10 @@ class Clause:
         title in the first language the policy gives (Norwegian, for a clause
         that only the Norwegian statement has). Never a translation."""
         english = self.title.get(DISPLAY_LANGUAGE)
-        return english if english is not None else next(iter(self.title.values()))
+        if english is not None:
+            return english
+        # A clause read from a file has a title in one language at least.
+        return next(iter(self.title.values()), self.id)
 
 
 @dataclass(frozen=True, slots=True)

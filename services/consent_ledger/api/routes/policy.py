@@ -189,8 +189,12 @@ async def policy_in_force(context: Context) -> PolicyDocument:
     async with context.ledger().snapshot() as view:
         published = await view.policy_versions()
         open_by_clause = await view.open_violations_by_clause()
-    policy = versions_with(context.policy, published).in_force_at(to_micros(datetime.now(UTC)))
-    # A configured and a published version cannot share a name (a clash is refused).
+    try:
+        versions = versions_with(context.policy, published)
+    except PolicyError as exc:  # LEDGER_POLICY changed since a publication: the worker stops too
+        raise ApiError(500, "policy-versions-clash", str(exc)) from None
+    policy = versions.in_force_at(to_micros(datetime.now(UTC)))
+    # In one set, a configured and a published version never share a name.
     sha256 = next((item.sha256.hex() for item in published if item.version == policy.version), None)
     return policy_document(policy, sha256, open_by_clause)
 
