@@ -96,6 +96,8 @@ def _dev(args: argparse.Namespace) -> int:
     from consent_ledger.devtools.dev import DevStack, missing_embedded
 
     settings = settings_from_env()
+    if settings.webhooks is not None:  # a bad webhooks file is one line; workers get its path
+        settings = settings.with_(webhooks=_checked_webhooks(settings.webhooks))
     configure_logging()
     if args.data_dir is not None:
         settings = settings.with_(data_dir=args.data_dir)
@@ -105,15 +107,19 @@ def _dev(args: argparse.Namespace) -> int:
     if missing is not None:
         raise UsageError(missing)
     load_policy_versions(settings.policy_path)  # refuse a bad policy before starting anything
-    if settings.webhooks is not None:  # and a bad webhooks file; the workers get it by path
-        from consent_ledger.webhooks import WebhooksError, load_webhooks
-
-        try:
-            load_webhooks(settings.webhooks)
-        except WebhooksError as exc:
-            raise UsageError(f"LEDGER_WEBHOOKS: {exc}") from None
-        settings = settings.with_(webhooks=settings.webhooks.resolve())
     return DevStack(settings, demo=args.demo, workers=args.workers).run()
+
+
+def _checked_webhooks(path: Path) -> Path:
+    """``LEDGER_WEBHOOKS``'s file, refused (with the key and the problem) unless
+    it can be used, as an absolute path."""
+    from consent_ledger.webhooks import WebhooksError, load_webhooks
+
+    try:
+        load_webhooks(path)
+    except WebhooksError as exc:
+        raise UsageError(f"LEDGER_WEBHOOKS: {exc}") from None
+    return path.resolve()
 
 
 def _worker(args: argparse.Namespace) -> int:
