@@ -98,6 +98,9 @@ EVENTS = [
     shared("anna-d3", ANNA, "2026-02-01T10:00:00Z", "legal_disclosure", AUTHORITY,
            legal_basis={"kind": "court_order", "reference": "Oslo tingrett 26-001"}),
     shared("anna-cloud", ANNA, "2026-02-03T10:00:00Z", "cloud_access", GROUP),
+    event("anna-v1", ANNA, "VisitorRegistered", "2026-02-05T08:00:00Z", site="oslo",
+          rights_notice="visitor-notice-3"),
+    event("anna-v2", ANNA, "VisitorRegistered", "2026-02-06T08:00:00Z", site="bergen"),
     consent("ola-c1", OLA, "2026-01-05T09:00:00Z", "marketing", channel="app"),
     shared("ola-d1", OLA, "2026-01-06T09:00:00Z", "marketing",
            {"kind": "group_company", "id": "visma-finland-oy", "name": "Ola's Recipient Oy"}),
@@ -211,12 +214,20 @@ async def test_the_report_lists_consents_disclosures_with_recipients_and_violati
         for v in report["violations"]
     }
     assert listed == {tuple(row) for row in stored} and len(listed) >= 3
+    visits = [
+        (v["event_id"], v["site"], v["rights_notice"], v["verdict"]) for v in report["visits"]
+    ]
+    assert visits == [
+        ("anna-v1", "oslo", "visitor-notice-3", "allowed"),
+        ("anna-v2", "bergen", None, "violation"),  # not told of its rights
+    ]
+    assert report["visits"][1]["violations"][0]["rule"] == "visitor-not-informed"
     partner = next(v for v in report["violations"] if v["rule"] == "partner-not-certified")
     assert partner["clause"] == {"id": "Visma partnere", "title": "Visma partnere"}
 
     # Each clause named, once, in the statement's words (Norwegian where only it has them).
     words = {c["id"]: c for c in report["clauses"]}
-    assert set(words) == {"l", "k", "Visma partnere", "Offentlige myndigheter"}
+    assert set(words) == {"l", "k", "Visma partnere", "Offentlige myndigheter", "visitors"}
     assert words["l"]["language"] == "en" and "new products" in words["l"]["text"]
     assert words["Visma partnere"]["language"] == "no"
     times = [v["occurred_at"] for v in report["violations"]]
@@ -249,7 +260,7 @@ async def test_the_html_report_is_a_self_contained_document_with_the_checkpoint(
     assert "<title>Subject access report: anna</title>" in page
     for needle in ("Visma Enterprise AS", "Shady Partner AS", "politiet", "consent-withdrawn",
                    "version 2026-02", "Oslo tingrett 26-001", "@media print", " UTC</time>",
-                   "To promote new products and services (clause l)",
+                   "To promote new products and services (clause l)", "visitor-notice-3",
                    "consent-ledger verify --public-key KEY --trusted-checkpoint kept.json"):  # fmt: skip
         assert needle in page, needle
     checkpoint = (await ledger.pool.fetchrow("SELECT document FROM checkpoints"))["document"]

@@ -78,11 +78,14 @@ def report(subject: str = "anna", name: str | None = "Visma Enterprise AS") -> S
             disclosure("d1", "2026-01-12T00:00:00Z"),
             disclosure("d3", "2026-01-26T00:00:00Z"),
         ],
+        visits=[("v1", T("2026-02-01T08:00:00Z"))],
         violations=[
             violation("d2", "consent-withdrawn", "open", "2026-01-25T00:00:00Z"),
             violation("d3", "consent-missing", "retracted", "2026-01-26T00:00:00Z"),
+            violation("v1", "visitor-not-informed", "open", "2026-02-01T08:00:00Z"),
         ],
         event_data={
+            "v1": {"site": "oslo"},
             "c1": {"notice": {"id": "n", "version": "v7"}},
             "d1": {"recipient": {"kind": "group_company", "id": "x", "name": name}},
             "w1": None,  # did not open
@@ -103,14 +106,18 @@ def test_each_part_is_in_event_time_order_with_clauses_notices_and_recipients() 
     assert [d.event_id for d in made.disclosures] == ["d1", "d2", "d3"]
     assert made.disclosures[0].recipient.name == "Visma Enterprise AS"
     assert made.disclosures[1].recipient.name is None  # its payload named none
-    assert [words.id for words in made.clauses] == ["l"]  # once, though named six times
+    assert [words.id for words in made.clauses] == ["l", "visitors"]  # once each
     assert made.clauses[0].text is not None and "purposes (k to n)" in made.clauses[0].text
 
 
 def test_a_disclosure_is_a_violation_while_one_of_its_violations_is_open() -> None:
-    verdicts = {d.event_id: (d.verdict, len(d.violations)) for d in report().disclosures}
+    made = report()
+    verdicts = {d.event_id: (d.verdict, len(d.violations)) for d in made.disclosures}
     assert verdicts == {"d1": ("allowed", 0), "d2": ("violation", 1), "d3": ("allowed", 1)}
-    assert report().open_violations == 1
+    assert made.open_violations == 2
+    (visit,) = made.visits
+    assert (visit.site, visit.rights_notice, visit.verdict) == ("oslo", None, "violation")
+    assert visit.clause.id == "visitors"
 
 
 def test_an_erased_report_holds_nothing_but_the_erasure() -> None:

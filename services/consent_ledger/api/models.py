@@ -244,6 +244,18 @@ class ReportDisclosure(BaseModel):
     )
 
 
+class ReportVisit(BaseModel):
+    """A registration in the visitor system of one of the premises."""
+
+    event_id: str
+    time: str = Field(description=f"The registration's event time; {_INSTANT}")
+    site: str | None
+    rights_notice: str | None = Field(description="The notice of rights shown, if any")
+    clause: ReportClause
+    verdict: Literal["allowed", "violation"]
+    violations: list[ReportVerdictViolation]
+
+
 class ReportViolation(BaseModel):
     event_id: str
     rule: str
@@ -275,6 +287,7 @@ class SubjectReport(BaseModel):
     erased_at: str | None = Field(description=f"The erasure request's time; {_INSTANT}")
     consents: list[ReportConsent] = Field(description="Given and withdrawn, by event time")
     disclosures: list[ReportDisclosure] = Field(description="By event time")
+    visits: list[ReportVisit] = Field(description="Visitor registrations, by event time")
     violations: list[ReportViolation] = Field(description="About the subject, by event time")
     clauses: list[ReportClauseWords] = Field(
         description="Each clause the report names that the policy gives words for"

@@ -166,6 +166,21 @@ class LatestCheckpoint(NamedTuple):
         )
 
 
+class VisitEntry(NamedTuple):
+    """A registration in the visitor system of one of the premises."""
+
+    event_id: str
+    instant: int
+    site: str | None
+    rights_notice: str | None  # the notice of the visitor's rights shown, if any
+    clause: Clause  # the policy's visitors clause
+    violations: tuple[ViolationEntry, ...]
+
+    @property
+    def verdict(self) -> Verdict:
+        return VIOLATION if any(v.status == "open" for v in self.violations) else ALLOWED
+
+
 class SubjectReport(NamedTuple):
     """Everything the report says. For an erased subject only ``subject``,
     ``erased_at``, ``generated_at`` and ``checkpoint`` are filled."""
@@ -178,6 +193,7 @@ class SubjectReport(NamedTuple):
     violations: tuple[ViolationEntry, ...]
     checkpoint: LatestCheckpoint | None  # None: no checkpoint signed yet
     clauses: tuple[ClauseWords, ...] = ()  # those named above that the policy words
+    visits: tuple[VisitEntry, ...] = ()
 
     @property
     def erased(self) -> bool:
@@ -204,6 +220,7 @@ def subject_report(
     generated_at: int,
     consents: Iterable[RecordedConsentChange],
     disclosures: Iterable[RecordedDisclosure],
+    visits: Iterable[tuple[str, int]],
     violations: Iterable[RecordedViolation],
     event_data: Mapping[str, Mapping[str, Any] | None],
     policies: PolicyVersions,
@@ -213,7 +230,8 @@ def subject_report(
 
     ``event_data`` maps an event id to the ``data`` of its decrypted ledger
     entry (None where it did not open): what the read models leave out, the
-    notice of a consent, the recipient's name, a withdrawal's reason. A clause
+    notice of a consent, the recipient's name, a withdrawal's reason, and the
+    whole of a visitor registration (``visits``: its event id and time). A clause
     is titled in the words of the version that judged it: for a purpose the
     version in force at the event's time, for a violation the one it names.
     """
@@ -234,8 +252,13 @@ def subject_report(
         _disclosure(row, event_data.get(row.event_id), policies, by_event)
         for row in sorted(disclosures, key=lambda row: (row.instant, row.event_id))
     )
+    visit_entries = tuple(
+        _visit(event_id, instant, event_data.get(event_id), policies, by_event)
+        for event_id, instant in sorted(visits, key=lambda visit: (visit[1], visit[0]))
+    )
     named: list[Clause | None] = [entry.clause for entry in consent_entries]
     named += [entry.clause for entry in disclosure_entries]
+    named += [entry.clause for entry in visit_entries]
     named += [violation.clause for violation in found]
     return SubjectReport(
         subject=subject,
@@ -246,6 +269,7 @@ def subject_report(
         violations=found,
         checkpoint=checkpoint,
         clauses=_clause_words(policies, (clause.id for clause in named if clause is not None)),
+        visits=visit_entries,
     )
 
 
@@ -316,6 +340,25 @@ def _disclosure(
         legal_basis_kind=row.legal_basis_kind,
         legal_basis_reference=row.legal_basis_reference,
         violations=tuple(violations.get(row.event_id, ())),
+    )
+
+
+def _visit(
+    event_id: str,
+    instant: int,
+    data: Mapping[str, Any] | None,
+    policies: PolicyVersions,
+    violations: Mapping[str, Sequence[ViolationEntry]],
+) -> VisitEntry:
+    in_force = policies.in_force_at(instant)
+    clause = in_force.visitors_clause
+    return VisitEntry(
+        event_id=event_id,
+        instant=instant,
+        site=_text(data, "site"),
+        rights_notice=_text(data, "rights_notice"),
+        clause=Clause(clause, policies.clause_title(clause, in_force.version)),
+        violations=tuple(violations.get(event_id, ())),
     )
 
 

@@ -30,6 +30,7 @@ from consent_ledger.core.subject_report import (
     LatestCheckpoint,
     SubjectReport,
     ViolationEntry,
+    VisitEntry,
 )
 from consent_ledger.core.timestamps import format_micros
 
@@ -49,7 +50,8 @@ h2 { font-size: 13pt; margin: 1.6rem 0 .5rem; border-bottom: 1px solid var(--rul
 h3 { font-size: 11pt; margin: 1rem 0 .4rem; }
 .id, code, pre { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 9pt; }
 h1 .id { font-size: 16pt; }
-.id, td, dd, code { overflow-wrap: anywhere; }
+.id, code { overflow-wrap: anywhere; }
+td, dd { overflow-wrap: break-word; }
 dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; margin: 0; }
 dl.meta dt { color: var(--muted); }
 dl.meta dd { margin: 0; }
@@ -156,7 +158,7 @@ def _recipient(entry: DisclosureEntry) -> str:
     return f"{named}{_e(recipient.kind)}: <code>{_e(recipient.id)}</code>"
 
 
-def _verdict(entry: DisclosureEntry) -> str:
+def _verdict(entry: DisclosureEntry | VisitEntry) -> str:
     if not entry.violations:
         return "allowed"
     listed = "".join(f"<small>{_e(v.rule)} ({_e(v.status)})</small>" for v in entry.violations)
@@ -181,6 +183,17 @@ def _disclosure_row(entry: DisclosureEntry) -> list[str]:
         ", ".join(_e(category) for category in entry.data_categories),
         basis,
         _verdict(entry),
+    ]
+
+
+def _visit_row(entry: VisitEntry) -> list[str]:
+    verdict = _verdict(entry)
+    return [
+        _when(entry.instant) + _event(entry.event_id),
+        _e(entry.site) if entry.site else "not recorded",
+        _e(entry.rights_notice) if entry.rights_notice else "none shown",
+        _clause(entry.clause),
+        verdict,
     ]
 
 
@@ -240,10 +253,11 @@ def _summary(report: SubjectReport) -> str:
         "(given or withdrawn)</li>"
         f"<li>{disclosures} to {_count(recipients, 'recipient', 'recipients')}, "
         f"{broke:,} of them breaking a rule of the policy</li>"
+        f"<li>{_count(len(report.visits), 'visit', 'visits')} to the premises</li>"
         f"<li>{violations} about the subject, {report.open_violations:,} of them open</li>"
         "</ul>\n"
         '<p class="note">All times are UTC. Each row names its ledger event, which an '
-        "auditor can prove is in the ledger (part 5).</p>\n</section>"
+        "auditor can prove is in the ledger (part 6).</p>\n</section>"
     )
 
 
@@ -278,6 +292,17 @@ def _disclosures(report: SubjectReport) -> str:
     return _part("disclosures", "2. Disclosures and their recipients", body)
 
 
+def _visits(report: SubjectReport) -> str:
+    if not report.visits:
+        body = '<p class="empty">The ledger holds no visitor registration of this subject.</p>'
+    else:
+        body = _table(
+            ("Time", "Site", "Notice of rights", "Clause", "Verdict"),
+            map(_visit_row, report.visits),
+        )
+    return _part("visits", "3. Visits to the premises", body)
+
+
 def _violations(report: SubjectReport) -> str:
     if not report.violations:
         body = '<p class="empty">The ledger found no violation about this subject.</p>'
@@ -290,11 +315,11 @@ def _violations(report: SubjectReport) -> str:
                 map(_violation_row, report.violations),
             )
         )
-    return _part("violations", "3. Violations of the policy about the subject", body)
+    return _part("violations", "4. Violations of the policy about the subject", body)
 
 
 def _clauses(report: SubjectReport) -> str:
-    title = "4. The clauses named above, in the privacy statement's words"
+    title = "5. The clauses named above, in the privacy statement's words"
     if not report.clauses:
         return _part("clauses", title, '<p class="empty">The policy gives no words for them.</p>')
     entries = "\n".join(
@@ -310,7 +335,7 @@ def _partition_name(partition: int) -> str:
 
 
 def _verification(checkpoint: LatestCheckpoint | None, erased: bool) -> str:
-    number = "5." if not erased else "2."
+    number = "6." if not erased else "2."
     title = f"{number} How to check this report against the ledger"
     if checkpoint is None:
         return _part("verification", title, (
@@ -393,6 +418,7 @@ def render_html(report: SubjectReport) -> str:
             _summary(report),
             _consents(report),
             _disclosures(report),
+            _visits(report),
             _violations(report),
             _clauses(report),
             _verification(report.checkpoint, erased=False),

@@ -188,8 +188,8 @@ class LedgerView:
         """Every disclosure of ``subject``, in event-time order (the subject report)."""
         return await subject_report.subject_disclosures(self._connection, subject)
 
-    async def subject_payloads(self, subject: str) -> dict[str, bytes]:
-        """The sealed payloads of the subject's consent and disclosure entries."""
+    async def subject_payloads(self, subject: str) -> list[subject_report.SealedEntry]:
+        """The subject's consent, disclosure and visit entries, payloads sealed."""
         return await subject_report.subject_payloads(self._connection, subject)
 
     async def signing_keys(self) -> list[key_rotation.SigningKeyPeriod]:

@@ -1,21 +1,27 @@
 """The subject report's own reads (CONTRACT §8): a subject's disclosures, and the
-sealed payloads of its consent and disclosure entries.
+sealed payloads of its consent, disclosure and visitor registration entries.
 
 The report reads the rest through what other endpoints read already (the
 erasure, consent changes, violations, the subject key, the latest checkpoint:
 :class:`~consent_ledger.store.api_reads.LedgerView`), in the same snapshot.
 The payloads are read because the read models leave out what Art. 15 asks
-for: the recipient's name, the notice a consent was given under.
+for: the recipient's name, the notice a consent was given under; and visitor
+registrations have no read model of their own.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 import asyncpg
 
 from consent_ledger.core.subject_report import RecordedDisclosure
-from consent_ledger.core.vocabulary import CONSENT_GIVEN, CONSENT_WITHDRAWN, DATA_SHARED
+from consent_ledger.core.vocabulary import (
+    CONSENT_GIVEN,
+    CONSENT_WITHDRAWN,
+    DATA_SHARED,
+    VISITOR_REGISTERED,
+)
 
 SUBJECT_DISCLOSURES: Final = """
 SELECT event_id, purpose, occurred_us, controller, recipient_kind, recipient_id,
@@ -26,11 +32,21 @@ ORDER BY occurred_us, seq
 
 # ledger_entries_subject (subject, occurred_us, seq) finds them.
 SUBJECT_PAYLOADS: Final = """
-SELECT event_id, payload FROM ledger_entries
+SELECT event_id, type, occurred_us, payload FROM ledger_entries
 WHERE subject = $1 AND type = ANY($2::text[])
+ORDER BY occurred_us, seq
 """
 
-REPORTED_TYPES: Final = (CONSENT_GIVEN, CONSENT_WITHDRAWN, DATA_SHARED)
+REPORTED_TYPES: Final = (CONSENT_GIVEN, CONSENT_WITHDRAWN, DATA_SHARED, VISITOR_REGISTERED)
+
+
+class SealedEntry(NamedTuple):
+    """One of the subject's ledger entries, its payload still sealed."""
+
+    event_id: str
+    type: str
+    instant: int  # event time
+    payload: bytes
 
 
 async def subject_disclosures(
@@ -54,7 +70,11 @@ async def subject_disclosures(
     ]
 
 
-async def subject_payloads(connection: asyncpg.Connection, subject: str) -> dict[str, bytes]:
-    """The sealed payloads of the subject's consent and disclosure entries, by event id."""
+async def subject_payloads(connection: asyncpg.Connection, subject: str) -> list[SealedEntry]:
+    """The subject's consent, disclosure and visitor registration entries, in
+    event-time order, their payloads sealed."""
     rows = await connection.fetch(SUBJECT_PAYLOADS, subject, list(REPORTED_TYPES))
-    return {row["event_id"]: row["payload"] for row in rows}
+    return [
+        SealedEntry(row["event_id"], row["type"], row["occurred_us"], row["payload"])
+        for row in rows
+    ]

@@ -12,6 +12,7 @@ report says that it was erased, and when, and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -32,11 +33,13 @@ from consent_ledger.core.subject_report import (
     LatestCheckpoint,
     RecordedViolation,
     SubjectReport,
+    ViolationEntry,
     erased_report,
     subject_report,
 )
 from consent_ledger.core.subject_report_html import REPORT_CSP, render_html
 from consent_ledger.core.timestamps import format_micros, to_micros
+from consent_ledger.core.vocabulary import VISITOR_REGISTERED
 from consent_ledger.errors import UnknownCheckpoint
 from consent_ledger.store.api_reads import LedgerView, Row
 from consent_ledger.store.policy_versions import versions_with
@@ -62,8 +65,8 @@ _HTML_HEADERS: Final = {
     description=(
         "Every consent the subject gave and withdrew (time, purpose and its clause, channel, "
         "notice), every disclosure of its data with the recipient named (kind, id, and the "
-        "name the event gave), purpose, data categories, legal basis, time and verdict, the "
-        "violations about it with rule, clause, severity and status, and the ledger's latest "
+        "name the event gave), purpose, data categories, legal basis, time and verdict, its "
+        "registrations as a visitor, the violations about it with rule, clause, severity and status, and the ledger's latest "
         "signed checkpoint to hold the report to later. An erased subject's report says "
         "only that it was erased, and when. `format=html`: the same as a self-contained "
         "document (no script, nothing loaded) that prints to PDF from a browser."
@@ -111,14 +114,15 @@ async def read_subject_report(context: ApiContext, subject: str) -> SubjectRepor
         published = await view.policy_versions()
     key = unwrap_subject_key(context.keyring, subject, wrapped)
     event_data = {
-        event_id: _data(open_event(key, subject, event_id, sealed))
-        for event_id, sealed in payloads.items()
+        entry.event_id: _data(open_event(key, subject, entry.event_id, entry.payload))
+        for entry in payloads
     }
     return subject_report(
         subject,
         generated_at=generated_at,
         consents=map(_consent, consents),
         disclosures=disclosures,
+        visits=[(e.event_id, e.instant) for e in payloads if e.type == VISITOR_REGISTERED],
         violations=map(_violation, violations),
         event_data=event_data,
         policies=_policies(context.policy, published),
@@ -187,6 +191,18 @@ def _clause(clause: Clause | None) -> models.ReportClause | None:
     return models.ReportClause(id=clause.id, title=clause.title) if clause is not None else None
 
 
+def _caused(violations: Iterable[ViolationEntry]) -> list[models.ReportVerdictViolation]:
+    return [
+        models.ReportVerdictViolation(
+            rule=v.rule,
+            clause=models.ReportClause(id=v.clause.id, title=v.clause.title),
+            severity=v.severity,
+            status=models.ViolationStatus(v.status),
+        )
+        for v in violations
+    ]
+
+
 def _instant(micros: int | None) -> str | None:
     return format_micros(micros) if micros is not None else None
 
@@ -231,17 +247,21 @@ def report_model(report: SubjectReport) -> models.SubjectReport:
                 if entry.legal_basis_kind is not None
                 else None,
                 verdict=entry.verdict,
-                violations=[
-                    models.ReportVerdictViolation(
-                        rule=v.rule,
-                        clause=models.ReportClause(id=v.clause.id, title=v.clause.title),
-                        severity=v.severity,
-                        status=models.ViolationStatus(v.status),
-                    )
-                    for v in entry.violations
-                ],
+                violations=_caused(entry.violations),
             )
             for entry in report.disclosures
+        ],
+        visits=[
+            models.ReportVisit(
+                event_id=entry.event_id,
+                time=format_micros(entry.instant),
+                site=entry.site,
+                rights_notice=entry.rights_notice,
+                clause=models.ReportClause(id=entry.clause.id, title=entry.clause.title),
+                verdict=entry.verdict,
+                violations=_caused(entry.violations),
+            )
+            for entry in report.visits
         ],
         violations=[
             models.ReportViolation(
