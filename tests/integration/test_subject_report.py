@@ -164,6 +164,7 @@ async def test_the_report_lists_consents_disclosures_with_recipients_and_violati
         answer = await client.get(report_path(ANNA))
     assert answer.status_code == 200, answer.text
     report = answer.json()
+    assert answer.headers["cache-control"] == "no-store"  # a person's data: no cached copy
     assert report["subject"] == ANNA and report["erased"] is False and report["erased_at"] is None
     assert report["generated_at"].endswith("Z")
 

@@ -97,7 +97,11 @@ async def get_subject_report(
         return HTMLResponse(render_html(report), headers=_HTML_HEADERS)
     # Serialised once here: returned as a model, FastAPI would validate it again
     # against response_model (a third of a long report's time).
-    return Response(report_model(report).model_dump_json(), media_type="application/json")
+    return Response(
+        report_model(report).model_dump_json(),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def read_subject_report(context: ApiContext, subject: str) -> SubjectReport:
