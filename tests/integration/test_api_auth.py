@@ -61,6 +61,8 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("GET", "/v1/ledger/proofs/inclusion/{event_id}"): P.READ_LEDGER,
     ("GET", "/v1/ledger/proofs/consistency"): P.READ_LEDGER,
     ("GET", "/v1/stats"): P.READ_STATS,
+    ("GET", "/v1/reports/violations"): P.READ_REPORTS,
+    ("GET", "/v1/reports/disclosures"): P.READ_REPORTS,
     ("GET", "/metrics"): P.READ_METRICS,
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,

@@ -17,11 +17,19 @@ from typing import Any, Final
 import asyncpg
 
 from consent_ledger.core.policy import PolicyVersions
+from consent_ledger.core.reports import (
+    Bucket,
+    DisclosureCount,
+    DisclosureGroup,
+    TimeRange,
+    ViolationCount,
+    ViolationGroup,
+)
 from consent_ledger.core.subject_report import RecordedDisclosure
 from consent_ledger.core.whatif import WhatIf
 from consent_ledger.integrity.checkpoints import SignedCheckpoint
 from consent_ledger.integrity.keyring import KeyRing
-from consent_ledger.store import audit_reads, key_rotation, subject_report
+from consent_ledger.store import audit_reads, key_rotation, reports, subject_report
 from consent_ledger.store.outbox import OutboxHealth, outbox_health
 from consent_ledger.store.policy_versions import (
     PublishedVersion,
@@ -218,6 +226,18 @@ class LedgerView:
         return list(
             await self._connection.fetch(VIOLATIONS_PAGE[filters], after_id, limit, *values)
         )
+
+    async def violation_report(
+        self, bucket: Bucket, group: ViolationGroup, span: TimeRange, limit: int
+    ) -> list[ViolationCount]:
+        """The first ``limit`` cells of the violations report (store/reports.py)."""
+        return await reports.violation_report(self._connection, bucket, group, span, limit)
+
+    async def disclosure_report(
+        self, group: DisclosureGroup, span: TimeRange, limit: int
+    ) -> list[DisclosureCount]:
+        """The first ``limit`` groups of the disclosures report (store/reports.py)."""
+        return await reports.disclosure_report(self._connection, group, span, limit)
 
     async def rejected(
         self, *, after_id: int, limit: int, raw_budget: int, text_chars: int

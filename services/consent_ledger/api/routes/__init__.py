@@ -18,6 +18,7 @@ from consent_ledger.api.routes import (
     listings,
     operations,
     policy,
+    reports,
     subject_report,
     subjects,
 )
@@ -27,5 +28,6 @@ from consent_ledger.api.routes.events import EVENT_COMPONENTS
 __all__ = ["EVENT_COMPONENTS", "ApiContext", "router"]
 
 router = APIRouter()  # every route refuses NUL in its parameters: api/auth.py
-for _area in (events, listings, subjects, subject_report, ledger, policy, operations, access):
+_AREAS = (events, listings, reports, subjects, subject_report, ledger, policy, operations, access)
+for _area in _AREAS:
     router.include_router(_area.router)

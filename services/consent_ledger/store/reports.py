@@ -1,0 +1,188 @@
+"""The analysts' reports (CONTRACT §8) as one SQL statement each, grouped in PostgreSQL.
+
+A million violations must not travel to Python to be counted: each report is
+one ``GROUP BY`` over the read models, and only its cells come back. Buckets are
+integer arithmetic on the event time in microseconds (``occurred_us``), counted
+from a Monday (:data:`~consent_ledger.core.reports.MONDAY_US`) as
+:func:`~consent_ledger.core.reports.bucket_start` counts them: no time zone, no
+conversion per row.
+
+What migration 018 gives these statements, and what they must keep to use it:
+
+- ``violations_by_time`` and ``disclosures_by_time``, both on
+  ``(occurred_us, event_id)`` and covering the columns grouped by, so a range of
+  event times is read from the index alone, and a violation meets its disclosure
+  by a merge of the two in the same order. A violation's ``occurred_us`` is its
+  event's, so joining on both columns finds the same disclosure as on the id.
+- Statistics on each bucket expression, so that the planner knows a year holds
+  365 days rather than guessing a million groups (and sorting a million rows on
+  disk instead of hashing them). They match only the exact expression: the
+  width and origin are written into the statement (:func:`bucket_expression`),
+  not bound as parameters.
+
+One statement text per (grouping, bucket, which ends of the time range are
+given), rather than ``($n IS NULL OR ...)``: a prepared statement's generic
+plan of the latter could not choose between reading the whole table and a range.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import Final, NamedTuple
+
+import asyncpg
+
+from consent_ledger.core.reports import (
+    MONDAY_US,
+    Bucket,
+    DisclosureCount,
+    DisclosureGroup,
+    TimeRange,
+    ViolationCount,
+    ViolationGroup,
+)
+
+VIOLATION_GROUPS: Final = tuple(ViolationGroup)
+DISCLOSURE_GROUPS: Final = tuple(DisclosureGroup)
+
+
+class _Grouping(NamedTuple):
+    group: str  # SQL expression of the group
+    recipient_kind: str  # SQL expression of the recipient kind, or NULL
+    joins: str  # what the FROM clause needs beside the table
+
+
+_NO_KIND: Final = "NULL::text"
+# A violation's disclosure: none for a visitor registration or an erased subject.
+# Conditions on the event time are added to it as to the violations (:func:`_violation_statement`).
+_ITS_DISCLOSURE: Final = (
+    "LEFT JOIN disclosures AS d ON d.occurred_us = v.occurred_us AND d.event_id = v.event_id"
+)
+
+_VIOLATION_GROUPING: Final = {
+    ViolationGroup.RULE: _Grouping("v.rule", _NO_KIND, ""),
+    ViolationGroup.CLAUSE: _Grouping("v.clause", _NO_KIND, ""),
+    ViolationGroup.SEVERITY: _Grouping("v.severity", _NO_KIND, ""),
+    ViolationGroup.RECIPIENT_KIND: _Grouping("d.recipient_kind", _NO_KIND, _ITS_DISCLOSURE),
+    ViolationGroup.RECIPIENT: _Grouping("d.recipient_id", "d.recipient_kind", _ITS_DISCLOSURE),
+    ViolationGroup.PURPOSE: _Grouping("d.purpose", _NO_KIND, _ITS_DISCLOSURE),
+}
+
+# Each category a disclosure names, once: the first place it stands in the array.
+_EACH_CATEGORY: Final = (
+    "CROSS JOIN LATERAL unnest(d.data_categories) WITH ORDINALITY AS c(category, place)"
+)
+_DISCLOSURE_GROUPING: Final = {
+    DisclosureGroup.RECIPIENT_KIND: _Grouping("d.recipient_kind", _NO_KIND, ""),
+    DisclosureGroup.RECIPIENT: _Grouping("d.recipient_id", "d.recipient_kind", ""),
+    DisclosureGroup.PURPOSE: _Grouping("d.purpose", _NO_KIND, ""),
+    DisclosureGroup.DATA_CATEGORY: _Grouping("c.category", _NO_KIND, _EACH_CATEGORY),
+}
+_FIRST_PLACE: Final = "array_position(d.data_categories, c.category) = c.place"
+
+
+def bucket_expression(bucket: Bucket, column: str = "occurred_us") -> str:
+    """The start of the bucket holding ``column``, in microseconds: ``column`` less
+    its floor modulo the width, counted from a Monday (right before it too).
+    Migration 018 keeps statistics on exactly this expression per bucket."""
+    width, origin = bucket.micros, MONDAY_US
+    return f"{column} - (({column} - {origin}) % {width} + {width}) % {width}"
+
+
+def _time_conditions(column: str, since: bool, until: bool) -> list[str]:
+    """Conditions on the event time for the ends of the range given ($1 the first)."""
+    conditions = []
+    if since:
+        conditions.append(f"{column} >= $1")
+    if until:
+        conditions.append(f"{column} < ${1 + since}")
+    return conditions
+
+
+def _where(conditions: list[str]) -> str:
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _violation_statement(grouping: _Grouping, bucket: Bucket, since: bool, until: bool) -> str:
+    joins = grouping.joins
+    if joins:  # the disclosures of the same range: their index is read for it alone
+        joins = " AND ".join([joins, *_time_conditions("d.occurred_us", since, until)])
+    return f"""
+SELECT {bucket_expression(bucket, "v.occurred_us")} AS bucket,
+       {grouping.group} AS "group", {grouping.recipient_kind} AS recipient_kind,
+       count(*) AS opened, count(*) FILTER (WHERE v.status = 'retracted') AS retracted
+FROM violations AS v {joins}
+{_where(_time_conditions("v.occurred_us", since, until))}
+GROUP BY 1, 2, 3
+ORDER BY 1, 2 NULLS LAST, 3
+LIMIT ${1 + since + until}
+"""  # noqa: S608 (fixed expressions, no input)
+
+
+def _disclosure_statement(grouping: _Grouping, since: bool, until: bool) -> str:
+    # The open violations' events joined, not "event_id IN (subquery)": unless the
+    # ids fit in work_mem, that subquery is run again for every disclosure.
+    conditions = _time_conditions("d.occurred_us", since, until)
+    if grouping.joins == _EACH_CATEGORY:
+        conditions.append(_FIRST_PLACE)
+    return f"""
+SELECT {grouping.group} AS "group", {grouping.recipient_kind} AS recipient_kind,
+       count(*) AS disclosures, count(o.event_id) AS violating
+FROM disclosures AS d {grouping.joins}
+LEFT JOIN (
+    SELECT DISTINCT occurred_us, event_id FROM violations AS v
+    {_where(["v.status = 'open'", *_time_conditions("v.occurred_us", since, until)])}
+) AS o ON o.occurred_us = d.occurred_us AND o.event_id = d.event_id
+{_where(conditions)}
+GROUP BY 1, 2
+ORDER BY 1, 2
+LIMIT ${1 + since + until}
+"""  # noqa: S608 (fixed expressions, no input)
+
+
+_ENDS: Final = tuple(product((False, True), repeat=2))
+
+VIOLATION_REPORT: Final[dict[tuple[ViolationGroup, Bucket, bool, bool], str]] = {
+    (group, bucket, since, until): _violation_statement(
+        _VIOLATION_GROUPING[group], bucket, since, until
+    )
+    for group in ViolationGroup
+    for bucket in Bucket
+    for since, until in _ENDS
+}
+"""The statement per (grouping, bucket, ``from`` given, ``to`` given)."""
+
+DISCLOSURE_REPORT: Final[dict[tuple[DisclosureGroup, bool, bool], str]] = {
+    (group, since, until): _disclosure_statement(_DISCLOSURE_GROUPING[group], since, until)
+    for group in DisclosureGroup
+    for since, until in _ENDS
+}
+"""The statement per (grouping, ``from`` given, ``to`` given)."""
+
+
+def _bounds(span: TimeRange) -> list[int]:
+    return [end for end in span if end is not None]
+
+
+async def violation_report(
+    connection: asyncpg.Connection,
+    bucket: Bucket,
+    group: ViolationGroup,
+    span: TimeRange,
+    limit: int,
+) -> list[ViolationCount]:
+    """Violations opened and retracted per bucket of their events' time and per
+    group, by bucket then group (no group last), the first ``limit`` cells."""
+    key = (group, bucket, span.since is not None, span.until is not None)
+    rows = await connection.fetch(VIOLATION_REPORT[key], *_bounds(span), limit)
+    return [ViolationCount(*row) for row in rows]
+
+
+async def disclosure_report(
+    connection: asyncpg.Connection, group: DisclosureGroup, span: TimeRange, limit: int
+) -> list[DisclosureCount]:
+    """Disclosures per group whose event time is in ``span``, and how many of them
+    have a violation open now, by group, the first ``limit`` groups."""
+    key = (group, span.since is not None, span.until is not None)
+    rows = await connection.fetch(DISCLOSURE_REPORT[key], *_bounds(span), limit)
+    return [DisclosureCount(*row) for row in rows]
