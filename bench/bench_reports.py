@@ -34,11 +34,10 @@ from consent_ledger.core.timestamps import format_micros
 from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.store.migrate import migrate
+from consent_ledger.core.reports import Bucket, TimeRange
 from consent_ledger.store.reports import (
     DISCLOSURE_GROUPS,
     VIOLATION_GROUPS,
-    Bucket,
-    TimeRange,
     disclosure_report,
     violation_report,
 )
@@ -174,12 +173,12 @@ async def measure(dsn: str, runs: int) -> None:
                     )
                     label = f"violations bucket={bucket} group_by={group_by}"
                     print(f"{label:<44} {name:<13} {p50:>8.1f} {p99:>8.1f} {items:>7}", flush=True)
-        for group_by in DISCLOSURE_GROUPS:
+        for grouping in DISCLOSURE_GROUPS:
             for name, span in ranges.items():
                 p50, p99, items = await timed(
-                    partial(disclosure_report, connection, group_by, span, LIMIT), runs
+                    partial(disclosure_report, connection, grouping, span, LIMIT), runs
                 )
-                label = f"disclosures group_by={group_by}"
+                label = f"disclosures group_by={grouping}"
                 print(f"{label:<44} {name:<13} {p50:>8.1f} {p99:>8.1f} {items:>7}", flush=True)
     finally:
         await connection.close()
