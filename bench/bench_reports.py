@@ -30,11 +30,11 @@ from pathlib import Path
 import asyncpg
 from machine import describe
 
+from consent_ledger.core.reports import Bucket, TimeRange
 from consent_ledger.core.timestamps import format_micros
 from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.store.migrate import migrate
-from consent_ledger.core.reports import Bucket, TimeRange
 from consent_ledger.store.reports import (
     DISCLOSURE_GROUPS,
     VIOLATION_GROUPS,
