@@ -150,11 +150,18 @@ async def test_a_violation_counts_in_the_bucket_of_its_events_time(
         ("2026-03-02T00:00:00Z", "high"): (4, 1),
         ("2026-03-02T00:00:00Z", "medium"): (2, 0),
     }
-    by_hour = cells(await report(analyst, "violations", bucket="hour", group_by="clause"))
+    by_clause = await report(analyst, "violations", bucket="hour", group_by="clause")
+    by_hour = cells(by_clause)
     assert by_hour[("2026-03-01T23:00:00Z", "l")] == (1, 0)
     assert by_hour[("2026-03-02T00:00:00Z", "l")] == (2, 1)
     assert by_hour[("2026-03-02T08:00:00Z", "Visma partnere")] == (1, 0)
     assert by_hour[("2026-03-02T10:00:00Z", "visitors")] == (1, 0)
+    # Each clause with its title in the statement's words, as the policy gives them.
+    titles = {item["group"]: item["clause_title"] for item in by_clause}
+    assert titles == {clause: POLICY.clause_title(clause) for clause in titles}
+    assert titles["l"] == "To promote new products and services"
+    rules = await report(analyst, "violations", group_by="rule")
+    assert {item["clause_title"] for item in rules} == {None}
 
 
 async def every_violation(client: httpx.AsyncClient) -> list[dict[str, Any]]:
@@ -239,7 +246,8 @@ async def test_from_and_to_bound_the_events_time(analyst: httpx.AsyncClient) -> 
     # Joined groupings take the same range (their disclosures too).
     joined = await report(analyst, "violations", group_by="recipient", **{"to": "2026-02-01T00:00:00Z"})  # fmt: skip
     assert joined == [{"bucket": "2026-01-05T00:00:00Z", "group": "visma-software-as",
-                       "recipient_kind": "group_company", "opened": 1, "retracted": 0}]  # fmt: skip
+                       "recipient_kind": "group_company", "clause_title": None, "opened": 1,
+                       "retracted": 0}]  # fmt: skip
     assert await report(analyst, "violations", **{"from": "2027-01-01T00:00:00Z"}) == []
 
 

@@ -12,9 +12,12 @@ from pydantic import BaseModel, Field
 from consent_ledger.api.auth import requires
 from consent_ledger.api.errors import invalid_parameter
 from consent_ledger.api.routes.common import ERRORS, Context
+from consent_ledger.core.policy import PolicyError, PolicyVersions
 from consent_ledger.core.reports import Bucket, DisclosureGroup, TimeRange, ViolationGroup
 from consent_ledger.core.roles import Permission as P
 from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant
+from consent_ledger.store.api_reads import LedgerView
+from consent_ledger.store.policy_versions import versions_with
 
 router = APIRouter()
 
@@ -48,6 +51,13 @@ class ViolationReportItem(BaseModel):
     recipient_kind: str | None = Field(
         default=None,
         description="With group_by=recipient: the kind the recipient id belongs to",
+    )
+    clause_title: str | None = Field(
+        default=None,
+        description=(
+            "With group_by=clause: the clause's title in the privacy statement's words, "
+            "from the latest policy version that gives words for it; null when none does"
+        ),
     )
     opened: int = Field(
         description="Violations whose event's time falls in the bucket, retracted or not", ge=0
@@ -137,18 +147,28 @@ async def violations_report(
     span = time_range(since, until)
     async with context.ledger().snapshot() as view:
         cells = await view.violation_report(bucket, group_by, span, MAX_REPORT_ITEMS + 1)
-    _within_limit(len(cells), "bucket", "choose a wider bucket or a shorter range (from, to)")
+        _within_limit(len(cells), "bucket", "choose a wider bucket or a shorter range (from, to)")
+        titles = await _clause_titles(view, context.policy) if group_by == "clause" else None
     items = [
         ViolationReportItem(
             bucket=format_micros(cell.bucket),
             group=cell.group,
             recipient_kind=cell.recipient_kind,
+            clause_title=titles.clause_title(cell.group) if titles and cell.group else None,
             opened=cell.opened,
             retracted=cell.retracted,
         )
         for cell in cells
     ]
     return ViolationReport(bucket=bucket, group_by=group_by, items=items)
+
+
+async def _clause_titles(view: LedgerView, configured: PolicyVersions) -> PolicyVersions:
+    """Every policy version, configured and published, for the clauses' words."""
+    try:
+        return versions_with(configured, await view.policy_versions())
+    except PolicyError:  # a clash publishing refuses; titles then come from the configured
+        return configured
 
 
 @router.get(
