@@ -74,7 +74,7 @@ schemas: $(STAMP) ## regenerate schemas/ from the event models
 scenarios: $(STAMP) ## run the acceptance scenarios (tests/data/scenarios) through `check`
 	$(BIN)/python tests/tools/check_scenarios.py $(BIN)/consent-ledger tests/data/scenarios
 
-bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and memory, end-to-end rates, rebuild, poison isolation)
+bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and memory, end-to-end rates, rebuild, poison isolation, reports)
 	$(BIN)/python bench/bench_check.py
 	$(COMPILED)/bin/python bench/bench_check.py
 	$(COMPILED)/bin/python bench/bench_service.py
@@ -83,6 +83,7 @@ bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and m
 	$(COMPILED)/bin/python bench/bench_whatif.py
 	$(COMPILED)/bin/python bench/bench_policy.py
 	$(COMPILED)/bin/python bench/bench_subject_report.py
+	$(BIN)/python bench/bench_reports.py
 
 SOAK_ARGS ?=
 soak: $(STAMP) ## 10 minutes at 1,000 records/s with hostile ones (SOAK_ARGS="--workers 2" for two workers)
