@@ -1,7 +1,9 @@
 """Benchmark the analyst reports (CONTRACT §8): one million violations, each
 report timed as the API runs it.
 
-Usage: python bench/bench_reports.py [VIOLATIONS [RUNS]]   (default 1,000,000 and 20)
+Usage: python bench/bench_reports.py [VIOLATIONS [RUNS]] [--without-018]
+(default 1,000,000 and 20; --without-018 drops migration 018's indexes and
+statistics after filling, to measure what they are worth)
 
 The violations, their disclosures (several rules, clauses, recipients and
 purposes, spread over a year, a tenth retracted, some disclosures breaking two
@@ -125,13 +127,22 @@ VIOLATION_COLUMNS = ("event_id", "rule", "subject", "severity", "clause", "expla
                      "status", "occurred_us", "detected_at", "updated_at", "policy_version")  # fmt: skip
 
 
-async def fill(dsn: str, violations: int) -> int:
+WITHOUT_018 = (
+    "DROP INDEX violations_by_time",
+    "DROP INDEX disclosures_by_time",
+    "DROP STATISTICS violations_hour_buckets, violations_day_buckets, violations_week_buckets",
+)
+
+
+async def fill(dsn: str, violations: int, without_018: bool) -> int:
     """Write ``violations`` violations and their disclosures by COPY; return the
     number of disclosures written."""
     violation_rows, disclosure_rows = rows(violations, random.Random(18))
     connection = await asyncpg.connect(dsn)
     try:
         await migrate(connection)
+        for statement in WITHOUT_018 if without_018 else ():
+            await connection.execute(statement)
         await connection.copy_records_to_table("disclosures", records=disclosure_rows)
         await connection.copy_records_to_table(
             "violations", records=violation_rows, columns=VIOLATION_COLUMNS
@@ -162,7 +173,7 @@ async def timed(run: Callable[[], Awaitable[Sized]], runs: int) -> tuple[float, 
 async def measure(dsn: str, runs: int) -> None:
     last_month = TimeRange(BASE_US + YEAR_US - 30 * DAY_US, BASE_US + YEAR_US)
     ranges = {"all time": TimeRange(None, None), "last 30 days": last_month}
-    print(f"{'report':<44} {'range':<13} {'p50 ms':>8} {'p99 ms':>8} {'items':>7}", flush=True)
+    print(f"{'report':<48} {'range':<13} {'p50 ms':>8} {'p99 ms':>8} {'items':>7}", flush=True)
     connection = await asyncpg.connect(dsn)
     try:
         for group_by in VIOLATION_GROUPS:
@@ -172,22 +183,24 @@ async def measure(dsn: str, runs: int) -> None:
                         partial(violation_report, connection, bucket, group_by, span, LIMIT), runs
                     )
                     label = f"violations bucket={bucket} group_by={group_by}"
-                    print(f"{label:<44} {name:<13} {p50:>8.1f} {p99:>8.1f} {items:>7}", flush=True)
+                    print(f"{label:<48} {name:<13} {p50:>8.1f} {p99:>8.1f} {items:>7}", flush=True)
         for grouping in DISCLOSURE_GROUPS:
             for name, span in ranges.items():
                 p50, p99, items = await timed(
                     partial(disclosure_report, connection, grouping, span, LIMIT), runs
                 )
                 label = f"disclosures group_by={grouping}"
-                print(f"{label:<44} {name:<13} {p50:>8.1f} {p99:>8.1f} {items:>7}", flush=True)
+                print(f"{label:<48} {name:<13} {p50:>8.1f} {p99:>8.1f} {items:>7}", flush=True)
     finally:
         await connection.close()
     print(f"(last 30 days: from {format_micros(last_month.since or 0)})")
 
 
 async def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    without_018 = "--without-018" in sys.argv
+    numbers = [argument for argument in sys.argv[1:] if argument != "--without-018"]
+    count = int(numbers[0]) if numbers else 1_000_000
+    runs = int(numbers[1]) if len(numbers) > 1 else 20
     print(describe(), flush=True)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     folder = tempfile.TemporaryDirectory(prefix="bench-reports-")
@@ -200,10 +213,11 @@ async def main() -> None:
     dsn = await create_database(server, name)
     try:
         started = time.perf_counter()
-        disclosures = await fill(dsn, count)
+        disclosures = await fill(dsn, count, without_018)
         print(
             f"recorded {count:,} violations and {disclosures:,} disclosures in "
-            f"{time.perf_counter() - started:.1f} s; each report run {runs} times",
+            f"{time.perf_counter() - started:.1f} s; each report run {runs} times"
+            + ("; WITHOUT migration 018's indexes and statistics" if without_018 else ""),
             flush=True,
         )
         await measure(dsn, runs)
