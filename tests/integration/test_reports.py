@@ -20,12 +20,19 @@ import pytest
 from consent_ledger.api.app import create_app
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import PolicyVersions, load_reference_policy
-from consent_ledger.core.reports import Bucket, bucket_start
+from consent_ledger.core.reports import (
+    ALL_TIME,
+    Bucket,
+    DisclosureGroup,
+    ViolationGroup,
+    bucket_start,
+)
 from consent_ledger.core.timestamps import format_micros, parse_instant
 from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.store.migrate import migrate
+from consent_ledger.store.reports import disclosure_report, violation_report
 from consent_ledger.worker.pipeline import BatchPipeline
 from tests.conftest import issue_token, signed_in_client
 
@@ -341,3 +348,14 @@ async def test_the_openapi_document_describes_both_reports(analyst: httpx.AsyncC
         assert {"400", "401", "403"} <= set(answer)
     item = document["components"]["schemas"]["ViolationReportItem"]
     assert {"bucket", "group", "opened", "retracted"} <= set(item["required"])
+
+
+async def test_a_joined_report_leaves_hash_joins_as_they_were(reports_pool: asyncpg.Pool) -> None:
+    """Joined reports merge rather than hash, in their transaction only."""
+    async with reports_pool.acquire() as connection:
+        async with connection.transaction(isolation="repeatable_read", readonly=True):
+            await violation_report(connection, Bucket.DAY, ViolationGroup.PURPOSE, ALL_TIME, 10)
+            assert await connection.fetchval("SHOW enable_hashjoin") == "on"
+        assert await disclosure_report(connection, DisclosureGroup.PURPOSE, ALL_TIME, 10)
+        assert await connection.fetchval("SHOW enable_hashjoin") == "on"
+        assert not connection.is_in_transaction()
