@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from consent_ledger.api.app import create_app
+from consent_ledger.api.routes import reports as report_routes
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import PolicyVersions, load_reference_policy
 from consent_ledger.core.reports import (
@@ -323,6 +324,26 @@ async def test_a_bad_parameter_is_a_400_naming_it(
     assert error["code"] == "invalid-parameter"
     assert error["parameter"] == parameter
     assert parameter in error["message"]
+
+
+async def test_a_report_too_large_asks_for_wider_buckets(
+    analyst: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_routes, "MAX_REPORT_ITEMS", 3)
+    response = await analyst.get("/v1/reports/violations", params={"bucket": "hour"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["parameter"] == "bucket"
+    assert "more than 3 items" in response.json()["error"]["message"]
+    assert (
+        await analyst.get("/v1/reports/violations", params={"bucket": "week"})
+    ).status_code == 400
+    answer = await analyst.get("/v1/reports/violations", params={"bucket": "week", "group_by": "severity", "from": "2026-02-01T00:00:00Z"})  # fmt: skip
+    assert len(answer.json()["items"]) == 3
+    many = await analyst.get("/v1/reports/disclosures", params={"group_by": "recipient"})
+    assert many.json()["items"] and len(many.json()["items"]) == 3
+    monkeypatch.setattr(report_routes, "MAX_REPORT_ITEMS", 2)
+    refused = await analyst.get("/v1/reports/disclosures", params={"group_by": "recipient"})
+    assert refused.status_code == 400 and refused.json()["error"]["parameter"] == "group_by"
 
 
 @pytest.mark.parametrize("path", ["violations", "disclosures"])
