@@ -371,12 +371,16 @@ async def test_the_openapi_document_describes_both_reports(analyst: httpx.AsyncC
     assert {"bucket", "group", "opened", "retracted"} <= set(item["required"])
 
 
-async def test_a_joined_report_leaves_hash_joins_as_they_were(reports_pool: asyncpg.Pool) -> None:
-    """Joined reports merge rather than hash, in their transaction only."""
+async def test_a_joined_report_leaves_the_planners_settings_as_they_were(
+    reports_pool: asyncpg.Pool,
+) -> None:
+    """Joined reports merge in one process, in their transaction only."""
+    settings_now = "SELECT current_setting('enable_hashjoin'), current_setting('max_parallel_workers_per_gather')"
     async with reports_pool.acquire() as connection:
+        before = tuple(await connection.fetchrow(settings_now))
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             await violation_report(connection, Bucket.DAY, ViolationGroup.PURPOSE, ALL_TIME, 10)
-            assert await connection.fetchval("SHOW enable_hashjoin") == "on"
+            assert tuple(await connection.fetchrow(settings_now)) == before
         assert await disclosure_report(connection, DisclosureGroup.PURPOSE, ALL_TIME, 10)
-        assert await connection.fetchval("SHOW enable_hashjoin") == "on"
+        assert tuple(await connection.fetchrow(settings_now)) == before
         assert not connection.is_in_transaction()
