@@ -84,6 +84,7 @@ bench: $(STAMP) $(COMPILED_STAMP) ## benchmarks: print figures (check rate and m
 	$(COMPILED)/bin/python bench/bench_policy.py
 	$(COMPILED)/bin/python bench/bench_subject_report.py
 	$(BIN)/python bench/bench_reports.py
+	$(COMPILED)/bin/python bench/bench_webhooks.py
 
 SOAK_ARGS ?=
 soak: $(STAMP) ## 10 minutes at 1,000 records/s with hostile ones (SOAK_ARGS="--workers 2" for two workers)

@@ -34,34 +34,51 @@ FROM due WHERE d.delivery_id = due.delivery_id
 RETURNING d.delivery_id, d.body, d.attempts, d.failures
 """
 DELIVERED = """
-UPDATE webhook_deliveries SET delivered_at = now(), last_error = NULL
-WHERE delivery_id = $1 AND delivered_at IS NULL
+WITH done AS (
+    UPDATE webhook_deliveries SET delivered_at = now(), last_error = NULL
+    WHERE delivery_id = ANY($1::uuid[]) AND delivered_at IS NULL
+    RETURNING hook
+)
+INSERT INTO webhook_totals AS total (hook, delivered)
+SELECT hook, count(*) FROM done GROUP BY hook
+ON CONFLICT (hook) DO UPDATE SET delivered = total.delivered + EXCLUDED.delivered
 """
 # A failure: dead once the row has waited the horizon since it was queued, else
 # due again after the backoff, but never after the horizon, so the last try
 # falls on it.
 FAILED = """
-UPDATE webhook_deliveries SET
-    failures = failures + 1,
-    last_error = $2,
-    dead_at = CASE WHEN now() >= created_at + make_interval(secs => $3) THEN now() END,
-    next_attempt_at = least(now() + make_interval(secs => $4),
-                            created_at + make_interval(secs => $3))
-WHERE delivery_id = $1 AND delivered_at IS NULL AND dead_at IS NULL
-RETURNING dead_at IS NOT NULL AS dead
+WITH failed AS (
+    UPDATE webhook_deliveries SET
+        failures = failures + 1,
+        last_error = $2,
+        dead_at = CASE WHEN now() >= created_at + make_interval(secs => $3) THEN now() END,
+        next_attempt_at = least(now() + make_interval(secs => $4),
+                                created_at + make_interval(secs => $3))
+    WHERE delivery_id = $1 AND delivered_at IS NULL AND dead_at IS NULL
+    RETURNING hook, dead_at IS NOT NULL AS dead
+), counted AS (
+    INSERT INTO webhook_totals AS total (hook, failed_attempts) SELECT hook, 1 FROM failed
+    ON CONFLICT (hook) DO UPDATE SET failed_attempts = total.failed_attempts + 1
+)
+SELECT dead FROM failed
 """
+# The totals, and what is still undelivered (pending or dead): no pass over the
+# delivered rows, however many there are.
 BY_HOOK = """
-SELECT hook,
-       count(*) FILTER (WHERE delivered_at IS NOT NULL) AS delivered,
-       count(*) FILTER (WHERE delivered_at IS NULL AND dead_at IS NULL) AS pending,
-       count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
-       coalesce(sum(failures), 0)::bigint AS failed_attempts,
-       coalesce(extract(epoch FROM now() - min(created_at)
-                FILTER (WHERE delivered_at IS NULL AND dead_at IS NULL)), 0)::float8
-           AS oldest_pending_age_s,
-       (array_agg(last_error ORDER BY next_attempt_at DESC)
-            FILTER (WHERE last_error IS NOT NULL))[1] AS last_error
-FROM webhook_deliveries GROUP BY hook ORDER BY hook
+WITH waiting AS (
+    SELECT hook,
+           count(*) FILTER (WHERE dead_at IS NULL) AS pending,
+           count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
+           extract(epoch FROM now() - min(created_at) FILTER (WHERE dead_at IS NULL))::float8
+               AS oldest_pending_age_s,
+           (array_agg(last_error ORDER BY next_attempt_at DESC)
+                FILTER (WHERE last_error IS NOT NULL))[1] AS last_error
+    FROM webhook_deliveries WHERE delivered_at IS NULL GROUP BY hook
+)
+SELECT hook, coalesce(total.delivered, 0) AS delivered, coalesce(waiting.pending, 0) AS pending,
+       coalesce(waiting.dead, 0) AS dead, coalesce(total.failed_attempts, 0) AS failed_attempts,
+       coalesce(waiting.oldest_pending_age_s, 0) AS oldest_pending_age_s, waiting.last_error
+FROM webhook_totals AS total FULL JOIN waiting USING (hook) ORDER BY hook
 """
 
 
@@ -86,8 +103,8 @@ class LeasedDelivery(NamedTuple):
 
 
 class HookFigures(NamedTuple):
-    """Deliveries to one hook, by state; ``last_error`` is that of its latest
-    failure still on record (a delivered row forgets its errors)."""
+    """Deliveries to one hook, by state; ``last_error`` is that of the latest
+    failure of an alert not delivered (a delivered row forgets its errors)."""
 
     hook: str
     delivered: int
@@ -118,8 +135,10 @@ async def lease_due(
     ]
 
 
-async def mark_delivered(connection: asyncpg.Connection, delivery_id: str) -> None:
-    await connection.execute(DELIVERED, delivery_id)
+async def mark_delivered(connection: asyncpg.Connection, delivery_ids: Sequence[str]) -> None:
+    """Record that the receivers took these deliveries, and count them per hook."""
+    if delivery_ids:
+        await connection.execute(DELIVERED, list(delivery_ids))
 
 
 async def mark_failed(
@@ -130,7 +149,7 @@ async def mark_failed(
     retry_in_s: float,
     horizon_s: float,
 ) -> bool:
-    """Record a failed POST; True when the delivery is now dead (it was queued
+    """Record a failed POST (and count it for its hook); True when the delivery is now dead (it was queued
     ``horizon_s`` or more ago), else it is due again in ``retry_in_s`` seconds
     (at the latest at the horizon)."""
     dead = await connection.fetchval(FAILED, delivery_id, error, horizon_s, retry_in_s)

@@ -156,9 +156,15 @@ class WebhookDispatcher:
         hook = self.hooks[url]
         errors = await asyncio.gather(*(self._post(session, hook, item) for item in leased))
         async with self._pool.acquire() as connection, connection.transaction():
+            taken = [
+                item.delivery_id
+                for item, error in zip(leased, errors, strict=True)
+                if error is None
+            ]
+            await mark_delivered(connection, taken)
+            self.delivered += len(taken)
             for item, error in zip(leased, errors, strict=True):
                 if error is None:
-                    await mark_delivered(connection, item.delivery_id)
                     continue
                 delay = retry_delay(
                     item.failures + 1, self._retry_base_s, self._retry_cap_s, self._draw
@@ -168,7 +174,6 @@ class WebhookDispatcher:
                     retry_in_s=delay, horizon_s=self._horizon_s,
                 )  # fmt: skip
                 self._count_failure(hook, item, error, delay, dead)
-        self.delivered += errors.count(None)
         return len(leased)
 
     def _count_failure(

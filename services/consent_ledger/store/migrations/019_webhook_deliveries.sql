@@ -26,9 +26,21 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (url, next_attempt_at)
     WHERE delivered_at IS NULL AND dead_at IS NULL;
 CREATE INDEX webhook_deliveries_subject ON webhook_deliveries (subject);
+CREATE INDEX webhook_deliveries_undelivered ON webhook_deliveries (hook)
+    WHERE delivered_at IS NULL;
+-- Deliveries and failed attempts per hook, counted as they happen (in the
+-- statement that records each outcome): /v1/stats and /metrics read these and
+-- only the undelivered rows, never the whole history, and the counts outlive
+-- delivered rows an operator deletes.
+CREATE TABLE webhook_totals (
+    hook            text   PRIMARY KEY,
+    delivered       bigint NOT NULL DEFAULT 0,
+    failed_attempts bigint NOT NULL DEFAULT 0
+);
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'consent_ledger_service') THEN
-        GRANT SELECT, INSERT, UPDATE ON webhook_deliveries TO consent_ledger_service;
+        GRANT SELECT, INSERT, UPDATE ON webhook_deliveries, webhook_totals
+            TO consent_ledger_service;
     END IF;
 END $$;
