@@ -47,6 +47,9 @@ WATCHED = {
     "consent_ledger_outbox_dead",
     "consent_ledger_violations_opened_total",
     "consent_ledger_auth_failures_total",
+    "consent_ledger_webhook_deliveries",
+    "consent_ledger_webhook_failed_attempts_total",
+    "consent_ledger_webhook_oldest_pending_age_seconds",
 }
 
 # -- metric names in PromQL: a small tokenizer --------------------------------------
@@ -351,6 +354,19 @@ ALERT_CASES: list[tuple[str, dict[str, str], str, list[dict[str, str]]]] = [
      {'consent_ledger_http_requests_total{instance="a",status="500"}': "0+10x30",
       'consent_ledger_http_requests_total{instance="a",status="200"}': "0+90x30"},
      "20m", [{"severity": "warning"}]),
+    ("ConsentLedgerWebhookFailing",
+     {'consent_ledger_webhook_failed_attempts_total{instance="a",url="siem"}': "0+2x40",
+      'consent_ledger_webhook_deliveries{instance="a",url="siem",state="pending"}': "4x40",
+      'consent_ledger_webhook_failed_attempts_total{instance="a",url="chat"}': "0+2x40",
+      'consent_ledger_webhook_deliveries{instance="a",url="chat",state="pending"}': "0x40"},
+     "20m", [{"severity": "warning", "url": "siem"}]),
+    ("ConsentLedgerWebhookBacklog",
+     {'consent_ledger_webhook_oldest_pending_age_seconds{instance="a",url="siem"}': "3000+60x30"},
+     "20m", [{"severity": "warning", "url": "siem"}]),
+    ("ConsentLedgerWebhookDeadAlerts",
+     {'consent_ledger_webhook_deliveries{instance="a",url="siem",state="dead"}': "0 0 0 2 2 2",
+      'consent_ledger_webhook_deliveries{instance="a",url="chat",state="dead"}': "5x6"},
+     "5m", [{"severity": "critical", "url": "siem"}]),
 ]  # fmt: skip
 
 
