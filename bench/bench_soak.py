@@ -49,7 +49,7 @@ import orjson
 from bench_service import CLI, counted, ledger_database, say
 from machine import CpuMeter, describe, runnable_wait_s, tree
 
-from consent_ledger.api.broker import consumer_lag, log_end_offsets
+from consent_ledger.api.broker import LogEndOffsets, consumer_lag
 from consent_ledger.devtools.broker import EmbeddedBroker
 from consent_ledger.devtools.demo import EventFactory
 from consent_ledger.devtools.postgres import EmbeddedPostgres
@@ -224,11 +224,11 @@ class MinuteMonitor:
 
     def __init__(
         self, processes: dict[str, subprocess.Popen[bytes]], servers: dict[str, list[int]],
-        folder: Path, bootstrap: str, topic: str,
+        folder: Path, log_end: LogEndOffsets, topic: str,
     ) -> None:  # fmt: skip
         workers = [name for name in processes if name.startswith("worker")]
         self.worker_names = workers
-        self.bootstrap, self.topic = bootstrap, topic
+        self.log_end, self.topic = log_end, topic
         self.logs = WorkerLogs([folder / f"{name}.log" for name in workers])
         self.meter = CpuMeter(
             {"workers": [processes[name].pid for name in workers], "API": [processes["api"].pid]}
@@ -257,7 +257,7 @@ class MinuteMonitor:
         )
 
     async def lag(self, next_offsets: dict[int, int]) -> int | None:
-        log_end = await log_end_offsets(self.bootstrap, self.topic)
+        log_end = await self.log_end.of(self.topic)
         return sum(consumer_lag(log_end, next_offsets).values()) if log_end is not None else None
 
     def batches(self) -> str:
@@ -320,6 +320,7 @@ async def soak(
     await producer.start()
     connection = await asyncpg.connect(dsn)  # the watcher's
     monitor = await asyncpg.connect(dsn)  # the minute lines'
+    log_end = LogEndOffsets(bootstrap)  # one consumer for the run, as the API keeps
     latencies = Latencies()
     stop = asyncio.Event()
     try:
@@ -344,7 +345,7 @@ async def soak(
             )
 
         say(f"RSS at start: {memory()}")
-        monitor_of = MinuteMonitor(processes, servers, folder, bootstrap, topic)
+        monitor_of = MinuteMonitor(processes, servers, folder, log_end, topic)
 
         async def watch() -> None:
             while not stop.is_set() or latencies.waiting():
@@ -435,6 +436,7 @@ async def soak(
         await producer.stop()
         await connection.close()
         await monitor.close()
+        await log_end.close()
         stop_process_groups(processes.values(), timeout=30)
 
 

@@ -22,13 +22,14 @@ from fastapi import FastAPI
 
 from consent_ledger.api import dashboard
 from consent_ledger.api.auth import Authenticator, install_auth
-from consent_ledger.api.broker import Publisher
+from consent_ledger.api.broker import LogEndOffsets, Publisher
 from consent_ledger.api.errors import install_error_handlers
 from consent_ledger.api.metrics import RequestCountingMiddleware
 from consent_ledger.api.routes import EVENT_COMPONENTS, ApiContext, router
 from consent_ledger.core.policy import Policy, PolicyVersions, as_versions, load_policy_versions
 from consent_ledger.integrity.checkpoints import load_public_key, load_signing_key
 from consent_ledger.integrity.keyring import load_keyring
+from consent_ledger.kafka import kafka_security
 from consent_ledger.settings import Settings, SettingsError
 from consent_ledger.store.api_reads import LedgerReader
 from consent_ledger.store.migrate import migrate
@@ -65,6 +66,7 @@ def create_app(
         policy=as_versions(policy),
         keyring=load_keyring(settings.master_key_file, settings.master_key),
         publisher=Publisher(settings, producer),
+        log_end=LogEndOffsets(settings.kafka_bootstrap, kafka_security(settings)),
         reader=LedgerReader(pool) if pool is not None else None,
         public_key=_checkpoint_public_key(settings),
     )
@@ -78,6 +80,7 @@ def create_app(
                 context.reader = LedgerReader(own_pool)
                 auth.attach(own_pool)
             stack.push_async_callback(context.publisher.close)
+            stack.push_async_callback(context.log_end.close)
             log.info("api started", events_topic=settings.events_topic)
             yield
             if pool is None:

@@ -10,14 +10,13 @@ from collections.abc import Sequence
 from typing import Final
 
 import structlog
-from aiokafka import AIOKafkaClient, AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consent_ledger.kafka import (
     PLAINTEXT,
     IdempotenceRefused,
     KafkaSecurity,
-    end_offsets,
     make_producer,
     send_all,
     start_producer,
@@ -95,21 +94,76 @@ async def broker_answers(
         await client.close()
 
 
-async def log_end_offsets(
-    bootstrap: str | None,
-    topic: str,
-    timeout_s: float = BROKER_TIMEOUT_S,
-    security: KafkaSecurity = PLAINTEXT,
-) -> dict[int, int] | None:
-    """The log-end offset per partition of ``topic``, or None when the broker
-    cannot tell in time (or none is configured)."""
-    if not bootstrap:
-        return None
-    try:
-        return await asyncio.wait_for(end_offsets(bootstrap, topic, security), timeout_s)
-    except (KafkaError, OSError) as exc:
-        log.warning("log-end offsets unavailable", topic=topic, error=repr(exc))
-        return None
+class LogEndOffsets:
+    """Asks the broker how far a topic goes (the lag in ``/v1/stats`` and
+    ``/metrics``) over one long-lived consumer, not one per call: a consumer's
+    start (bootstrap, metadata, connections) was most of ``/v1/stats``' time.
+
+    Made unstarted; the consumer is started on the first question, kept, and
+    dropped when a question fails or times out, so the next one starts a new
+    one (the broker restarted, the connection was cut). :meth:`close` stops it:
+    the API's lifespan calls it on shutdown.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | None,
+        security: KafkaSecurity = PLAINTEXT,
+        timeout_s: float = BROKER_TIMEOUT_S,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._security = security
+        self._timeout_s = timeout_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._asking = asyncio.Lock()  # one question at a time, one consumer started
+        self.consumers_started = 0  # consumers made so far: one while the broker stays up
+
+    async def of(self, topic: str) -> dict[int, int] | None:
+        """The log-end offset per partition of ``topic``, or None when the broker
+        cannot tell in time (or none is configured)."""
+        if not self._bootstrap:
+            return None
+        async with self._asking:
+            try:
+                return await asyncio.wait_for(self._ask(topic), self._timeout_s)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("log-end offsets unavailable", topic=topic, error=repr(exc))
+                await self._drop()
+                return None
+
+    async def _ask(self, topic: str) -> dict[int, int]:
+        consumer = await self._started()
+        await consumer.topics()  # fresh cluster metadata: partitions added since count
+        partitions = consumer.partitions_for_topic(topic) or set()
+        offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in offsets.items()}
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            assert self._bootstrap is not None
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                client_id="consent-ledger-api-offsets",
+                enable_auto_commit=False,
+                request_timeout_ms=int(self._timeout_s * 1000),
+                **self._security.client_options(),
+            )
+            self.consumers_started += 1
+            self._consumer = consumer  # set first: a failed start is stopped by _drop
+            await consumer.start()
+        return self._consumer
+
+    async def _drop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except (KafkaError, OSError) as exc:  # stopping a consumer that never started
+                log.warning("stopping the offsets consumer failed", error=repr(exc))
+
+    async def close(self) -> None:
+        async with self._asking:
+            await self._drop()
 
 
 def consumer_lag(log_end: dict[int, int], next_offsets: dict[int, int]) -> dict[int, int]:

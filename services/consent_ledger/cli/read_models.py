@@ -72,7 +72,7 @@ def _rebuild(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot rebuild: {exc}") from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise UsageError(f"cannot read the ledger: {type(exc).__name__}: {exc}") from None
-    for difference in [*report.differences, *report.count_differences]:
+    for difference in [*report.differences, *report.count_differences, *report.count_drift]:
         sys.stdout.write(f"DIFFERS: {difference.describe()}\n")
     rows = ", ".join(f"{count} {table}" for table, count in report.rows.items())
     sys.stdout.write(
@@ -80,7 +80,7 @@ def _rebuild(args: argparse.Namespace) -> int:
         f"{report.seconds:.1f} s: {rows}; {report.erased_subjects} erased subjects, whose "
         f"{report.carried_violations} violations are kept as recorded\n"
     )
-    found = len(report.differences) + len(report.count_differences)
+    found = len(report.differences) + len(report.count_differences) + len(report.count_drift)
     if report.equal:
         sys.stdout.write("OK: the live read models equal the ledger's\n")
     elif report.swapped:

@@ -38,6 +38,7 @@ from consent_ledger.store.policy_versions import (
     sealed_data_opener,
     versions_with,
 )
+from consent_ledger.store.row_counts import RowCounts, kept_counts
 from consent_ledger.store.webhook_deliveries import HookFigures, figures_by_hook
 from consent_ledger.store.whatif_reads import whatif_recorded
 
@@ -110,29 +111,9 @@ SELECT kafka_partition, batches, batch_seconds, batch_seconds_buckets
 FROM consumer_positions WHERE topic = $1
 """
 
-VIOLATIONS_BY_STATUS: Final = "SELECT status, count(*) AS n FROM violations GROUP BY status"
-
-VIOLATIONS_BY_RULE_AND_STATUS: Final = """
-SELECT rule, status, count(*) AS n FROM violations GROUP BY rule, status ORDER BY rule, status
-"""
-
-# Each row is a violation opened once (a retracted one stays), so the count
-# only grows: /metrics reads it as a counter.
-VIOLATIONS_BY_SEVERITY: Final = (
-    "SELECT severity, count(*) AS n FROM violations GROUP BY severity ORDER BY severity"
-)
-
 # One pass over the open violations for every clause at once (GET /v1/policy).
 OPEN_VIOLATIONS_BY_CLAUSE: Final = (
     "SELECT clause, count(*) AS n FROM violations WHERE status = 'open' GROUP BY clause"
-)
-
-ENTRIES_BY_TYPE: Final = (
-    "SELECT type, count(*) AS n FROM ledger_entries GROUP BY type ORDER BY type"
-)
-
-REJECTED_BY_REASON: Final = (
-    "SELECT reason, count(*) AS n FROM rejected_events GROUP BY reason ORDER BY reason"
 )
 
 CHECKPOINTS_PAGE: Final = """
@@ -263,26 +244,15 @@ class LedgerView:
         rows: list[Row] = await self._connection.fetch(BATCH_TIMES, topic)
         return rows
 
-    async def violations_by_status(self) -> dict[str, int]:
-        rows = await self._connection.fetch(VIOLATIONS_BY_STATUS)
-        return {row["status"]: row["n"] for row in rows}
-
-    async def violations_by_rule_and_status(self) -> list[Row]:
-        return list(await self._connection.fetch(VIOLATIONS_BY_RULE_AND_STATUS))
-
-    async def violations_by_severity(self) -> dict[str, int]:
-        """Violations ever opened (open or retracted now), by severity."""
-        rows = await self._connection.fetch(VIOLATIONS_BY_SEVERITY)
-        return {row["severity"]: row["n"] for row in rows}
+    async def row_counts(self) -> RowCounts:
+        """Ledger entries by type, rejected records by reason and violations by
+        rule, severity, clause and status, as kept (migration 021): no row counted."""
+        return await kept_counts(self._connection)
 
     async def open_violations_by_clause(self) -> dict[str, int]:
         """How many violations are open now, per clause they break."""
         rows = await self._connection.fetch(OPEN_VIOLATIONS_BY_CLAUSE)
         return {row["clause"]: row["n"] for row in rows}
-
-    async def entries_by_type(self) -> dict[str, int]:
-        rows = await self._connection.fetch(ENTRIES_BY_TYPE)
-        return {row["type"]: row["n"] for row in rows}
 
     async def outbox_health(self) -> OutboxHealth:
         return await outbox_health(self._connection)
@@ -290,10 +260,6 @@ class LedgerView:
     async def webhook_figures(self) -> list[HookFigures]:
         """Deliveries to each webhook by state (store/webhook_deliveries.py)."""
         return await figures_by_hook(self._connection)
-
-    async def rejected_by_reason(self) -> dict[str, int]:
-        rows = await self._connection.fetch(REJECTED_BY_REASON)
-        return {row["reason"]: row["n"] for row in rows}
 
     async def checkpoints(
         self, *, before_id: int, limit: int

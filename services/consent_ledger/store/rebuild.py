@@ -62,6 +62,7 @@ from consent_ledger.core.timeline import SubjectFile
 from consent_ledger.errors import RebuildError
 from consent_ledger.integrity.keyring import KeyRing, MasterKeyUnavailable
 from consent_ledger.integrity.shredding import KeyUnwrapError, PayloadUnreadable, open_sealed
+from consent_ledger.store import row_counts
 from consent_ledger.store.batch_write import (
     VIOLATION_RESTATED,
     ConsentChangeRow,
@@ -76,6 +77,7 @@ from consent_ledger.store.policy_versions import (
     PublishedVersion,
     published_versions,
 )
+from consent_ledger.store.row_counts import CountDrift
 
 
 class ErasureRow(NamedTuple):
@@ -262,12 +264,13 @@ class RebuildReport:
     rows: dict[str, int] = field(default_factory=dict)  # rebuilt rows per table
     differences: list[Difference] = field(default_factory=list)
     count_differences: list[CountDifference] = field(default_factory=list)
+    count_drift: list[CountDrift] = field(default_factory=list)  # kept counts (migration 021)
     swapped: bool = False  # the live read models were replaced
     seconds: float = 0.0
 
     @property
     def equal(self) -> bool:
-        return not self.differences and not self.count_differences
+        return not self.differences and not self.count_differences and not self.count_drift
 
 
 async def rebuild_read_models(
@@ -306,8 +309,11 @@ async def rebuild_read_models(
             )
             report.differences += await _differences(connection, model)
         report.count_differences = await _count_differences(connection, events_topic)
+        report.count_drift = await row_counts.count_differences(connection)
         if swap and not report.equal:
             await _swap(connection, report, events_topic)
+            if report.count_drift:  # the swap's own changes are counted by the triggers
+                await row_counts.recount(connection)
             report.swapped = True
     report.seconds = time.perf_counter() - started
     return report

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import orjson
+import structlog
 
 from consent_ledger.core.batch import (
     BatchOutcome,
@@ -41,6 +42,7 @@ from consent_ledger.core.timeline import Status
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.kafka import PRODUCER_MAX_REQUEST_BYTES
 from consent_ledger.settings import Settings
+from consent_ledger.store import row_counts
 from consent_ledger.store.batch_read import load_batch_state, lock_positions
 from consent_ledger.store.batch_write import BatchTopics, BatchWriter, SettledBatch
 from consent_ledger.store.policy_versions import (
@@ -50,6 +52,8 @@ from consent_ledger.store.policy_versions import (
     rejudge_step,
     sealed_data_opener,
 )
+
+log = structlog.get_logger(__name__)
 
 # Subjects re-judged per transaction after a publication: batches wait while
 # one runs, so it stays short (a few hundred subjects: tens of milliseconds).
@@ -96,6 +100,7 @@ class BatchPipeline:
         )  # fmt: skip
         self._keyring = keyring
         self._writer = BatchWriter(keyring, topics, integrity=settings.integrity)
+        self._batches_unfolded = 0  # batches committed since the kept counts were folded
 
     async def process(self, records: Sequence[Record]) -> BatchReport:
         """Check, settle and persist ``records`` (one or more partitions, offset order
@@ -138,7 +143,23 @@ class BatchPipeline:
             stages["write"] = _ms_since(stage)
         _count(report, outcome)
         report.seconds = time.perf_counter() - started
+        await self._fold_counts()
         return report
+
+    async def _fold_counts(self) -> None:
+        """Every :data:`~consent_ledger.store.row_counts.COMPACT_EVERY_BATCHES`
+        batches, fold the count deltas the batches' triggers added (migration 021),
+        after the batch committed: the counts are exact without it, so a fold that
+        fails is only logged and tried again later."""
+        self._batches_unfolded += 1
+        if self._batches_unfolded < row_counts.COMPACT_EVERY_BATCHES:
+            return
+        self._batches_unfolded = 0
+        try:
+            async with self._pool.acquire() as connection:
+                await row_counts.compact(connection)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("folding the kept counts failed", error=repr(exc))
 
     async def rejudge(self, subjects: int = REJUDGE_SUBJECTS_PER_STEP) -> RejudgingStep | None:
         """One step of the oldest pending re-judging after a policy publication:

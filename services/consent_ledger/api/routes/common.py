@@ -13,7 +13,7 @@ from fastapi import Depends, Query, Request
 from starlette.convertors import Convertor, register_url_convertor
 
 from consent_ledger.api import models
-from consent_ledger.api.broker import Publisher
+from consent_ledger.api.broker import LogEndOffsets, Publisher
 from consent_ledger.api.errors import ApiError, invalid_parameter
 from consent_ledger.api.metrics import RequestCounts
 from consent_ledger.api.models import ErrorResponse
@@ -51,6 +51,7 @@ class ApiContext:
     policy: PolicyVersions
     keyring: KeyRing
     publisher: Publisher
+    log_end: LogEndOffsets  # the events topic's extent, for the lag
     requests: RequestCounts = field(default_factory=RequestCounts)
     reader: LedgerReader | None = None
     public_key: Ed25519PublicKey | None = None  # of the checkpoint signing key, if configured

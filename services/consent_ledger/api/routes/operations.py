@@ -16,7 +16,6 @@ from consent_ledger.api.broker import (
     BrokerUnavailable,
     broker_answers,
     consumer_lag,
-    log_end_offsets,
 )
 from consent_ledger.api.errors import ApiError, error_body
 from consent_ledger.api.metrics import CONTENT_TYPE, Exposition, LedgerFigures, exposition
@@ -40,14 +39,12 @@ async def stats(context: Context) -> models.Stats:
     topic = context.settings.events_topic
     async with context.ledger().snapshot() as view:
         totals = await view.position_totals(topic)
-        by_status = await view.violations_by_status()
+        by_status = (await view.row_counts()).violations_by_status()
         next_offsets = await view.next_offsets(topic)
         outbox = await view.outbox_health()
         hooks = await view.webhook_figures()
     # Asked after the database, so the lag is never below the truth.
-    log_end = await log_end_offsets(
-        context.settings.kafka_bootstrap, topic, security=kafka_security(context.settings)
-    )
+    log_end = await context.log_end.of(topic)
     lag = sum(consumer_lag(log_end, next_offsets).values()) if log_end is not None else None
     return models.Stats(
         accepted=totals["accepted"],
@@ -158,24 +155,19 @@ def _failure(outcome: BaseException | None) -> str:
 async def metrics(request: Request, context: Context) -> Response:
     topic = context.settings.events_topic
     async with context.ledger().snapshot() as view:
-        by_type = await view.entries_by_type()
-        by_reason = await view.rejected_by_reason()
-        by_rule = await view.violations_by_rule_and_status()
-        by_severity = await view.violations_by_severity()
+        counts = await view.row_counts()
         totals = await view.position_totals(topic)
         next_offsets = await view.next_offsets(topic)
         batch_times = await view.batch_times(topic)
         outbox = await view.outbox_health()
         hooks = await view.webhook_figures()
-    log_end = await log_end_offsets(
-        context.settings.kafka_bootstrap, topic, security=kafka_security(context.settings)
-    )
+    log_end = await context.log_end.of(topic)
     figures = LedgerFigures(
         topic=topic,
-        entries_by_type=by_type,
-        rejected_by_reason=by_reason,
-        violations_by_rule=by_rule,
-        violations_by_severity=by_severity,
+        entries_by_type=counts.entries_by_type,
+        rejected_by_reason=counts.rejected_by_reason,
+        violations_by_rule=counts.violations_by_rule_and_status(),
+        violations_by_severity=counts.violations_by_severity(),
         totals=totals,
         batch_times=batch_times,
         lag=consumer_lag(log_end, next_offsets) if log_end is not None else None,
