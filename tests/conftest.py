@@ -177,3 +177,19 @@ async def signed_in_client(app: Any, token: str) -> AsyncIterator[httpx.AsyncCli
         ) as client,
     ):
         yield client
+
+
+async def assert_counts_kept(pool: asyncpg.Pool) -> None:
+    """The counts migration 021 keeps (what /v1/stats and /metrics read) equal a
+    full count of the rows, before and after the worker folds them."""
+    from consent_ledger.store import row_counts
+
+    async with pool.acquire() as connection:
+        kept = await row_counts.kept_counts(connection)
+        assert await row_counts.count_differences(connection) == []
+        await row_counts.compact(connection)
+        assert await row_counts.count_differences(connection) == []
+        assert await row_counts.kept_counts(connection) == kept
+        assert await connection.fetchval(
+            "SELECT count(*) = count(DISTINCT (counted, key)) FROM row_counts"
+        ), "a fold leaves one row per key"

@@ -29,6 +29,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consent_ledger.api.app import build_server, create_app
+from consent_ledger.api.broker import LogEndOffsets
 from consent_ledger.core.intake import compact_json
 from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.core.timestamps import parse_instant
@@ -38,7 +39,7 @@ from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.integrity.shredding import seal
 from consent_ledger.kafka import make_producer
 from consent_ledger.settings import Settings
-from tests.conftest import bearer, issue_token
+from tests.conftest import bearer, issue_token, signed_in_client
 
 pytestmark = pytest.mark.integration
 
@@ -869,6 +870,37 @@ async def test_stats_lag_from_the_broker(
     assert f'consent_ledger_consumer_lag{{topic="{topic}",partition="0"}} 1' in metrics
     assert f'consent_ledger_consumer_lag{{topic="{topic}",partition="1"}} 3' in metrics
     assert "consent_ledger_broker_up 1" in metrics
+
+
+async def test_stats_and_metrics_ask_the_broker_over_one_kept_consumer(
+    settings: Settings, pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """One consumer for every lag the API gives, started on the first and stopped
+    with the app, not one per call (its start was most of /v1/stats' time)."""
+    configured = settings.with_(kafka_bootstrap=kafka_bootstrap)
+    await ensure_topics(kafka_bootstrap, {configured.events_topic: 1})
+    app = create_app(configured, pool=pool, policy=POLICY)
+    log_end = app.state.context.log_end
+    async with signed_in_client(app, await issue_token(pool, "admin")) as client:
+        first = (await client.get("/v1/stats")).json()
+        second = (await client.get("/v1/stats")).json()
+        metrics = (await client.get("/metrics")).text
+        assert log_end.connected
+    assert first["lag"] == second["lag"] == 0
+    assert "consent_ledger_broker_up 1" in metrics
+    assert log_end.consumers_started == 1
+    assert not log_end.connected  # stopped with the app
+
+
+async def test_the_lag_consumer_is_dropped_when_the_broker_fails_and_made_again() -> None:
+    log_end = LogEndOffsets(closed_port_bootstrap(), timeout_s=1.0)
+    assert await log_end.of("ledger.events") is None
+    assert not log_end.connected  # not kept broken
+    assert await log_end.of("ledger.events") is None
+    assert log_end.consumers_started == 2  # a new try each time the broker failed
+    await log_end.close()
+    collect_unstarted_consumers()
+    assert await LogEndOffsets(None).of("ledger.events") is None  # no broker configured
 
 
 async def test_healthz_and_readyz(

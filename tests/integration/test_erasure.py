@@ -40,6 +40,7 @@ from consent_ledger.store.webhook_deliveries import queue_deliveries
 from consent_ledger.webhooks import parse_webhooks
 from consent_ledger.worker.pipeline import BatchPipeline
 from consent_ledger.worker.webhooks import WebhookDispatcher
+from tests.conftest import assert_counts_kept
 
 pytestmark = [pytest.mark.integration]
 
@@ -138,6 +139,7 @@ class Ledger:
         async with self.pool.acquire() as connection:
             report = await verify_ledger(connection, self.signing_key.public_key())
         assert report.ok, (report.divergences, report.forged_checkpoints)
+        await assert_counts_kept(self.pool)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async with self.pool.acquire() as connection:

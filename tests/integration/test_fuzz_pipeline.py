@@ -30,6 +30,7 @@ from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.worker.isolation import store_isolating
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import assert_counts_kept
 
 pytestmark = [pytest.mark.integration]
 
@@ -205,3 +206,4 @@ async def assert_counted_once(pool: asyncpg.Pool, fed: Fed) -> None:
     assert positions == {
         partition: offset for partition, offset in enumerate(fed.next_offset) if offset
     }
+    await assert_counts_kept(pool)

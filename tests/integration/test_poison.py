@@ -27,6 +27,7 @@ from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.worker.isolation import store_isolating
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import assert_counts_kept
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -104,6 +105,7 @@ async def committed(pool: asyncpg.Pool) -> tuple[set[tuple[str, str]], tuple[int
             "SELECT sum(accepted) AS a, sum(duplicates) AS d, sum(rejected) AS r"
             " FROM consumer_positions"
         )
+    await assert_counts_kept(pool)
     return violations, (counts["a"], counts["d"], counts["r"])
 
 

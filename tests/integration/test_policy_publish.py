@@ -33,7 +33,7 @@ from consent_ledger.store.policy_versions import (
 )
 from consent_ledger.store.rebuild import rebuild_read_models
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import issue_token, signed_in_client
+from tests.conftest import assert_counts_kept, issue_token, signed_in_client
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -126,7 +126,10 @@ async def test_versions_published_while_the_service_runs_converge_to_check(
         report = await rebuild_read_models(
             connection, KeyRing(MASTER_KEY), pipeline.policies.configured, settings.events_topic
         )
-    assert report.equal, "\n".join(map(str, [*report.differences, *report.count_differences]))
+    assert report.equal, "\n".join(
+        map(str, [*report.differences, *report.count_differences, *report.count_drift])
+    )
+    await assert_counts_kept(pool)
 
 
 async def test_a_batch_after_a_publication_judges_under_the_new_set(

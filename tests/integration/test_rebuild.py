@@ -38,7 +38,7 @@ from consent_ledger.settings import Settings
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
 from consent_ledger.store.rebuild import RebuildReport, rebuild_read_models
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import issue_token, signed_in_client
+from tests.conftest import assert_counts_kept, issue_token, signed_in_client
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -107,7 +107,9 @@ async def test_a_rebuild_after_each_scenario_equals_the_live_read_models(
 
     assert report.differences == []
     assert report.count_differences == []
+    assert report.count_drift == []  # the counts /v1/stats reads (migration 021)
     assert report.equal and not report.swapped
+    await assert_counts_kept(pool)
     async with pool.acquire() as connection:
         entries = await connection.fetchval("SELECT count(*) FROM ledger_entries")
         erased = await connection.fetchval("SELECT count(*) FROM erasures")
@@ -163,6 +165,13 @@ async def test_a_tampered_read_model_is_reported_row_by_row_and_swap_repairs_it(
         await connection.execute(
             "UPDATE consumer_positions SET accepted = accepted + 5 WHERE kafka_partition = 1"
         )
+        # The triggers counted the changes above; a kept count off by 7 is drift.
+        kind, entries = await connection.fetchrow(
+            "SELECT type, count(*) FROM ledger_entries GROUP BY type ORDER BY type LIMIT 1"
+        )
+        await connection.execute(
+            "INSERT INTO row_counts VALUES ('ledger_entries', ARRAY[$1], 7)", kind
+        )
     policy = SCENARIOS / "random-3000" / "policy.yaml"
 
     found = await asyncio.to_thread(rebuild_command, database_url, policy)
@@ -179,15 +188,17 @@ async def test_a_tampered_read_model_is_reported_row_by_row_and_swap_repairs_it(
         "DIFFERS: disclosures (invented): in the live table, not in the ledger's",
         f"DIFFERS: consumer_positions partition 1: accepted {accepted + 5} (ledger {accepted}), "
         f"rejected {rejected} (ledger {rejected})",
+        f"DIFFERS: row_counts ledger_entries ['{kind}']: kept {entries + 7}, rows {entries}",
     ])  # fmt: skip
-    assert "FAILED: 5 differences; nothing changed" in found.stdout
+    assert "FAILED: 6 differences; nothing changed" in found.stdout
     assert await read_models(pool) != before  # still tampered: no --swap
 
     swapped = await asyncio.to_thread(rebuild_command, database_url, policy, "--swap")
 
     assert swapped.returncode == 1, swapped.stderr
-    assert "REPLACED: 5 differences" in swapped.stdout
+    assert "REPLACED: 6 differences" in swapped.stdout
     assert await read_models(pool) == before
+    await assert_counts_kept(pool)
     async with pool.acquire() as connection:
         assert (
             await connection.fetchval(

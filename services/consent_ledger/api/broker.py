@@ -118,6 +118,11 @@ class LogEndOffsets:
         self._asking = asyncio.Lock()  # one question at a time, one consumer started
         self.consumers_started = 0  # consumers made so far: one while the broker stays up
 
+    @property
+    def connected(self) -> bool:
+        """A consumer is started and kept for the next question."""
+        return self._consumer is not None
+
     async def of(self, topic: str) -> dict[int, int] | None:
         """The log-end offset per partition of ``topic``, or None when the broker
         cannot tell in time (or none is configured)."""
