@@ -3,7 +3,9 @@
 Nothing connects at import time or in :func:`create_app`: the database pool is
 opened (and the schema migrated) in the app's lifespan unless a pool is given,
 and the Kafka producer is started on the first ``POST /v1/events`` unless one
-is given, so the read endpoints keep working while the broker is down.
+is given, so the read endpoints keep working while the broker is down. Likewise
+the consumer that asks how far the events topic goes (the lag) is started on
+the first ``/v1/stats`` or ``/metrics``, kept, and stopped in the lifespan.
 Adapters given by the caller stay the caller's to close.
 """
 
