@@ -192,12 +192,14 @@ async def reads(pool: asyncpg.Pool, bootstrap: str, dsn: str, size: int) -> None
             figure(f"GET {path} end to end, after", await timed(get))
 
 
-async def worker(pool: asyncpg.Pool, runs: int = 3, batches: int = 25, size: int = 200) -> None:
-    """Records/s through the pipeline, counts kept and not, alternating."""
+async def worker(pool: asyncpg.Pool, runs: int = 4, batches: int = 25, size: int = 200) -> None:
+    """Records/s through the pipeline, and µs per record in its write stage (the
+    batch statement, where the triggers run), counts kept and not, alternating."""
     pipeline = BatchPipeline(pool, KeyRing(os.urandom(32)), load_reference_policy(), Settings())
     factory = EventFactory(seed=21, subjects=20_000)
     offset = 0
     rates: dict[bool, list[float]] = {True: [], False: []}
+    writes: dict[bool, list[float]] = {True: [], False: []}
     for run in range(runs * 2):
         enabled = run % 2 == 0
         async with pool.acquire() as connection:
@@ -207,16 +209,24 @@ async def worker(pool: asyncpg.Pool, runs: int = 3, batches: int = 25, size: int
             records.append(Record(0, offset, orjson.dumps(event), key=event["subject"].encode()))
             offset += 1
         started = time.perf_counter()
+        write_ms = 0.0
         for start in range(0, len(records), size):
-            await pipeline.process(records[start : start + size])
+            report = await pipeline.process(records[start : start + size])
+            write_ms += report.stages_ms["write"]
         rates[enabled].append(len(records) / (time.perf_counter() - started))
+        writes[enabled].append(write_ms * 1000 / len(records))
     async with pool.acquire() as connection:
         await triggers(connection, enabled=True)
         async with connection.transaction():
             await row_counts.recount(connection)  # what the disabled runs wrote
     for enabled, label in ((True, "counts kept (021)"), (False, "triggers disabled")):
         values = ", ".join(f"{rate:,.0f}" for rate in rates[enabled])
-        say(f"  worker, {label:17}: {values} records/s (batches of {size})")
+        stage = ", ".join(f"{us:.0f}" for us in writes[enabled])
+        say(
+            f"  worker, {label}: {values} records/s; write stage {stage} µs a record "
+            f"(batches of {size}; median rate {statistics.median(rates[enabled]):,.0f}/s, "
+            f"write {statistics.median(writes[enabled]):.0f} µs)"
+        )
 
 
 async def main(sizes: list[int]) -> None:
