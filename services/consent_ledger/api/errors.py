@@ -69,10 +69,10 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def invalid_parameter(parameter: str, problem: str) -> ApiError:
-    """A 400 for one bad query or path parameter, naming it and saying why."""
+def invalid_parameter(parameter: str, problem: str, status: int = 400) -> ApiError:
+    """A 400 (or ``status``) for one bad query or path parameter, naming it and saying why."""
     return ApiError(
-        400, "invalid-parameter", f"{parameter}: {problem}", details={"parameter": parameter}
+        status, "invalid-parameter", f"{parameter}: {problem}", details={"parameter": parameter}
     )
 
 

@@ -86,13 +86,18 @@ SUBJECT_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
 
 def subject_parameter(subject: str, parameter: str = "subject") -> str:
     """``subject`` as a path or query parameter, held to what an event's subject may
-    be (CONTRACT §1): not empty nor only white space, at most 256 characters."""
+    be (CONTRACT §1): not empty nor only white space, at most 256 characters.
+
+    Empty or NUL is a malformed request (400); one over the limit is well formed
+    but names what no event can name (422, as an event with such a subject is
+    refused), never a "retry later"."""
     if not subject.strip():
         raise invalid_parameter(parameter, "is empty; name a subject")
     if len(subject) > MAX_ATTRIBUTE_CHARS:
         raise invalid_parameter(
             parameter,
             f"is {len(subject):,} characters long; a subject id has at most {MAX_ATTRIBUTE_CHARS}",
+            status=422,
         )
     if "\x00" in subject:
         raise invalid_parameter(parameter, "holds U+0000 (NUL), which no subject id may hold")
