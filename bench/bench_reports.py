@@ -1,9 +1,10 @@
 """Benchmark the analyst reports (CONTRACT §8): one million violations, each
 report timed as the API runs it.
 
-Usage: python bench/bench_reports.py [VIOLATIONS [RUNS]] [--without-018]
+Usage: python bench/bench_reports.py [VIOLATIONS [RUNS]] [--without-018] [--only=TEXT]
 (default 1,000,000 and 20; --without-018 drops migration 018's indexes and
-statistics after filling, to measure what they are worth)
+statistics after filling, to measure what they are worth; --only runs the
+reports whose label holds TEXT, e.g. --only=data_category)
 
 The violations, their disclosures (several rules, clauses, recipients and
 purposes, spread over a year, a tenth retracted, some disclosures breaking two
@@ -170,7 +171,7 @@ async def timed(run: Callable[[], Awaitable[Sized]], runs: int) -> tuple[float, 
     return statistics.median(seconds) * 1e3, percentile(seconds, 0.99) * 1e3, items
 
 
-async def measure(dsn: str, runs: int) -> None:
+async def measure(dsn: str, runs: int, only: str) -> None:
     last_month = TimeRange(BASE_US + YEAR_US - 30 * DAY_US, BASE_US + YEAR_US)
     ranges = {"all time": TimeRange(None, None), "last 30 days": last_month}
     print(f"{'report':<48} {'range':<13} {'p50 ms':>8} {'p99 ms':>8} {'items':>7}", flush=True)
@@ -178,18 +179,18 @@ async def measure(dsn: str, runs: int) -> None:
     try:
         for group_by in VIOLATION_GROUPS:
             for bucket in (Bucket.DAY, Bucket.WEEK):
-                for name, span in ranges.items():
+                label = f"violations bucket={bucket} group_by={group_by}"
+                for name, span in ranges.items() if only in label else ():
                     p50, p99, items = await timed(
                         partial(violation_report, connection, bucket, group_by, span, LIMIT), runs
                     )
-                    label = f"violations bucket={bucket} group_by={group_by}"
                     print(f"{label:<48} {name:<13} {p50:>8.1f} {p99:>8.1f} {items:>7}", flush=True)
         for grouping in DISCLOSURE_GROUPS:
-            for name, span in ranges.items():
+            label = f"disclosures group_by={grouping}"
+            for name, span in ranges.items() if only in label else ():
                 p50, p99, items = await timed(
                     partial(disclosure_report, connection, grouping, span, LIMIT), runs
                 )
-                label = f"disclosures group_by={grouping}"
                 print(f"{label:<48} {name:<13} {p50:>8.1f} {p99:>8.1f} {items:>7}", flush=True)
     finally:
         await connection.close()
@@ -198,7 +199,8 @@ async def measure(dsn: str, runs: int) -> None:
 
 async def main() -> None:
     without_018 = "--without-018" in sys.argv
-    numbers = [argument for argument in sys.argv[1:] if argument != "--without-018"]
+    only = next((arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--only=")), "")
+    numbers = [argument for argument in sys.argv[1:] if not argument.startswith("--")]
     count = int(numbers[0]) if numbers else 1_000_000
     runs = int(numbers[1]) if len(numbers) > 1 else 20
     print(describe(), flush=True)
@@ -220,7 +222,7 @@ async def main() -> None:
             + ("; WITHOUT migration 018's indexes and statistics" if without_018 else ""),
             flush=True,
         )
-        await measure(dsn, runs)
+        await measure(dsn, runs, only)
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         await drop_database(server, name)

@@ -88,7 +88,6 @@ _DISCLOSURE_GROUPING: Final = {
     DisclosureGroup.PURPOSE: _Grouping("d.purpose", _NO_KIND, ""),
     DisclosureGroup.DATA_CATEGORY: _Grouping("c.category", _NO_KIND, _EACH_CATEGORY),
 }
-_FIRST_PLACE: Final = "array_position(d.data_categories, c.category) = c.place"
 
 
 def bucket_expression(bucket: Bucket, column: str = "occurred_us") -> str:
@@ -133,16 +132,32 @@ def _disclosure_statement(grouping: _Grouping, since: bool, until: bool) -> str:
     # The open violations' events joined, not "event_id IN (subquery)": unless the
     # ids fit in work_mem, that subquery is run again for every disclosure.
     conditions = _time_conditions("d.occurred_us", since, until)
+    open_events = f"""LEFT JOIN (
+    SELECT DISTINCT occurred_us, event_id FROM violations AS v
+    {_where(["v.status = 'open'", *_time_conditions("v.occurred_us", since, until)])}
+) AS o ON o.occurred_us = d.occurred_us AND o.event_id = d.event_id"""  # noqa: S608 (fixed)
     if grouping.joins == _EACH_CATEGORY:
-        conditions.append(_FIRST_PLACE)
+        # Counted per list of categories first (a few distinct lists), then each
+        # list's categories: unnesting a million arrays costs more than the count.
+        return f"""
+SELECT c.category AS "group", NULL::text AS recipient_kind,
+       sum(lists.disclosures)::bigint AS disclosures, sum(lists.violating)::bigint AS violating
+FROM (
+    SELECT d.data_categories, count(*) AS disclosures, count(o.event_id) AS violating
+    FROM disclosures AS d {open_events}
+    {_where(conditions)}
+    GROUP BY d.data_categories
+) AS lists
+CROSS JOIN LATERAL unnest(lists.data_categories) WITH ORDINALITY AS c(category, place)
+WHERE array_position(lists.data_categories, c.category) = c.place
+GROUP BY 1, 2
+ORDER BY 1, 2
+LIMIT ${1 + since + until}
+"""  # noqa: S608 (fixed expressions, no input)
     return f"""
 SELECT {grouping.group} AS "group", {grouping.recipient_kind} AS recipient_kind,
        count(*) AS disclosures, count(o.event_id) AS violating
-FROM disclosures AS d {grouping.joins}
-LEFT JOIN (
-    SELECT DISTINCT occurred_us, event_id FROM violations AS v
-    {_where(["v.status = 'open'", *_time_conditions("v.occurred_us", since, until)])}
-) AS o ON o.occurred_us = d.occurred_us AND o.event_id = d.event_id
+FROM disclosures AS d {open_events}
 {_where(conditions)}
 GROUP BY 1, 2
 ORDER BY 1, 2
@@ -225,5 +240,8 @@ async def disclosure_report(
     """Disclosures per group whose event time is in ``span``, and how many of them
     have a violation open now, by group, the first ``limit`` groups."""
     key = (group, span.since is not None, span.until is not None)
-    rows = await _merged(connection, DISCLOSURE_REPORT[key], *_bounds(span), limit)
+    if group == DisclosureGroup.DATA_CATEGORY:  # reads the table for the arrays: hashes
+        rows = await connection.fetch(DISCLOSURE_REPORT[key], *_bounds(span), limit)
+    else:
+        rows = await _merged(connection, DISCLOSURE_REPORT[key], *_bounds(span), limit)
     return [DisclosureCount(*row) for row in rows]
