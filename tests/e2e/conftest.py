@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -177,12 +178,12 @@ class LedgerService:
         )
 
 
-@pytest.fixture
-async def ledger_service(
-    kafka_bootstrap: str, database_url: str, unique_name: Callable[[str], str], tmp_path: Path
+@contextlib.asynccontextmanager
+async def running_service(
+    kafka_bootstrap: str, database_url: str, prefix: str, folder: Path
 ) -> AsyncIterator[LedgerService]:
-    """API running, no worker yet (tests start as many as they need)."""
-    prefix = unique_name("t")
+    """An API process on topics named after ``prefix`` and the database at
+    ``database_url``, its logs and keys in ``folder``; no worker yet."""
     topics = {
         "events": f"{prefix}.events",
         "rejected": f"{prefix}.rejected",
@@ -193,7 +194,7 @@ async def ledger_service(
     await ensure_topics(
         kafka_bootstrap, {name: 4 if kind == "events" else 1 for kind, name in topics.items()}
     )
-    signing_key = tmp_path / "signing-key.pem"
+    signing_key = folder / "signing-key.pem"
     save_signing_key(generate_signing_key(), signing_key)
     env = dict(
         os.environ,
@@ -214,9 +215,20 @@ async def ledger_service(
         LEDGER_FETCH_MAX_WAIT_MS=str(EmbeddedBroker.FETCH_MAX_WAIT_MS),
         LEDGER_API_PORT=str(find_free_port()),
     )
-    service = LedgerService(env, tmp_path)
+    service = LedgerService(env, folder)
     await service.start_api()
     try:
         yield service
     finally:
         await service.stop()
+
+
+@pytest.fixture
+async def ledger_service(
+    kafka_bootstrap: str, database_url: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> AsyncIterator[LedgerService]:
+    """API running, no worker yet (tests start as many as they need)."""
+    async with running_service(
+        kafka_bootstrap, database_url, unique_name("t"), tmp_path
+    ) as service:
+        yield service

@@ -51,9 +51,14 @@ def broker_link() -> Iterator[TcpProxy]:
 
 
 @pytest.fixture
-def kafka_bootstrap(broker_link: TcpProxy) -> str:
-    """Everything in these tests reaches the broker through ``broker_link``."""
-    return broker_link.address
+def kafka_bootstrap(kafka_bootstrap: str, request: pytest.FixtureRequest) -> str:
+    """In the test that asks for ``broker_link``, everything reaches the broker
+    through it; the database outage test uses the session's broker (a broker of
+    its own would only cost its start)."""
+    if "broker_link" in request.fixturenames:
+        link: TcpProxy = request.getfixturevalue("broker_link")
+        return link.address
+    return kafka_bootstrap
 
 
 def write(path: Path, records: list[bytes]) -> Path:

@@ -8,6 +8,8 @@ import asyncio
 import json
 import random
 import subprocess
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from consent_ledger.core.cloudevents import binary_headers
 from consent_ledger.core.intake import ValidEvent, validate
 from consent_ledger.core.offline import OfflineLedger
 from consent_ledger.core.policy import load_policy, load_policy_versions
-from tests.e2e.conftest import CLI, SCENARIOS, LedgerService
+from consent_ledger.devtools.databases import create_database, drop_database
+from tests.e2e.conftest import CLI, SCENARIOS, LedgerService, running_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -186,37 +189,57 @@ async def test_a_record_that_cannot_be_stored_is_rejected_and_the_stream_goes_on
     assert service.workers[0].poll() is None, "the worker stopped"
 
 
-@pytest.mark.parametrize(
-    ("setting", "value", "mentions"),
-    [
-        ("LEDGER_MASTER_KEY", "", "master key"),
-        ("LEDGER_MASTER_KEY", "not-base64!", "LEDGER_MASTER_KEY"),
-        ("LEDGER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none", "cannot use the database"),
-        ("LEDGER_CHECKPOINT_HISTORY_TOPIC", "never.created", "topics never.created do not exist"),
-    ],
-)
-async def test_a_worker_that_could_not_work_does_not_join_its_group(
-    ledger_service: LedgerService, setting: str, value: str, mentions: str
-) -> None:
-    """It says why in one line and exits 2 before joining: a worker that joined and
-    then crashed would make its group rebalance, stalling the healthy workers."""
-    service = ledger_service
-    healthy = service.start_worker()
-    service.publish(SCENARIOS / "consent-lifecycle" / "events.jsonl")
-    before = await service.wait_counted(len(lines("consent-lifecycle")))
+@pytest.fixture(scope="class")
+async def working_service(
+    kafka_bootstrap: str, pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LedgerService]:
+    """A service whose one healthy worker has counted a scenario, shared by the
+    broken workers' tests: each leaves it as it found it, which is what they check."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    database_url = await create_database(pg_server_dsn, name)
+    try:
+        async with running_service(
+            kafka_bootstrap, database_url, name, tmp_path_factory.mktemp("working")
+        ) as service:
+            service.start_worker()
+            service.publish(SCENARIOS / "consent-lifecycle" / "events.jsonl")
+            await service.wait_counted(len(lines("consent-lifecycle")))
+            yield service
+    finally:
+        await drop_database(pg_server_dsn, name)
 
-    broken = dict(service.env) | {setting: value}
-    result = await asyncio.to_thread(
-        subprocess.run, [str(CLI), "worker"], env=broken, capture_output=True, text=True,
-        timeout=60, check=False,
+
+class TestAWorkerThatCouldNotWork:
+    @pytest.mark.parametrize(
+        ("setting", "value", "mentions"),
+        [
+            ("LEDGER_MASTER_KEY", "", "master key"),
+            ("LEDGER_MASTER_KEY", "not-base64!", "LEDGER_MASTER_KEY"),
+            ("LEDGER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none", "cannot use the database"),
+            ("LEDGER_CHECKPOINT_HISTORY_TOPIC", "never.created", "topics never.created do not exist"),
+        ],
     )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert "not joining the consumer group" in result.stderr and mentions in result.stderr
-    assert "Traceback" not in result.stderr
-    assert "partitions revoked" not in service.worker_log(1)  # no rebalance happened
-    after = await service.stats()
-    del before["outbox"], after["outbox"]  # the relay drains it meanwhile
-    assert healthy.poll() is None and after == before
+    async def test_does_not_join_its_group(
+        self, working_service: LedgerService, setting: str, value: str, mentions: str
+    ) -> None:
+        """It says why in one line and exits 2 before joining: a worker that joined and
+        then crashed would make its group rebalance, stalling the healthy workers."""
+        service = working_service
+        [healthy] = service.workers
+        before = await service.stats()
+
+        broken = dict(service.env) | {setting: value}
+        result = await asyncio.to_thread(
+            subprocess.run, [str(CLI), "worker"], env=broken, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert "not joining the consumer group" in result.stderr and mentions in result.stderr
+        assert "Traceback" not in result.stderr
+        assert "partitions revoked" not in service.worker_log(1)  # no rebalance happened
+        after = await service.stats()
+        del before["outbox"], after["outbox"]  # the relay drains it meanwhile
+        assert healthy.poll() is None and after == before
 
 
 REFUSE_ONE_ENTRY = """
