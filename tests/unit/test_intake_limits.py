@@ -426,13 +426,37 @@ def json_texts(draw: st.DrawFn) -> bytes:
         "ascii": lambda: json.dumps(value),
         "indented": lambda: json.dumps(value, indent=1, ensure_ascii=False),
     }[style]()
-    if draw(st.booleans()) and '{"' in text:
+    at = first_object_start(text)
+    if draw(st.booleans()) and at is not None:
         # a member name twice: copy one member in front of the first one
-        at = text.index('{"') + 1
-        end = text.index(":", text.index('"', at + 1))
+        end = text.index(":", closing_quote(text, at))
         name = text[at:end]
         text = text[:at] + name + ":0," + text[at:]
     return text.encode("utf-8", "surrogatepass")
+
+
+def first_object_start(text: str) -> int | None:
+    """Where the first member name of an object begins (its opening quote): a
+    ``{"`` outside the strings, not one inside a string value such as ``["{"]``."""
+    inside = escaped = False
+    for at, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif inside:
+            escaped, inside = char == "\\", char != '"'
+        elif char == '"':
+            inside = True
+        elif char == "{" and text.startswith('"', at + 1):
+            return at + 1
+    return None
+
+
+def closing_quote(text: str, opening: int) -> int:
+    """The index of the quote that ends the string opened at ``opening``."""
+    at = opening + 1
+    while text[at] != '"':
+        at += 2 if text[at] == "\\" else 1
+    return at
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
