@@ -159,3 +159,11 @@ def test_the_worker_and_dev_refuse_a_bad_file_before_starting(
     monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path / "data"))
     assert cli.main(["dev"]) == 2
     assert "webhooks[0].severity: 'urgent' is not one of" in capsys.readouterr().err
+
+
+def test_dev_hands_the_file_to_its_workers(tmp_path: Path) -> None:
+    from consent_ledger.devtools.dev import _child_env
+    from consent_ledger.settings import Settings
+
+    hooks = tmp_path / "hooks.yaml"
+    assert _child_env(Settings(webhooks=hooks))["LEDGER_WEBHOOKS"] == str(hooks)
