@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Final
 
 RFC3339_PATTERN = r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
 # RFC 3339 digits are ASCII: without re.ASCII, \d also matches e.g. Arabic-Indic digits.
-_RFC3339 = re.compile(RFC3339_PATTERN.replace("$", r"\Z"), re.ASCII)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ZONES: dict[int, timezone] = {}
+_RFC3339: Final = re.compile(RFC3339_PATTERN.replace("$", r"\Z"), re.ASCII)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ZONES: Final[dict[int, timezone]] = {}
 
 
 class InvalidTimestamp(ValueError):
     """The text is not an RFC 3339 date-time with a zone offset."""
 
 
-_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_DAYS_IN_MONTH: Final = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-_MINUTES: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> minutes since the epoch
+# "YYYY-MM-DDTHH:MM" -> the start of that minute (UTC), in microseconds since the
+# epoch. Module constants are Final and products stay below 2**30 a factor, so
+# that the compiled core reads them without a dictionary look-up and multiplies
+# without boxing (mypyc's fast path; callgrind: a third of this module's cost).
+_MINUTES: Final[dict[str, int]] = {}
+_MICROS_A_MINUTE: Final = 60_000_000
 
 
 def parse_instant(text: object) -> int:
@@ -36,19 +42,19 @@ def parse_instant(text: object) -> int:
     """
     if not isinstance(text, str):
         return to_micros(parse_datetime(text))  # raises: not a string
-    minutes = _MINUTES.get(text[:16])
-    if minutes is None:
-        minutes = _remember_minute(text)
-    if minutes is not None:
-        instant = _instant_in_known_minute(text, minutes)
+    minute = _MINUTES.get(text[:16])
+    if minute is None:
+        minute = _remember_minute(text)
+    if minute is not None:
+        instant = _instant_in_known_minute(text, minute)
         if instant is not None:
             return instant
     return to_micros(parse_datetime(text))  # a leap second, or raises with the precise problem
 
 
-def _instant_in_known_minute(text: str, minutes: int) -> int | None:
+def _instant_in_known_minute(text: str, minute: int) -> int | None:
     """The instant of ``text`` whose first 16 characters are a minute read before
-    (so a valid ``YYYY-MM-DDTHH:MM``), checking the rest character by character,
+    (so a valid ``YYYY-MM-DDTHH:MM``, starting at ``minute`` µs), checking the rest character by character,
     which compiled is several times cheaper than the pattern; None for anything
     else, leap seconds included."""
     length = len(text)
@@ -79,11 +85,11 @@ def _instant_in_known_minute(text: str, minutes: int) -> int | None:
         micros *= _SCALE[kept - 20]
     elif end != 19:
         return None
-    instant = ((minutes - offset) * 60 + second) * 1_000_000 + micros
+    instant = minute - offset * _MICROS_A_MINUTE + second * 1_000_000 + micros
     return instant if _FIRST_INSTANT <= instant <= _LAST_INSTANT else None
 
 
-_SCALE = (1, 100_000, 10_000, 1_000, 100, 10, 1)  # a fraction of n digits, in microseconds
+_SCALE: Final = (1, 100_000, 10_000, 1_000, 100, 10, 1)  # a fraction of n digits, in microseconds
 
 
 def _number(text: str, start: int, end: int) -> int:
@@ -99,16 +105,18 @@ def _number(text: str, start: int, end: int) -> int:
 
 
 def _remember_minute(text: str) -> int | None:
-    """Minutes since the epoch of the minute ``text`` starts with, remembered for
-    the next time, when ``text`` has the pattern's form and that minute exists."""
+    """The start of the minute ``text`` starts with, in microseconds since the
+    epoch, remembered for the next time, when ``text`` has the pattern's form and
+    that minute exists."""
     if _RFC3339.match(text) is None:
         return None
     minutes = _minutes_since_epoch(text)
-    if minutes is not None:
-        if len(_MINUTES) > 100_000:
-            _MINUTES.clear()
-        _MINUTES[text[:16]] = minutes
-    return minutes
+    if minutes is None:
+        return None
+    if len(_MINUTES) > 100_000:
+        _MINUTES.clear()
+    minute = _MINUTES[text[:16]] = minutes * _MICROS_A_MINUTE
+    return minute
 
 
 def _minutes_since_epoch(text: str) -> int | None:
@@ -192,8 +200,8 @@ def to_micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-_FIRST_INSTANT = to_micros(datetime.min.replace(tzinfo=UTC))
-_LAST_INSTANT = to_micros(datetime.max.replace(tzinfo=UTC))
+_FIRST_INSTANT: Final = to_micros(datetime.min.replace(tzinfo=UTC))
+_LAST_INSTANT: Final = to_micros(datetime.max.replace(tzinfo=UTC))
 
 
 def from_micros(micros: int) -> datetime:
@@ -217,11 +225,12 @@ def format_micros(micros: int, *, six_digits: bool = False) -> str:
     Raises ValueError when that instant is outside years 1..9999."""
     if not _FIRST_INSTANT <= micros <= _LAST_INSTANT:
         raise ValueError(f"{micros} microseconds since the epoch is out of range")
-    days, micros_of_day = divmod(micros, 86_400_000_000)
-    seconds, fraction = divmod(micros_of_day, 1_000_000)
+    # // and %, not divmod: compiled, these are native, divmod a Python call.
+    days, micros_of_day = micros // 86_400_000_000, micros % 86_400_000_000
+    seconds, fraction = micros_of_day // 1_000_000, micros_of_day % 1_000_000
     year, month, day = _civil_from_days(days)
-    hour, seconds = divmod(seconds, 3600)
-    minute, second = divmod(seconds, 60)
+    hour, seconds = seconds // 3600, seconds % 3600
+    minute, second = seconds // 60, seconds % 60
     two = _TWO_DIGITS  # format specifications cost more than the rest together
     stamp = (
         f"{str(10_000 + year)[1:]}-{two[month]}-{two[day]}T{two[hour]}:{two[minute]}:{two[second]}"
@@ -229,7 +238,7 @@ def format_micros(micros: int, *, six_digits: bool = False) -> str:
     return f"{stamp}.{str(1_000_000 + fraction)[1:]}Z" if fraction or six_digits else f"{stamp}Z"
 
 
-_TWO_DIGITS = [f"{number:02d}" for number in range(100)]
+_TWO_DIGITS: Final = [f"{number:02d}" for number in range(100)]
 
 
 def _civil_from_days(days: int) -> tuple[int, int, int]:
