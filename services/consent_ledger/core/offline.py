@@ -96,7 +96,7 @@ class OfflineLedger:
         self._source = source.fileno() if source.seekable() else None
         offset = 0
         for number, raw in enumerate(source, start=1):
-            if raw.strip():
+            if not _blank(raw):
                 self.ingest(raw, number, offset)
             offset += len(raw)
 
@@ -125,6 +125,12 @@ class OfflineLedger:
             for violation in by_rule.values()
         ]
         return sorted(found, key=lambda violation: violation.key)
+
+
+def _blank(line: bytes) -> bool:
+    """Whether a line read from a file (never empty) is only white space: an
+    event's line starts with ``{``, and is not copied to find out."""
+    return line[0] != 0x7B and not line.strip()
 
 
 def _line_at(descriptor: int, offset: int) -> bytes:

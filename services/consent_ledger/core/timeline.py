@@ -110,7 +110,11 @@ class SubjectFile:
         if isinstance(fact, ConsentChange):
             if self.erased_at is not None:
                 return []  # nothing remains to change: verdicts reached before stay
-            insort(self.consents.setdefault(fact.purpose, []), fact, key=_order)
+            timeline = self.consents.setdefault(fact.purpose, [])
+            if timeline and _order(fact) < _order(timeline[-1]):
+                insort(timeline, fact, key=_order)
+            else:  # in time order, as events mostly come: no search, no key calls
+                timeline.append(fact)
             affected = [
                 shared
                 for shared in self.disclosures.get(fact.purpose, ())

@@ -7,11 +7,11 @@ order of the checks, and where checking stops, is the contract's.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from consent_ledger.core.facts import ConsentChange, Disclosure, VisitorRegistration
+from consent_ledger.core.intake import NEW_TUPLE
 from consent_ledger.core.policy import Policy, RecipientRule
 from consent_ledger.core.timestamps import format_micros
 
@@ -40,7 +40,7 @@ class Severity(StrEnum):
     MEDIUM = "medium"
 
 
-SEVERITY: dict[Rule, Severity] = dict.fromkeys(Rule, Severity.HIGH) | {
+SEVERITY: Final[dict[Rule, Severity]] = dict.fromkeys(Rule, Severity.HIGH) | {
     Rule.AUTHORITY_WITHOUT_COURT_ORDER: Severity.CRITICAL,
     Rule.ACQUIRER_WITHOUT_NDA: Severity.CRITICAL,
     Rule.CONSENT_WITHDRAWN: Severity.CRITICAL,
@@ -71,9 +71,11 @@ class Breach(NamedTuple):
         return SEVERITY[self.rule]
 
 
-@dataclass(frozen=True, slots=True)
-class ConsentStatus:
-    """The consent status of (subject, purpose) at an instant."""
+class ConsentStatus(NamedTuple):
+    """The consent status of (subject, purpose) at an instant.
+
+    A named tuple built with ``tuple.__new__``: compiled, a frozen dataclass's
+    ``__init__`` stays a Python frame, a tenth of judging a disclosure."""
 
     rule: Rule | None  # None: valid; else consent-missing/-withdrawn/-expired
     decided_by: ConsentChange | None  # the consent event that decides it
@@ -87,12 +89,12 @@ def consent_status_at(changes: list[ConsentChange], instant: int) -> ConsentStat
             latest = change
             break
     if latest is None:
-        return ConsentStatus(Rule.CONSENT_MISSING, None)
+        return NEW_TUPLE(ConsentStatus, (Rule.CONSENT_MISSING, None))
     if not latest.granted:
-        return ConsentStatus(Rule.CONSENT_WITHDRAWN, latest)
+        return NEW_TUPLE(ConsentStatus, (Rule.CONSENT_WITHDRAWN, latest))
     if latest.expires_at is not None and latest.expires_at <= instant:
-        return ConsentStatus(Rule.CONSENT_EXPIRED, latest)
-    return ConsentStatus(None, latest)
+        return NEW_TUPLE(ConsentStatus, (Rule.CONSENT_EXPIRED, latest))
+    return NEW_TUPLE(ConsentStatus, (None, latest))
 
 
 def judge_disclosure(
