@@ -741,6 +741,8 @@ def test_a_file_is_judged_like_its_lines(source: str, padding: int, tmp_path: pa
         json.dumps(original, indent=2, sort_keys=True).replace("\n", "").encode(),
         line(edited(original, ("data", "recipient", "id"), "northwind-consulting")),
         b"",
+        b" \t\r",  # blank too
+        line(original) + b"\r",  # a line ending in CR LF
         line(original),  # the last line, with no line break after it
     ])  # fmt: skip
     by_lines = OfflineLedger(load_reference_policy())
@@ -755,7 +757,7 @@ def test_a_file_is_judged_like_its_lines(source: str, padding: int, tmp_path: pa
             from_file.ingest_file(opened)
 
     assert from_file.counts == by_lines.counts
-    assert (from_file.counts.accepted, from_file.counts.duplicates) == (2, 2)
+    assert (from_file.counts.accepted, from_file.counts.duplicates) == (2, 3)
     assert [(r.line, r.rejection.reason) for r in from_file.rejected] == [(4, Reason.ID_CONFLICT)]
     assert from_file.open_violations() == by_lines.open_violations()
 

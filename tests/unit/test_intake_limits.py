@@ -468,3 +468,69 @@ def test_parse_json_decides_i_json_as_a_slow_reader_does(text: bytes) -> None:
     except InvalidJson:
         verdict = "invalid"
     assert verdict == reference_verdict(text)
+
+
+# -- parse_json's own fast checks, at their edges -------------------------------
+
+
+def nested_arrays(levels: int, inner: str = "1") -> str:
+    return "[" * levels + inner + "]" * levels
+
+
+def in_objects(levels: int, inner: str) -> str:
+    """``inner`` as the value of ``levels`` objects nested one in the other."""
+    return '{"a":' * levels + inner + "}" * levels
+
+
+PARSE_JSON_EDGES: list[tuple[str, str | bytes, bool]] = [
+    # a member name twice, wherever the walk meets it
+    ('"a" and "\\u0061" at the top', '{"a":1,"\\u0061":2}', False),
+    ('"a" and "\\u0061" 31 objects down', in_objects(31, '{"a":1,"\\u0061":2}'), False),
+    ("a name twice at level 32", in_objects(31, '{"b":"x","b":"y"}'), False),
+    ("a name twice in the last array's object", nested_arrays(31, '{"b":[],"b":{}}'), False),
+    ("names equal only after unescaping a quote", '{"\\"":1,"\\u0022":2}', False),
+    ("names that differ only by an escape", '{"a":1,"\\u0062":2}', True),
+    ("a name and a string value alike", '{"a":"a","b":"a"}', True),
+    ("an empty name twice", '{"":1,"":2}', False),
+    ("an empty name once, empty strings", '{"":"","b":[""]}', True),
+    # depth: the value itself is level 1
+    ("32 levels of arrays", nested_arrays(32), True),
+    ("33 levels of arrays", nested_arrays(33), False),
+    ("32 levels of objects, a string inside", in_objects(32, '"s"'), True),
+    ("33 levels of objects, a number inside", in_objects(33, "1"), False),
+    ("32 levels, an empty object last", in_objects(31, "{}"), True),
+    ("33 levels, an empty array last", in_objects(32, "[]"), False),
+    ("32 levels beside a shallow sibling", "[1," + nested_arrays(31) + ',"x"]', True),
+    ("33 levels after a shallow sibling", '[{"a":[]},' + nested_arrays(32) + "]", False),
+    # U+0000: the escape refuses, an escaped backslash before "u0000" does not
+    ("an escaped NUL in a value", '{"a":"\\u0000"}', False),
+    ("an escaped NUL in a name", '{"\\u0000":1}', False),
+    ("an escaped NUL 32 levels down", in_objects(31, '["\\u0000"]'), False),
+    ("a backslash, then u0000", '{"a":"\\\\u0000"}', True),
+    ("two backslashes, then an escaped NUL", '{"a":"\\\\\\u0000"}', False),
+    ("a raw NUL byte in a value", b'{"a":"\x00"}', False),
+    ("a raw NUL byte in a name", b'{"\x00":1}', False),
+    # surrogates: a pair is a character, a lone half is refused
+    ("a surrogate pair in a name", '{"\\ud83d\\ude00":1}', True),
+    ("a lone high surrogate in a name", '{"\\ud83d":1}', False),
+    ("a lone low surrogate in a value", '["\\ude00"]', False),
+    ("a high surrogate before an escaped backslash", '["\\ud83d\\\\ude00"]', False),
+    ("two high surrogates", '["\\ud83d\\ud83d"]', False),
+    ("a pair split across two strings", '["\\ud83d","\\ude00"]', False),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [pytest.param(text, valid, id=name) for name, text, valid in PARSE_JSON_EDGES],
+)
+def test_parse_json_at_the_edges_of_its_fast_checks(text: str | bytes, valid: bool) -> None:
+    raw = text.encode() if isinstance(text, str) else text
+    verdict = reference_verdict(raw) == "valid"
+    assert verdict is valid  # the slow reader agrees with the table
+    try:
+        parse_json(raw)
+        parsed = True
+    except InvalidJson:
+        parsed = False
+    assert parsed is valid

@@ -134,6 +134,31 @@ def test_a_late_grant_retracts_an_earlier_arrived_disclosure() -> None:
     assert file.open() == set()
 
 
+def test_the_consent_timeline_stays_in_time_order_whatever_the_arrival() -> None:
+    """In-order events are appended, a late one is put in its place; at equal
+    times the one ingested later comes after (CONTRACT §4's tie rule)."""
+    file = File()
+    for body in (
+        granted("cg-2", 20),
+        granted("cg-3", 30),
+        withdrawn("cw-1", 10),  # late: before both
+        withdrawn("cw-2", 20),  # the same time as cg-2, ingested later
+        granted("cg-4", 40),  # in order again
+        granted("cg-0", 0),  # late: first of all
+    ):
+        file.record(body)
+    timeline = file.file.consents["marketing"]
+    assert [change.event_id for change in timeline] == [
+        "cg-0",
+        "cw-1",
+        "cg-2",
+        "cw-2",
+        "cg-3",
+        "cg-4",
+    ]
+    assert file.record(shared("ds-1", 25)) == {opened("ds-1", "consent-withdrawn")}
+
+
 def test_a_late_withdrawal_opens_a_violation() -> None:
     file = File()
     assert file.record(granted("cg-1", 0)) == set()
