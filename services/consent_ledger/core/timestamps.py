@@ -23,7 +23,7 @@ class InvalidTimestamp(ValueError):
     """The text is not an RFC 3339 date-time with a zone offset."""
 
 
-_DAYS_IN_MONTH: Final = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_DAYS_IN_MONTH: Final = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 
 
 # "YYYY-MM-DDTHH:MM" -> the start of that minute (UTC), in microseconds since the
@@ -89,7 +89,9 @@ def _instant_in_known_minute(text: str, minute: int) -> int | None:
     return instant if _FIRST_INSTANT <= instant <= _LAST_INSTANT else None
 
 
-_SCALE: Final = (1, 100_000, 10_000, 1_000, 100, 10, 1)  # a fraction of n digits, in microseconds
+# A fraction of n digits, in microseconds. A list: compiled, a Final tuple of
+# ints is kept unboxed and boxed again, all of it, at each indexing.
+_SCALE: Final = [1, 100_000, 10_000, 1_000, 100, 10, 1]
 
 
 def _number(text: str, start: int, end: int) -> int:
