@@ -6,7 +6,8 @@
 - ``pg_server_dsn`` (session): ``LEDGER_TEST_DATABASE_URL`` when set (a DSN whose
   user may create databases), else an embedded PostgreSQL in a temporary folder
   (see ``postgres_parent_dir``).
-- ``database_url`` (function): a fresh, empty database per test, dropped afterwards.
+- ``database_url`` (function): a fresh, empty database per test, dropped afterwards;
+  a copy of a database migrated once per session when the test asks for ``pool``.
 - ``postgres_data_parent`` (function): a folder for tests that run their own
   ``EmbeddedPostgres``.
 - ``unique_name`` (function): ``unique_name("events")`` -> ``events_3f9c...``, for
