@@ -17,7 +17,6 @@ registers its public half; workers sign with it from their next checkpoint.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import os
 import sys
@@ -74,6 +73,8 @@ def run_key_command(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if not settings.database_url:
         raise KeyCommandError("set LEDGER_DATABASE_URL")
+    import asyncio  # here, not at the top: every command's parser imports this module
+
     import asyncpg
 
     from consent_ledger.integrity.keyring import MasterKeyError

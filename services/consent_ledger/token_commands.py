@@ -9,7 +9,6 @@ running API's ``/v1/tokens`` as the admin whose token is in ``LEDGER_TOKEN``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -127,6 +126,8 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _on_database(database_url: str, action: Callable[[TokenStore], Awaitable[T]]) -> T:
+    import asyncio  # here, not at the top: every command's parser imports this module
+
     import asyncpg
 
     from consent_ledger.store.migrate import migrate
