@@ -1055,6 +1055,8 @@ async def test_openapi_describes_every_endpoint(settings: Settings, pool: asyncp
         "/v1/subjects/{subject}/events",
         "/v1/subjects/{subject}/report",
         "/v1/rejected",
+        "/v1/reports/violations",
+        "/v1/reports/disclosures",
         "/v1/policy",
         "/v1/policy/versions",
         "/v1/policy/whatif",
