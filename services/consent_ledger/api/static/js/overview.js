@@ -71,7 +71,7 @@ function chart(canvas, items, bucket, nameOf) {
 }
 
 export async function render(root, route) {
-  const bucket = BUCKETS.includes(route.params.get("bucket")) ? route.params.get("bucket") : "hour";
+  const bucket = BUCKETS.includes(route.params.get("bucket")) ? route.params.get("bucket") : "day";
   const range = route.params.get("range") in RANGES ? route.params.get("range") : "all";
   const choose = (name) => (event) => {
     const query = new URLSearchParams({ bucket, range, [name]: event.target.value });
