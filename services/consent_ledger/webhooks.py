@@ -7,6 +7,7 @@ takes, how a POST is signed, and when a failed one is tried again.
       - url: https://alerts.example.com/ledger     # http:// or https://
         secret_file: /run/secrets/ledger-webhook   # or secret: "..." (prefer the file)
         name: pager                                # optional: shown in stats, metrics, logs
+                                                   # (else scheme://host:port/..., no path)
         rule: [consent-withdrawn, shared-after-erasure]   # optional filter
         severity: [critical]                       # optional filter
 
@@ -65,7 +66,7 @@ class Webhook:
     """One receiver of alerts: where, with which secret, for which alerts.
 
     ``name`` is what stats, metrics and logs show: the file's ``name``, else the
-    URL without its credentials, query and fragment (:func:`public_label`).
+    URL's scheme, host and port, never its path (:func:`public_label`).
     The URL itself and the secret are never shown."""
 
     url: str
@@ -115,16 +116,19 @@ def retry_delay(
 
 
 def public_label(url: str) -> str:
-    """``url`` without user, password, query and fragment: what may be shown of
-    a URL that carries a credential in those parts. A credential in the path
-    (some chat services put one there) is not recognised: give such a hook a
-    ``name``."""
+    """What may be shown of ``url``: its scheme, host and port, with ``/...`` in
+    place of a path. User, password, query and fragment are dropped, and so is
+    the path: chat services' incoming webhooks (Slack's ``/services/T/B/SECRET``,
+    Discord's ``/api/webhooks/ID/TOKEN``) carry their credential there, and
+    ``/v1/stats``, which analysts read, shows this label. Two hooks this leaves
+    alike need a ``name`` each (:func:`parse_webhooks` says so)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
     netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    path = "/..." if parts.path not in ("", "/") else parts.path
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
 def load_webhooks(path: Path) -> tuple[Webhook, ...]:
@@ -216,8 +220,14 @@ def _choices(
 def _refuse_twice(values: Sequence[str], what: str, source: str) -> None:
     for index, value in enumerate(values):
         if value in values[:index]:
-            shown = public_label(value) if what == "url" else value
-            raise WebhooksError(source, f"webhooks[{index}].{what}", f"{shown!r} is named twice")
+            if what == "url":
+                problem = f"{public_label(value)!r} is named twice"
+            else:
+                problem = (
+                    f"{value!r} is named twice (a hook without a name is shown as its URL's "
+                    "scheme, host and port: give hooks that share them a name each)"
+                )
+            raise WebhooksError(source, f"webhooks[{index}].{what}", problem)
 
 
 def _is_http_url(url: str) -> bool:

@@ -244,7 +244,8 @@ async def test_a_hanging_receiver_delays_no_other_url(pool: asyncpg.Pool) -> Non
 async def test_a_url_failing_to_the_horizon_is_dead_and_counted_in_stats_and_metrics(
     pool: asyncpg.Pool,
 ) -> None:
-    closed = f"http://user:password@127.0.0.1:{find_free_port()}/hook?token=t0k"
+    # A chat service's incoming webhook carries its credential in the path.
+    closed = f"http://user:password@127.0.0.1:{find_free_port()}/services/T0/B0/p4th?token=t0k"
     with receiver(answer=lambda _, __: 500) as broken, receiver() as fine:
         configured = hooks(
             {"url": broken.url, "secret": SECRET, "name": "broken"},
@@ -264,7 +265,13 @@ async def test_a_url_failing_to_the_horizon_is_dead_and_counted_in_stats_and_met
     async with signed_in_client(app, await issue_token(pool, "operator")) as client:
         stats = (await client.get("/v1/stats")).json()["webhooks"]
         metrics = (await client.get("/metrics")).text
+    async with signed_in_client(app, await issue_token(pool, "analyst")) as client:
+        read_by_analyst = (await client.get("/v1/stats")).json()["webhooks"]
+    assert [item["url"] for item in read_by_analyst["urls"]] == [
+        item["url"] for item in stats["urls"]
+    ]
     label = public_label(closed)  # what may be shown of it
+    assert label.endswith(":" + closed.rsplit(":", 1)[1].split("/")[0] + "/...")
     by_url = {item["url"]: item for item in stats["urls"]}
     assert set(by_url) == {"broken", "fine", label}
     assert (
@@ -280,8 +287,9 @@ async def test_a_url_failing_to_the_horizon_is_dead_and_counted_in_stats_and_met
     assert 'consent_ledger_webhook_deliveries{url="broken",state="dead"} 1' in metrics
     assert f'consent_ledger_webhook_failed_attempts_total{{url="broken"}} {attempts}' in metrics
     assert 'consent_ledger_webhook_deliveries{url="fine",state="delivered"} 1' in metrics
-    for shown in (str(stats), metrics):
+    for shown in (str(stats), str(read_by_analyst), metrics):
         assert "password" not in shown and "t0k" not in shown and SECRET not in shown
+        assert "p4th" not in shown and "services" not in shown
 
 
 async def test_the_relay_queues_each_published_alert_once(
@@ -293,8 +301,13 @@ async def test_the_relay_queues_each_published_alert_once(
     producer: AIOKafkaProducer = make_producer(settings, client_id="test-webhooks")
     await start_producer(producer, settings)
     configured = hooks(
-        {"url": "http://127.0.0.1:9/all", "secret": SECRET},
-        {"url": "http://127.0.0.1:9/withdrawn", "secret": SECRET, "rule": "consent-withdrawn"},
+        {"url": "http://127.0.0.1:9/all", "secret": SECRET, "name": "all"},
+        {
+            "url": "http://127.0.0.1:9/withdrawn",
+            "secret": SECRET,
+            "name": "withdrawn",
+            "rule": "consent-withdrawn",
+        },
     )
     sender = WebhookDispatcher(pool, configured, topic=topic)
     values = [alert(1), alert(2, Rule.CONSENT_WITHDRAWN)]

@@ -115,7 +115,7 @@ def test_the_file_reads_secret_files_beside_it_and_shows_no_secret(tmp_path: Pat
     )
     first, second = load_webhooks(hooks)
     assert (first.secret, second.secret) == (b"from-a-file", b"inline")
-    assert (first.name, second.name) == ("https://alerts.example:8443/ledger", "pager")
+    assert (first.name, second.name) == ("https://alerts.example:8443/...", "pager")
     assert "from-a-file" not in repr(first) and "pw" not in repr(first)
 
     (tmp_path / "missing.yaml").write_text("webhooks: [{url: 'http://x/', secret_file: nope}]")
@@ -135,9 +135,34 @@ def test_retries_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
     assert retry_delay(10_000, 5.0, 3_600.0, lambda: 0.5) == 2_700.0
 
 
-def test_a_label_drops_credentials_query_and_fragment() -> None:
-    assert public_label("https://u:p@h.example/a/b?k=v#f") == "https://h.example/a/b"
-    assert public_label("http://[::1]:8080/x") == "http://[::1]:8080/x"
+def test_a_label_drops_credentials_path_query_and_fragment() -> None:
+    assert public_label("https://u:p@h.example/a/b?k=v#f") == "https://h.example/..."
+    assert public_label("http://[::1]:8080/x") == "http://[::1]:8080/..."
+    assert public_label("https://h.example/") == "https://h.example/"
+    assert public_label("https://h.example") == "https://h.example"
+    # Slack's and Discord's incoming webhooks: the credential is the path.
+    slack = "https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX"
+    assert public_label(slack) == "https://hooks.slack.com/..."
+    assert "XXXX" not in repr(
+        parse_webhooks({"webhooks": [{"url": slack, "secret": "s"}]}, "f", no_files)
+    )
+
+
+def test_hooks_shown_alike_need_a_name_each() -> None:
+    two = [
+        {"url": "http://h.example/a", "secret": "s"},
+        {"url": "http://h.example/b", "secret": "t"},
+    ]
+    with pytest.raises(
+        WebhooksError,
+        match=r"webhooks\[1\]\.name: 'http://h.example/...' is named twice .*give hooks that share them a name each",
+    ):
+        parse_webhooks({"webhooks": two}, "hooks.yaml", no_files)
+    named = [dict(two[0], name="a"), dict(two[1], name="b")]
+    assert [hook.name for hook in parse_webhooks({"webhooks": named}, "hooks.yaml", no_files)] == [
+        "a",
+        "b",
+    ]
 
 
 def test_the_worker_and_dev_refuse_a_bad_file_before_starting(
