@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
+import stat
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +154,39 @@ def test_the_checkpoint_is_printed_with_each_tree_head_and_how_to_check_it() -> 
     assert "<title>Subject access report: anna</title>" in page
     assert "3 disclosures to 1 recipient, 1 of them breaking a rule" in page  # by kind and id
     assert '<time datetime="2026-03-02T12:00:00Z">2026-03-02 12:00:00 UTC</time>' in page
+
+
+def test_the_cli_narrows_an_existing_files_mode_before_the_report_is_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consent_ledger.cli import report as cli_report
+
+    target = tmp_path / "anna.html"
+    target.write_bytes(b"old")
+    target.chmod(0o644)
+    modes: list[int] = []
+    real_fdopen = os.fdopen
+
+    class Watched:
+        def __init__(self, file: Any) -> None:
+            self.file = file
+
+        def __enter__(self) -> Watched:
+            self.file.__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.__exit__(*exc)
+
+        def fileno(self) -> int:
+            return int(self.file.fileno())
+
+        def write(self, data: bytes) -> int:
+            modes.append(stat.S_IMODE(target.stat().st_mode))  # as others see it then
+            return int(self.file.write(data))
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Watched(real_fdopen(fd, mode)))
+    cli_report._write_private(target, b"<!DOCTYPE html>anna")
+    assert modes == [0o600]
+    assert target.read_bytes() == b"<!DOCTYPE html>anna"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600

@@ -72,7 +72,10 @@ def _write_private(path: Path, content: bytes) -> None:
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as file:
+            # An existing file keeps its mode on open: narrow it before the report
+            # is in it, not after (others could read it meanwhile, or for good if
+            # the write failed).
+            os.fchmod(file.fileno(), 0o600)
             file.write(content)
-        path.chmod(0o600)  # an existing file keeps its mode on open: narrow it too
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc}") from None
