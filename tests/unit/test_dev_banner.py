@@ -3,6 +3,8 @@ embedded broker and database when they are missing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from consent_ledger.devtools import dev
@@ -47,3 +49,21 @@ def test_a_real_broker_and_database_need_no_embedded_extra(monkeypatch: pytest.M
 
 def test_with_the_extra_installed_nothing_is_missing() -> None:
     assert missing_embedded(Settings.from_env({})) is None  # make install adds the extra
+
+
+def test_the_export_line_names_the_master_key_dev_made(tmp_path: Path) -> None:
+    # rebuild, whatif over the database and keys refuse to run without it.
+    given = Settings.from_env({})
+    running = given.with_(
+        kafka_bootstrap="127.0.0.1:9092",
+        database_url="postgresql://postgres:@/consent_ledger?host=/data/postgres",
+        master_key_file=tmp_path / "master.key",
+    )
+    line = dev._export_line(given, running)
+    assert f"LEDGER_MASTER_KEY_FILE={tmp_path / 'master.key'}" in line
+
+
+def test_the_export_line_leaves_out_a_master_key_the_user_set(tmp_path: Path) -> None:
+    given = Settings.from_env({"LEDGER_MASTER_KEY_FILE": str(tmp_path / "mine.key")})
+    line = dev._export_line(given, given.with_(kafka_bootstrap="127.0.0.1:9092"))
+    assert "LEDGER_MASTER_KEY_FILE" not in line

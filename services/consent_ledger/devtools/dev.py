@@ -406,7 +406,8 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 
 def _export_line(given: Settings, running: Settings) -> str:
-    """The ``export`` that points commands in another shell at what ``dev`` runs;
+    """The ``export`` that points commands in another shell at what ``dev`` runs,
+    with the master key file dev made (``rebuild``, ``whatif`` and ``keys`` read it);
     variables the user set already are left out (nor is their password printed)."""
     values = {}
     if not given.kafka_bootstrap:
@@ -415,6 +416,9 @@ def _export_line(given: Settings, running: Settings) -> str:
         values["LEDGER_KAFKA_IDEMPOTENCE"] = "false"
     if not given.database_url:
         values["LEDGER_DATABASE_URL"] = running.database_url or ""  # embedded: no password
+    if given.master_key_file is None and given.master_key is None and running.master_key_file:
+        # The key dev made: rebuild, whatif over the database and keys need it.
+        values["LEDGER_MASTER_KEY_FILE"] = str(Path(running.master_key_file).resolve())
     return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
 
 
