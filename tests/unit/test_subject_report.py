@@ -190,3 +190,22 @@ def test_the_cli_narrows_an_existing_files_mode_before_the_report_is_in_it(
     assert modes == [0o600]
     assert target.read_bytes() == b"<!DOCTYPE html>anna"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_a_subject_the_ledger_never_heard_of_is_not_said_to_be_recorded() -> None:
+    # A mistyped id: the report must not read as if the ledger knew the subject.
+    empty = subject_report(
+        "nobody",
+        generated_at=T("2026-03-02T12:00:00Z"),
+        consents=[],
+        disclosures=[],
+        visits=[],
+        violations=[],
+        event_data={},
+        policies=POLICIES,
+        checkpoint=CHECKPOINT,
+    )
+    page = render_html(empty)
+    assert "no event about this subject in the ledger" in page
+    assert "recorded in the ledger" not in page
+    assert "<dt>Status</dt><dd>recorded in the ledger</dd>" in render_html(report())

@@ -408,6 +408,16 @@ def _checkpoint_line(checkpoint: LatestCheckpoint | None) -> str:
     )
 
 
+def _status(report: SubjectReport) -> str:
+    """Erased, recorded, or unknown to the ledger (a mistyped id, say): a report of
+    nothing must not read as if the ledger knew the subject."""
+    if report.erased:
+        return "erased"
+    if report.consents or report.disclosures or report.visits or report.violations:
+        return "recorded in the ledger"
+    return "no event about this subject in the ledger"
+
+
 def render_html(report: SubjectReport) -> str:
     """The whole document, UTF-8 text."""
     subject = _e(report.subject)
@@ -441,7 +451,7 @@ def render_html(report: SubjectReport) -> str:
 <h1>Subject <span class="id">{subject}</span></h1>
 <dl class="meta">
 <dt>Generated at</dt><dd>{_when(report.generated_at)}</dd>
-<dt>Status</dt><dd>{"erased" if report.erased else "recorded in the ledger"}</dd>
+<dt>Status</dt><dd>{_status(report)}</dd>
 <dt>Ledger checkpoint</dt><dd>{_checkpoint_line(report.checkpoint)}</dd>
 </dl>
 </header>
