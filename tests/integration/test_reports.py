@@ -6,6 +6,7 @@ the sums against /v1/violations, validation and who may ask.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections import Counter
@@ -32,6 +33,7 @@ from consent_ledger.core.timestamps import format_micros, parse_instant
 from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
+from consent_ledger.store.api_reads import HEAVY_READS, LedgerView
 from consent_ledger.store.migrate import migrate
 from consent_ledger.store.reports import disclosure_report, violation_report
 from consent_ledger.worker.pipeline import BatchPipeline
@@ -384,3 +386,36 @@ async def test_a_joined_report_leaves_the_planners_settings_as_they_were(
         assert await disclosure_report(connection, DisclosureGroup.PURPOSE, ALL_TIME, 10)
         assert tuple(await connection.fetchrow(settings_now)) == before
         assert not connection.is_in_transaction()
+
+
+async def test_reports_at_once_leave_the_pool_to_quick_reads(
+    analyst: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Analysts asking many reports at once (each can take seconds over millions of
+    rows) hold at most HEAVY_READS of the pool's connections: the module's pool has
+    4, so four held reports would starve every other read without the limit."""
+    inside, release = 0, asyncio.Event()
+    two_inside = asyncio.Event()
+    real = LedgerView.violation_report
+
+    async def held(self: LedgerView, *args: Any) -> Any:
+        nonlocal inside
+        inside += 1
+        if inside == HEAVY_READS:
+            two_inside.set()
+        await release.wait()
+        return await real(self, *args)
+
+    monkeypatch.setattr(LedgerView, "violation_report", held)
+    reports = [
+        asyncio.create_task(analyst.get("/v1/reports/violations", params={"group_by": group}))
+        for group in ("rule", "clause", "severity", "purpose")
+    ]
+    await asyncio.wait_for(two_inside.wait(), timeout=30)
+    quick = await asyncio.wait_for(analyst.get("/v1/violations", params={"limit": 1}), timeout=30)
+    assert quick.status_code == 200, quick.text
+    assert inside == HEAVY_READS  # the other two wait their turn
+    release.set()
+    answers = await asyncio.wait_for(asyncio.gather(*reports), timeout=60)
+    assert [answer.status_code for answer in answers] == [200] * 4
+    assert inside == 4

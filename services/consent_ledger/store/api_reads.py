@@ -9,6 +9,7 @@ commits batches.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from itertools import combinations
@@ -302,15 +303,28 @@ class LedgerView:
         return await published_versions(self._connection)
 
 
+HEAVY_READS: Final = 2
+"""Requests at once that may read over the whole history (analyst reports,
+what-if): a second or more each over millions of rows. The others wait for
+their turn rather than take the pool's connections, which the API's quick
+reads (a subject's consents, /healthz's ping, stats) then still find free."""
+
+
 class LedgerReader:
     """Read access to the ledger's tables over an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, heavy_reads: int = HEAVY_READS) -> None:
         self._pool = pool
+        self._heavy = asyncio.Semaphore(heavy_reads)
 
     @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[LedgerView]:
-        """A consistent, read-only view for the queries of one request."""
+    async def snapshot(self, heavy: bool = False) -> AsyncIterator[LedgerView]:
+        """A consistent, read-only view for the queries of one request; ``heavy``
+        when they may read the whole history (at most HEAVY_READS at once)."""
+        if heavy:
+            async with self._heavy, self.snapshot() as view:
+                yield view
+            return
         async with (
             self._pool.acquire() as connection,
             connection.transaction(isolation="repeatable_read", readonly=True),
@@ -326,8 +340,9 @@ class LedgerReader:
 
     async def whatif(self, configured: PolicyVersions, draft_of: Any, keyring: KeyRing) -> WhatIf:
         """What-if over the recorded history: the current set (``configured`` and the
-        published versions) against ``draft_of(current)``, in a read-only snapshot."""
-        async with self._pool.acquire() as connection:
+        published versions) against ``draft_of(current)``, in a read-only snapshot;
+        a heavy read (HEAVY_READS)."""
+        async with self._heavy, self._pool.acquire() as connection:
             current = versions_with(configured, await published_versions(connection))
             return await whatif_recorded(
                 connection, current, draft_of(current), sealed_data_opener(keyring)

@@ -145,7 +145,7 @@ async def violations_report(
     group_by: Annotated[ViolationGroup, Query()] = ViolationGroup.RULE,
 ) -> ViolationReport:
     span = time_range(since, until)
-    async with context.ledger().snapshot() as view:
+    async with context.ledger().snapshot(heavy=True) as view:
         cells = await view.violation_report(bucket, group_by, span, MAX_REPORT_ITEMS + 1)
         _within_limit(len(cells), "bucket", "choose a wider bucket or a shorter range (from, to)")
         titles = await _clause_titles(view, context.policy) if group_by == "clause" else None
@@ -190,7 +190,7 @@ async def disclosures_report(
     group_by: Annotated[DisclosureGroup, Query()] = DisclosureGroup.RECIPIENT_KIND,
 ) -> DisclosureReport:
     span = time_range(since, until)
-    async with context.ledger().snapshot() as view:
+    async with context.ledger().snapshot(heavy=True) as view:
         groups = await view.disclosure_report(group_by, span, MAX_REPORT_ITEMS + 1)
     _within_limit(len(groups), "group_by", "group by something with fewer values")
     items = [
