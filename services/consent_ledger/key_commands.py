@@ -133,10 +133,17 @@ async def _rotate_master(args: argparse.Namespace, settings: Settings) -> None:
         f"({report.rewrapped} re-wrapped now)\n"
     )
     if report.retired:
-        sys.stdout.write(
-            f"retired {', '.join(report.retired)}: remove them from the master key file once "
-            "every worker and API reads the new file\n"
-        )
+        sys.stdout.write(retired_keys_line(report.retired))
+
+
+def retired_keys_line(retired: list[str]) -> str:
+    """The line telling the operator which master keys may leave the file, in
+    the right number: one key is "it", several are "them"."""
+    pronoun = "it" if len(retired) == 1 else "them"
+    return (
+        f"retired {', '.join(retired)}: remove {pronoun} from the master key file once "
+        "every worker and API reads the new file\n"
+    )
 
 
 async def _rotate_signing(args: argparse.Namespace, settings: Settings) -> None:
