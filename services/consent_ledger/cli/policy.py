@@ -109,14 +109,24 @@ def _policy_versions(args: argparse.Namespace) -> int:
     if args.json:
         write_json({"items": documents})
         return EXIT_OK
-    for item in documents:
-        sys.stdout.write(
-            f"{item['revision']}\t{item['version']}\t{item['effective_from'] or 'always'}\t"
-            f"{item['sha256']}\t{item['publisher']}\t{item['published_at']}\n"
-        )
-    if not documents:
-        sys.stdout.write("no version published (the configured ones are in force)\n")
+    sys.stdout.write(version_table(documents))
     return EXIT_OK
+
+
+VERSION_COLUMNS = ("revision", "version", "effective_from", "sha256", "publisher", "published_at")
+
+
+def version_table(documents: list[dict[str, Any]]) -> str:
+    """The published versions as tab-separated rows under a header line naming
+    the columns (the ``--json`` keys), so a reader knows what each is and a
+    script can still ``cut -f``; a line saying so when none is published."""
+    if not documents:
+        return "no version published (the configured ones are in force)\n"
+    rows = ["\t".join(VERSION_COLUMNS)]
+    for item in documents:
+        cells = {**item, "effective_from": item["effective_from"] or "always"}
+        rows.append("\t".join(str(cells[column]) for column in VERSION_COLUMNS))
+    return "".join(f"{row}\n" for row in rows)
 
 
 def _whatif(args: argparse.Namespace) -> int:
