@@ -142,6 +142,8 @@ async def test_a_rewrite_that_removed_the_checkpoints_is_caught_by_a_kept_one(
     status, output = await verify(kept_ledger, "--trusted-checkpoint", str(kept))
     assert status == 0, output
     assert output.startswith("OK: ") and ", 0 unsigned" in output
+    assert f"trusted checkpoint {kept} (issued " in output  # checked, and says so
+    assert "every partition still holds its signed tree (partition 0: " in output
 
     await rewrite_partition(kept_ledger, partition, how)
 
@@ -161,6 +163,7 @@ async def test_a_rewrite_that_removed_the_checkpoints_is_caught_by_a_kept_one(
     assert f"NOT HELD: partition {partition} {how}" in output, output
     assert output.count("NOT HELD") == 1
     assert "FAILED: " in output
+    assert "still holds" not in output
 
 
 async def test_a_kept_checkpoint_still_holds_after_the_ledger_grew(
@@ -172,6 +175,17 @@ async def test_a_kept_checkpoint_still_holds_after_the_ledger_grew(
 
     status, output = await verify(kept_ledger, "--trusted-checkpoint", str(first), str(second))
     assert status == 0, output
+    for path in (first, second):  # one line each, naming its trees as it signed them
+        kept = parse_trusted_checkpoint(path.read_bytes(), str(path)).signed
+        heads = kept.checkpoint.tree_heads
+        trees = f"partition {heads[0].partition}: {heads[0].size} entries, " + ", ".join(
+            f"{head.partition}: {head.size}" for head in heads[1:]
+        )
+        issued = kept.checkpoint.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert (
+            f"trusted checkpoint {path} (issued {issued}, key {kept.key_id}): "
+            f"every partition still holds its signed tree ({trees})\n"
+        ) in output, output
     report = await kept_ledger.verify()
     signed = report.signed_entries
     assert report.unsigned_entries > 0 and signed > 0
@@ -225,7 +239,7 @@ async def test_a_kept_checkpoint_signed_by_another_key_altered_or_of_another_log
         status, output = await verify(kept_ledger, "--trusted-checkpoint", str(path))
         assert status == 1, output
         assert f"trusted checkpoint {path}: {words}" in output
-        assert "FAILED: " in output
+        assert "FAILED: " in output and "still holds" not in output
 
 
 async def test_verify_proof_anchors_a_proof_in_a_kept_checkpoint(

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consent_ledger.cli.integrity import trusted_checkpoint_held_line
 from consent_ledger.integrity.checkpoints import (
     Checkpoint,
     SignedCheckpoint,
@@ -21,6 +22,7 @@ from consent_ledger.integrity.merkle import EMPTY_ROOT, leaf_hash, root_from_lea
 from consent_ledger.integrity.trust import (
     PartitionCoverage,
     TreeBreak,
+    TrustedCheckpoint,
     anchor_consistency,
     anchor_inclusion,
     check_tree_held,
@@ -199,3 +201,15 @@ def test_many_kept_trees_are_answered_in_the_order_given() -> None:
     assert [a.problem if a else None for a in answers] == [
         TreeBreak.DIVERGED, None, TreeBreak.SHRANK, TreeBreak.DIVERGED,
     ]  # fmt: skip
+
+
+def test_a_held_trusted_checkpoint_is_one_line_naming_its_trees() -> None:
+    three = signed(head(0, leaves(22)), head(1, leaves(17)), head(2, leaves(0)))
+    line = trusted_checkpoint_held_line(TrustedCheckpoint("kept.json", three))
+    assert line == (
+        f"trusted checkpoint kept.json (issued 2026-03-01T08:00:00Z, key {three.key_id}): "
+        "every partition still holds its signed tree (partition 0: 22 entries, 1: 17, 2: 0)"
+    )
+    many = signed(*(head(partition, leaves(3)) for partition in range(12)))
+    line = trusted_checkpoint_held_line(TrustedCheckpoint("kept.json", many))
+    assert line.endswith("still holds its signed tree (12 partitions, 36 entries)")

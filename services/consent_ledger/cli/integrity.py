@@ -244,7 +244,34 @@ def _verify(args: argparse.Namespace) -> int:
         out.write(f"OK: {summary}\n")
     for coverage in report.coverage:
         out.write(f"  {coverage.describe()}\n")
+    for kept in report.trusted_still_held:
+        out.write(f"{trusted_checkpoint_held_line(kept)}\n")
     return status
+
+
+MAX_PARTITIONS_NAMED = 6  # beyond, the held line gives totals: it stays one line
+
+
+def trusted_checkpoint_held_line(kept: TrustedCheckpoint) -> str:
+    """The line saying a ``--trusted-checkpoint`` was checked and still holds:
+    without it the output would read as if the option had not been given."""
+    checkpoint = kept.signed.checkpoint
+    issued = checkpoint.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    heads = checkpoint.tree_heads
+    if not heads:
+        trees = "it signed no partition"
+    elif len(heads) <= MAX_PARTITIONS_NAMED:
+        first, *rest = heads
+        trees = ", ".join(
+            [f"partition {first.partition}: {first.size} entries"]
+            + [f"{head.partition}: {head.size}" for head in rest]
+        )
+    else:
+        trees = f"{len(heads)} partitions, {sum(head.size for head in heads)} entries"
+    return (
+        f"trusted checkpoint {kept.source} (issued {issued}, key {kept.signed.key_id}): "
+        f"every partition still holds its signed tree ({trees})"
+    )
 
 
 def _checkpoint_save(args: argparse.Namespace) -> int:

@@ -188,6 +188,9 @@ class AuditReport:
     # partitions that no longer hold a tree one of the others signed (source, how).
     untrusted: list[tuple[str, str]] = field(default_factory=list)
     trees_not_held: list[tuple[str, TreeNotHeld]] = field(default_factory=list)
+    # Trusted checkpoints whose signature holds, of this ledger's log: each
+    # held unless it is named in trees_not_held (see ``trusted_still_held``).
+    trusted_checked: list[TrustedCheckpoint] = field(default_factory=list)
     # Checkpoint number: the key id it names, when no key given has that id (it
     # cannot be checked; counted among forged_checkpoints, as it proves nothing).
     signed_by_other_key: dict[int, str] = field(default_factory=dict)
@@ -201,6 +204,13 @@ class AuditReport:
             and not self.untrusted
             and not self.trees_not_held
         )
+
+    @property
+    def trusted_still_held(self) -> list[TrustedCheckpoint]:
+        """The trusted checkpoints every partition still holds the signed tree of:
+        what lets ``verify`` say so, one line each, rather than stay silent."""
+        lost = {source for source, _ in self.trees_not_held}
+        return [kept for kept in self.trusted_checked if kept.source not in lost]
 
     @property
     def signed_entries(self) -> int:
@@ -274,6 +284,7 @@ async def verify_ledger(
     for row in await connection.fetch(EPOCH_STARTS):
         epoch_starts.setdefault(row[0], set()).add(row[1])
     report.partitions = len(partitions)
+    report.trusted_checked = list(held)
     for partition in sorted(partitions):
         rows = await connection.fetch(PARTITION_ENTRIES, partition)
         report.entries += len(rows)
