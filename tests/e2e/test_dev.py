@@ -239,9 +239,10 @@ def the_banner_and_the_readme_run_as_printed(run: DevRun) -> None:
     }
 
     def in_a_shell(script: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        # In another folder than dev's: the banner's paths must not depend on it.
         return subprocess.run(
             ["bash", "-c", f"{export.group(1)}\n{script}"], env=shell_env, input=stdin,
-            capture_output=True, text=True, timeout=60, check=False,
+            cwd=run.data_dir, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
     verified = in_a_shell(verify.group(1))

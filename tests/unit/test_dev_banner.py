@@ -67,3 +67,31 @@ def test_the_export_line_leaves_out_a_master_key_the_user_set(tmp_path: Path) ->
     given = Settings.from_env({"LEDGER_MASTER_KEY_FILE": str(tmp_path / "mine.key")})
     line = dev._export_line(given, given.with_(kafka_bootstrap="127.0.0.1:9092"))
     assert "LEDGER_MASTER_KEY_FILE" not in line
+
+
+def test_the_hints_name_the_subject_report_the_analysts_reports_and_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the paths stay absolute, pasted into a shell elsewhere
+    lines = dev.command_hints(
+        "consent-ledger",
+        "http://127.0.0.1:8000",
+        Path("data/public-key.pem"),
+        "subj-7-000000",
+        None,
+    )
+    assert f"verify --public-key {tmp_path / 'data' / 'public-key.pem'}" in lines[1]
+    assert "consent-ledger report subj-7-000000 -o report.html" in lines[2]
+    assert lines[3].split() == [
+        "analysts:", "http://127.0.0.1:8000/v1/reports/violations", "http://127.0.0.1:8000/v1/policy"
+    ]  # fmt: skip
+    assert len(lines) == 4 and not any("webhooks" in line for line in lines)
+
+
+def test_without_the_demo_the_report_hint_says_subject_and_webhooks_are_counted(
+    tmp_path: Path,
+) -> None:
+    hooks = tmp_path / "hooks.yaml"
+    lines = dev.command_hints("x", "http://api", tmp_path / "k.pem", None, (2, hooks))
+    assert "x report SUBJECT -o report.html" in lines[2]
+    assert lines[-1] == f"  webhooks:  2 from {hooks}"

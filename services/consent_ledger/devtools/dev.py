@@ -60,6 +60,7 @@ from consent_ledger.kafka import kafka_security
 from consent_ledger.settings import Settings
 from consent_ledger.store.audit_reads import start_broker_epoch
 from consent_ledger.store.migrate import migrate
+from consent_ledger.webhooks import load_webhooks
 
 DATABASE = "consent_ledger"
 READY_WITHIN_S = 60.0
@@ -151,16 +152,26 @@ class DevStack:
         say(f"  broker:    {settings.kafka_bootstrap}   (topic {settings.events_topic})")
         say(f"  database:  {_without_password(settings.database_url or '')}")
         say(f"  logs:      {settings.data_dir.resolve() / 'logs'}")
-        command = _cli_command()
         say("in another shell, for the commands below and the README's examples:")
         say(f"  {_export_line(self.settings, settings)} {_token_export(tokens)}")
         say(
             f'  try:       curl -s -H "Authorization: Bearer $LEDGER_TOKEN" '
             f"'{api_url}/v1/violations?status=open' | python3 -m json.tool"
         )
-        say(f"  publish:   {command} publish EVENTS.jsonl")
-        public_key = _relative(settings.data_dir / "public-key.pem")
-        say(f"  verify:    {command} verify --public-key {public_key}")
+        factory = EventFactory(seed=int(time.time()) % 10_000, subjects=200, live=True)
+        webhooks = (
+            (len(load_webhooks(settings.webhooks)), settings.webhooks)
+            if settings.webhooks is not None
+            else None
+        )
+        for line in command_hints(
+            _cli_command(),
+            api_url,
+            settings.data_dir / "public-key.pem",
+            factory.subjects[0] if self.demo else None,
+            webhooks,
+        ):
+            say(line)
         say("Ctrl-C stops everything; a worker or the API that exits is restarted.")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -170,7 +181,7 @@ class DevStack:
             loop.add_signal_handler(signum, stop.set)
         tasks = [asyncio.create_task(self._watch_children(stop))]
         if self.demo:
-            tasks.append(asyncio.create_task(self._run_demo(settings, api_url, tokens, stop)))
+            tasks.append(asyncio.create_task(self._run_demo(factory, api_url, tokens, stop)))
         await stop.wait()
         for task in tasks:
             task.cancel()
@@ -313,11 +324,10 @@ class DevStack:
         return None
 
     async def _run_demo(
-        self, settings: Settings, api_url: str, tokens: DevTokens, stop: asyncio.Event
+        self, factory: EventFactory, api_url: str, tokens: DevTokens, stop: asyncio.Event
     ) -> None:
         """Publish as an upstream system does: POST /v1/events with a publisher token
         bound to the demo's sources (and eraser, for its erasure requests)."""
-        factory = EventFactory(seed=int(time.time()) % 10_000, subjects=200, live=True)
         say(f"demo: publishing about {self.demo_rate:g} events/s through {api_url}/v1/events")
         sent = 0
         while not stop.is_set():
@@ -422,6 +432,30 @@ def _export_line(given: Settings, running: Settings) -> str:
     return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
 
 
+def command_hints(
+    command: str,
+    api_url: str,
+    public_key: Path,
+    demo_subject: str | None,
+    webhooks: tuple[int, Path] | None,
+) -> list[str]:
+    """The banner's lines of what to try next, with absolute paths: they are
+    pasted into another shell, often in another folder. ``demo_subject``: one the
+    demo publishes about (else SUBJECT); ``webhooks``: how many LEDGER_WEBHOOKS
+    names and its file, when set."""
+    subject = demo_subject or "SUBJECT"
+    lines = [
+        f"  publish:   {command} publish EVENTS.jsonl",
+        f"  verify:    {command} verify --public-key {Path(os.path.abspath(public_key))}",
+        f"  report:    {command} report {subject} -o report.html   (a subject's access report)",
+        f"  analysts:  {api_url}/v1/reports/violations   {api_url}/v1/policy",
+    ]
+    if webhooks is not None:
+        count, path = webhooks
+        lines.append(f"  webhooks:  {count} from {Path(os.path.abspath(path))}")
+    return lines
+
+
 def _token_export(tokens: DevTokens) -> str:
     """``LEDGER_TOKEN`` read from the admin token's file, so the secret itself is
     never printed (terminal scroll-back, CI logs)."""
@@ -437,16 +471,7 @@ def _cli_command() -> str:
     found = shutil.which("consent-ledger")
     if found is not None and os.path.abspath(found) == str(script):
         return "consent-ledger"
-    return _relative(script)
-
-
-def _relative(path: Path) -> str:
-    """``path`` relative to the current folder when it is below it, for short commands."""
-    absolute = Path(os.path.abspath(path))
-    try:
-        return str(absolute.relative_to(Path.cwd()))
-    except ValueError:
-        return str(absolute)
+    return str(script)
 
 
 def _without_password(url: str) -> str:
