@@ -28,26 +28,22 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
-from machine import describe
+from machine import describe, fresh_database
 
 from consent_ledger.api.app import create_app
 from consent_ledger.api.broker import LogEndOffsets
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.devtools.broker import EmbeddedBroker
-from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.devtools.demo import EventFactory
 from consent_ledger.devtools.kafka_admin import ensure_topics
-from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.kafka import end_offsets
 from consent_ledger.settings import Settings
@@ -233,34 +229,25 @@ async def main(sizes: list[int]) -> None:
     say(describe())
     broker = None if os.environ.get("LEDGER_BENCH_KAFKA") else EmbeddedBroker().start()
     bootstrap = os.environ.get("LEDGER_BENCH_KAFKA") or (broker.bootstrap if broker else "")
-    folder = tempfile.TemporaryDirectory(prefix="bench-counts-")
-    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    postgres = None if server else EmbeddedPostgres(Path(folder.name) / "data").start()
-    server = server or (postgres.dsn if postgres else "")
-    name = f"bench_counts_{os.getpid()}"
-    dsn = await create_database(server, name)
     try:
-        await ensure_topics(bootstrap, {TOPIC: 4})
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
-        assert pool is not None
-        try:
-            async with pool.acquire() as connection:
-                await migrate(connection)
-            await worker(pool)
-            have = 0
-            for size in sizes:
-                await grow(pool, have, size)
-                have = size
-                await reads(pool, bootstrap, dsn, size)
-        finally:
-            await pool.close()
+        async with fresh_database("bench_counts") as dsn:
+            await ensure_topics(bootstrap, {TOPIC: 4})
+            pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
+            assert pool is not None
+            try:
+                async with pool.acquire() as connection:
+                    await migrate(connection)
+                await worker(pool)
+                have = 0
+                for size in sizes:
+                    await grow(pool, have, size)
+                    have = size
+                    await reads(pool, bootstrap, dsn, size)
+            finally:
+                await pool.close()
     finally:
-        await drop_database(server, name)
-        if postgres is not None:
-            postgres.stop()
         if broker is not None:
             broker.stop()
-        folder.cleanup()
 
 
 if __name__ == "__main__":

@@ -15,22 +15,17 @@ the plan used; never fails on a timing.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
-from machine import describe
+from machine import describe, fresh_database
 
 from consent_ledger.core.coverage import clause_coverage
 from consent_ledger.core.policy import load_reference_policy
-from consent_ledger.devtools.databases import create_database, drop_database
-from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.store.api_reads import OPEN_VIOLATIONS_BY_CLAUSE
 from consent_ledger.store.migrate import migrate
 
@@ -80,16 +75,7 @@ async def plan(connection: asyncpg.Connection) -> str:
 
 async def main(count: int) -> None:
     print(describe(), flush=True)
-    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    folder = None
-    postgres = None
-    if server is None:
-        folder = tempfile.TemporaryDirectory(prefix="bench-policy-")
-        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
-        server = postgres.dsn
-    name = f"bench_policy_{os.getpid()}"
-    dsn = await create_database(server, name)
-    try:
+    async with fresh_database("bench_policy") as dsn:
         connection = await asyncpg.connect(dsn)
         try:
             await migrate(connection)
@@ -110,12 +96,6 @@ async def main(count: int) -> None:
             print(f"  plan: {await plan(connection)}")
         finally:
             await connection.close()
-    finally:
-        await drop_database(server, name)
-        if postgres is not None:
-            postgres.stop()
-        if folder is not None:
-            folder.cleanup()
 
 
 if __name__ == "__main__":

@@ -23,20 +23,16 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sized
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 
 import asyncpg
-from machine import describe
+from machine import describe, fresh_database
 
 from consent_ledger.core.reports import Bucket, TimeRange
 from consent_ledger.core.timestamps import format_micros
-from consent_ledger.devtools.databases import create_database, drop_database
-from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.store.migrate import migrate
 from consent_ledger.store.reports import (
     DISCLOSURE_GROUPS,
@@ -205,15 +201,7 @@ async def main() -> None:
     runs = int(numbers[1]) if len(numbers) > 1 else 20
     print(describe(), flush=True)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    folder = tempfile.TemporaryDirectory(prefix="bench-reports-")
-    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    postgres = None
-    if not server:
-        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
-        server = postgres.dsn
-    name = f"bench_reports_{os.getpid()}"
-    dsn = await create_database(server, name)
-    try:
+    async with fresh_database("bench_reports") as dsn:
         started = time.perf_counter()
         disclosures = await fill(dsn, count, without_018)
         print(
@@ -224,11 +212,6 @@ async def main() -> None:
         )
         await measure(dsn, runs, only)
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        await drop_database(server, name)
-        if postgres is not None:
-            postgres.stop()
-        folder.cleanup()
 
 
 if __name__ == "__main__":

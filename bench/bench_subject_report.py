@@ -19,22 +19,18 @@ import base64
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
-from machine import describe
+from machine import describe, fresh_database
 
 from consent_ledger.api.app import create_app
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.core.subject_report_html import render_html
-from consent_ledger.devtools.databases import create_database, drop_database
-from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.integrity.checkpoints import generate_signing_key
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
@@ -140,17 +136,8 @@ async def parts(app: Any, pool: asyncpg.Pool) -> None:
 
 async def main(disclosures: int) -> None:
     print(describe(), flush=True)
-    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    folder = None
-    postgres = None
-    if server is None:
-        folder = tempfile.TemporaryDirectory(prefix="bench-report-")
-        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
-        server = postgres.dsn
-    name = f"bench_report_{os.getpid()}"
-    dsn = await create_database(server, name)
     master_key = os.urandom(32)
-    try:
+    async with fresh_database("bench_report") as dsn:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         try:
             async with pool.acquire() as connection:
@@ -162,12 +149,6 @@ async def main(disclosures: int) -> None:
             await measure(pool, master_key)
         finally:
             await pool.close()
-    finally:
-        await drop_database(server, name)
-        if postgres is not None:
-            postgres.stop()
-        if folder is not None:
-            folder.cleanup()
 
 
 if __name__ == "__main__":

@@ -15,24 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-from machine import describe
+from machine import describe, fresh_database
 
 from consent_ledger.core.timeline import Status, Violation, ViolationChange
 from consent_ledger.core.verdicts import SEVERITY, Rule
-from consent_ledger.devtools.databases import create_database, drop_database
-from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.devtools.processes import find_free_port
 from consent_ledger.store.batch_write import alert_message
 from consent_ledger.store.migrate import migrate
@@ -166,40 +161,28 @@ async def main(count: int, rows: int) -> None:
     for process in receivers:
         process.start()
     prompt, stuck = (f"http://127.0.0.1:{port}/hook" for port in ports)
-    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    folder = postgres = None
-    if server is None:
-        folder = tempfile.TemporaryDirectory(prefix="bench-webhooks-")
-        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
-        server = postgres.dsn
-    name = f"bench_webhooks_{os.getpid()}"
-    dsn = await create_database(server, name)
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
-        async with pool.acquire() as connection:
-            await migrate(connection)
-        await asyncio.sleep(0.5)  # the receivers' processes bind their ports
-        queued_s, alone_s = await run_dispatch(pool, [prompt], count, prompt)
-        print(f"queue {count:,} alerts for 1 URL, as the relay does: {queued_s * 1000:.0f} ms "
-              f"({count / queued_s:,.0f} rows/s)")  # fmt: skip
-        print(f"deliver {count:,} alerts to 1 URL (4 POSTs in flight): {alone_s:.2f} s "
-              f"({count / alone_s:,.0f} alerts/s)")  # fmt: skip
-        _, beside_s = await run_dispatch(pool, [prompt, stuck], count, prompt)
-        print(f"the same beside a URL that never answers within {TIMEOUT_S:g} s: {beside_s:.2f} s "
-              f"({count / beside_s:,.0f} alerts/s)")  # fmt: skip
-        shipped, every_row = await stats_timings(pool, rows)
-        for label, seconds in (("as shipped", shipped), ("counted over every row", every_row)):
-            print(f"/v1/stats figures per hook over {rows:,} rows, {label}: p50 "
-                  f"{statistics.median(seconds) * 1000:.0f} ms, max {max(seconds) * 1000:.0f} ms")  # fmt: skip
-        await pool.close()
+        async with fresh_database("bench_webhooks") as dsn:
+            pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
+            async with pool.acquire() as connection:
+                await migrate(connection)
+            await asyncio.sleep(0.5)  # the receivers' processes bind their ports
+            queued_s, alone_s = await run_dispatch(pool, [prompt], count, prompt)
+            print(f"queue {count:,} alerts for 1 URL, as the relay does: {queued_s * 1000:.0f} ms "
+                  f"({count / queued_s:,.0f} rows/s)")  # fmt: skip
+            print(f"deliver {count:,} alerts to 1 URL (4 POSTs in flight): {alone_s:.2f} s "
+                  f"({count / alone_s:,.0f} alerts/s)")  # fmt: skip
+            _, beside_s = await run_dispatch(pool, [prompt, stuck], count, prompt)
+            print(f"the same beside a URL that never answers within {TIMEOUT_S:g} s: {beside_s:.2f} s "
+                  f"({count / beside_s:,.0f} alerts/s)")  # fmt: skip
+            shipped, every_row = await stats_timings(pool, rows)
+            for label, seconds in (("as shipped", shipped), ("counted over every row", every_row)):
+                print(f"/v1/stats figures per hook over {rows:,} rows, {label}: p50 "
+                      f"{statistics.median(seconds) * 1000:.0f} ms, max {max(seconds) * 1000:.0f} ms")  # fmt: skip
+            await pool.close()
     finally:
         for process in receivers:
             process.terminate()
-        await drop_database(server, name)
-        if postgres is not None:
-            postgres.stop()
-        if folder is not None:
-            folder.cleanup()
 
 
 if __name__ == "__main__":

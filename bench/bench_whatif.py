@@ -13,19 +13,15 @@ A benchmark prints figures; it never fails on a timing.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import asyncpg
-from machine import describe
+from machine import describe, fresh_database
 
 from consent_ledger.core.policy import PolicyVersions, load_reference_policy, parse_policy
-from consent_ledger.devtools.databases import create_database, drop_database
-from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.store.migrate import migrate
 from consent_ledger.store.whatif_reads import whatif_recorded
 
@@ -104,15 +100,7 @@ def no_registrations(*_: object) -> None:
 async def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     print(describe(), flush=True)
-    folder = tempfile.TemporaryDirectory(prefix="bench-whatif-")
-    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    postgres = None
-    if not server:
-        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
-        server = postgres.dsn
-    name = f"bench_whatif_{os.getpid()}"
-    dsn = await create_database(server, name)
-    try:
+    async with fresh_database("bench_whatif") as dsn:
         started = time.perf_counter()
         await fill(dsn, count)
         print(
@@ -136,11 +124,6 @@ async def main() -> None:
             f"would close {document['counts']['would_close']:,}; "
             f"rows written: {'none' if before == after else 'SOME (a bug)'}"
         )
-    finally:
-        await drop_database(server, name)
-        if postgres is not None:
-            postgres.stop()
-        folder.cleanup()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,13 @@ speed beside them (seen here: the same code and benchmark ran at 50,000 and at
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from consent_ledger.devtools.databases import create_database, drop_database
 
 
 def python_speed(iterations: int = 2_000_000) -> float:
@@ -28,6 +34,36 @@ def describe() -> str:
         f"machine: {os.cpu_count()} cores; reference Python loop {python_speed():.1f} M iterations/s "
         "(compare rates only between runs with similar figures)"
     )
+
+
+@asynccontextmanager
+async def fresh_database(prefix: str) -> AsyncIterator[str]:
+    """A new empty database for one benchmark run; yields its DSN.
+
+    On LEDGER_BENCH_DATABASE_URL's server when that is set (to measure a real
+    server), else on an embedded PostgreSQL in a temporary folder. The database,
+    and the embedded server with its folder, are gone afterwards, whatever
+    happened, so runs neither see each other's rows nor leave files behind."""
+    from consent_ledger.devtools.postgres import EmbeddedPostgres
+
+    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
+    folder = postgres = None
+    if not server:
+        folder = tempfile.TemporaryDirectory(prefix=f"{prefix.replace('_', '-')}-")
+        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
+        server = postgres.dsn
+    name = f"{prefix}_{os.getpid()}"
+    try:
+        dsn = await create_database(server, name)
+        try:
+            yield dsn
+        finally:
+            await drop_database(server, name)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        if folder is not None:
+            folder.cleanup()
 
 
 class CpuMeter:
