@@ -19,8 +19,9 @@ from consent_ledger.api.pagination import (
     decode_cursor,
     encode_cursor,
 )
+from consent_ledger.api.routes.common import instant_parameter
 from consent_ledger.core.roles import Permission, Role
-from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant, to_micros
+from consent_ledger.core.timestamps import format_micros, to_micros
 from consent_ledger.store.access_log import AccessLog
 from consent_ledger.store.tokens import TokenError, TokenRecord, TokenStore
 
@@ -165,13 +166,8 @@ async def revoke_token(request: Request, name: str) -> Response:
 
 
 def _time_filter(parameter: str, text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        micros = parse_instant(text)
-    except InvalidTimestamp as exc:
-        raise invalid_parameter(parameter, str(exc)) from None
-    return datetime.fromtimestamp(micros / 1_000_000, UTC)
+    micros = instant_parameter(parameter, text)
+    return None if micros is None else datetime.fromtimestamp(micros / 1_000_000, UTC)
 
 
 @router.get(

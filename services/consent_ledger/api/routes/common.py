@@ -20,7 +20,12 @@ from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import MAX_LIMIT, InvalidCursor, decode_cursor
 from consent_ledger.core.intake import MAX_ATTRIBUTE_CHARS
 from consent_ledger.core.policy import PolicyVersions
-from consent_ledger.core.timestamps import format_micros, to_micros
+from consent_ledger.core.timestamps import (
+    InvalidTimestamp,
+    format_micros,
+    parse_instant,
+    to_micros,
+)
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.store.api_reads import LedgerReader, Row
@@ -102,6 +107,17 @@ def subject_parameter(subject: str, parameter: str = "subject") -> str:
     if "\x00" in subject:
         raise invalid_parameter(parameter, "holds U+0000 (NUL), which no subject id may hold")
     return subject
+
+
+def instant_parameter(parameter: str, text: str | None) -> int | None:
+    """An optional instant query parameter (CONTRACT timestamps) in microseconds;
+    a 400 naming ``parameter`` when it is not one."""
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except InvalidTimestamp as exc:
+        raise invalid_parameter(parameter, str(exc)) from None
 
 
 def cursor_key(cursor: str, listing: str, size: int) -> tuple[int, ...]:

@@ -11,11 +11,11 @@ from pydantic import BaseModel, Field
 
 from consent_ledger.api.auth import requires
 from consent_ledger.api.errors import invalid_parameter
-from consent_ledger.api.routes.common import ERRORS, Context
+from consent_ledger.api.routes.common import ERRORS, Context, instant_parameter
 from consent_ledger.core.policy import PolicyError, PolicyVersions
 from consent_ledger.core.reports import Bucket, DisclosureGroup, TimeRange, ViolationGroup
 from consent_ledger.core.roles import Permission as P
-from consent_ledger.core.timestamps import InvalidTimestamp, format_micros, parse_instant
+from consent_ledger.core.timestamps import format_micros
 from consent_ledger.store.api_reads import LedgerView
 from consent_ledger.store.policy_versions import versions_with
 
@@ -99,19 +99,10 @@ class DisclosureReport(BaseModel):
 def time_range(since: str | None, until: str | None) -> TimeRange:
     """``from`` and ``to`` as a range of event times; a 400 naming the parameter
     that is not an instant, or ``to`` when it is not after ``from``."""
-    span = TimeRange(_instant("from", since), _instant("to", until))
+    span = TimeRange(instant_parameter("from", since), instant_parameter("to", until))
     if span.empty:
         raise invalid_parameter("to", f"{until} is not after from ({since}); to is exclusive")
     return span
-
-
-def _instant(parameter: str, text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return parse_instant(text)
-    except InvalidTimestamp as exc:
-        raise invalid_parameter(parameter, str(exc)) from None
 
 
 def _within_limit(count: int, parameter: str, advice: str) -> None:
