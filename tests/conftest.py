@@ -153,6 +153,26 @@ async def database_url(
         await drop_database(pg_server_dsn, name)
 
 
+@contextlib.asynccontextmanager
+async def module_database(
+    server_dsn: str, prefix: str, max_size: int = 4
+) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """A database of its own for a test module's fixture to fill once: its DSN and
+    a pool on it, migrated; pool closed and database dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    dsn = await create_database(server_dsn, name)
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+        try:
+            async with pool.acquire() as connection:
+                await migrate(connection)
+            yield dsn, pool
+        finally:
+            await pool.close()
+    finally:
+        await drop_database(server_dsn, name)
+
+
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A connection pool on this test's fresh database, migrated."""

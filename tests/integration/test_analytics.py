@@ -15,12 +15,13 @@ import pytest
 
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_reference_policy
-from consent_ledger.devtools.databases import create_database, database_dsn, drop_database
+from consent_ledger.devtools.databases import database_dsn, drop_database
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.store.batch_write import ERASED_EXPLANATION
 from consent_ledger.store.migrate import migrate
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import module_database
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
@@ -61,23 +62,12 @@ async def ledger_url(pg_server_dsn: str) -> AsyncIterator[str]:
     """One database for the module, migrated by its owner (the superuser) and fed
     two scenarios through the worker's pipeline: `erasure` (ola erased, pia not)
     and `consent-lifecycle` (consents given, withdrawn, expiring)."""
-    name = f"analytics_{uuid.uuid4().hex[:8]}"
-    dsn = await create_database(pg_server_dsn, name)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    assert pool is not None
-    try:
-        async with pool.acquire() as connection:
-            await migrate(connection)
+    async with module_database(pg_server_dsn, "analytics", max_size=2) as (dsn, pool):
         pipeline = BatchPipeline(pool, KeyRing(os.urandom(32)), load_reference_policy(), Settings())
         for partition, scenario in enumerate(("erasure", "consent-lifecycle")):
             lines = (SCENARIOS / scenario / "events.jsonl").read_bytes().splitlines()
             await pipeline.process([Record(partition, n, line) for n, line in enumerate(lines)])
-    finally:
-        await pool.close()
-    try:
         yield dsn
-    finally:
-        await drop_database(pg_server_dsn, name)
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,12 @@ from consent_ledger.core.reports import (
     bucket_start,
 )
 from consent_ledger.core.timestamps import format_micros, parse_instant
-from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
 from consent_ledger.store.api_reads import HEAVY_READS, LedgerView
-from consent_ledger.store.migrate import migrate
 from consent_ledger.store.reports import disclosure_report, violation_report
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import issue_token, signed_in_client
+from tests.conftest import issue_token, module_database, signed_in_client
 
 pytestmark = [pytest.mark.integration]
 
@@ -99,20 +97,12 @@ EVENTS = [
 @pytest.fixture(scope="module")
 async def reports_pool(pg_server_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     """One database for the module, filled once by the worker's pipeline."""
-    name = f"test_reports_{os.urandom(6).hex()}"
-    dsn = await create_database(pg_server_dsn, name)
-    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    try:
-        async with pool.acquire() as connection:
-            await migrate(connection)
+    async with module_database(pg_server_dsn, "test_reports") as (_, pool):
         pipeline = BatchPipeline(pool, KeyRing(MASTER_KEY), POLICY, settings())
         records = [Record(0, offset, orjson.dumps(body)) for offset, body in enumerate(EVENTS)]
         for record in records:  # one batch each: the late events come after the rest
             await pipeline.process([record])
         yield pool
-    finally:
-        await pool.close()
-        await drop_database(pg_server_dsn, name)
 
 
 def settings() -> Settings:

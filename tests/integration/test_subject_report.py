@@ -32,16 +32,14 @@ from consent_ledger.api.app import build_server, create_app
 from consent_ledger.core.batch import Record
 from consent_ledger.core.policy import load_reference_policy
 from consent_ledger.core.subject_report_html import REPORT_CSP
-from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.devtools.processes import find_free_port
 from consent_ledger.integrity.checkpoints import generate_signing_key, verify_checkpoint
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.integrity.trust import parse_trusted_checkpoint
 from consent_ledger.settings import Settings
 from consent_ledger.store.checkpoint_issuer import issue_checkpoint
-from consent_ledger.store.migrate import migrate
 from consent_ledger.worker.pipeline import BatchPipeline
-from tests.conftest import issue_token, signed_in_client
+from tests.conftest import issue_token, module_database, signed_in_client
 
 pytestmark = pytest.mark.integration
 
@@ -128,12 +126,7 @@ class Ledger:
 
 @pytest.fixture(scope="module")
 async def ledger(pg_server_dsn: str) -> AsyncIterator[Ledger]:
-    name = f"report_{os.urandom(6).hex()}"
-    dsn = await create_database(pg_server_dsn, name)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    try:
-        async with pool.acquire() as connection:
-            await migrate(connection)
+    async with module_database(pg_server_dsn, "report") as (dsn, pool):
         settings = Settings(
             master_key=base64.b64encode(MASTER_KEY).decode(), kafka_idempotence=False
         )
@@ -148,9 +141,6 @@ async def ledger(pg_server_dsn: str) -> AsyncIterator[Ledger]:
             for role in ("privacy-officer", "admin", "analyst", "publisher", "auditor")
         }
         yield Ledger(dsn, pool, signing_key, settings, tokens)
-    finally:
-        await pool.close()
-        await drop_database(pg_server_dsn, name)
 
 
 def report_path(subject: str) -> str:
