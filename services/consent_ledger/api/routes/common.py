@@ -19,7 +19,7 @@ from consent_ledger.api.metrics import RequestCounts
 from consent_ledger.api.models import ErrorResponse
 from consent_ledger.api.pagination import MAX_LIMIT, InvalidCursor, decode_cursor
 from consent_ledger.core.intake import MAX_ATTRIBUTE_CHARS
-from consent_ledger.core.policy import PolicyVersions
+from consent_ledger.core.policy import PolicyError, PolicyVersions
 from consent_ledger.core.timestamps import (
     InvalidTimestamp,
     format_micros,
@@ -28,7 +28,8 @@ from consent_ledger.core.timestamps import (
 )
 from consent_ledger.integrity.keyring import KeyRing
 from consent_ledger.settings import Settings
-from consent_ledger.store.api_reads import LedgerReader, Row
+from consent_ledger.store.api_reads import LedgerReader, LedgerView, Row
+from consent_ledger.store.policy_versions import versions_with
 
 
 class IdConvertor(Convertor[str]):
@@ -118,6 +119,14 @@ def instant_parameter(parameter: str, text: str | None) -> int | None:
         return parse_instant(text)
     except InvalidTimestamp as exc:
         raise invalid_parameter(parameter, str(exc)) from None
+
+
+async def versions_for_titles(view: LedgerView, configured: PolicyVersions) -> PolicyVersions:
+    """Every policy version, configured and published, for clauses' titles."""
+    try:
+        return versions_with(configured, await view.policy_versions())
+    except PolicyError:  # a clash publishing refuses; titles then come from the configured
+        return configured
 
 
 def cursor_key(cursor: str, listing: str, size: int) -> tuple[int, ...]:

@@ -19,13 +19,13 @@ from consent_ledger.api.routes.common import (
     format_instant,
     page_of,
     subject_parameter,
+    versions_for_titles,
 )
-from consent_ledger.core.policy import PolicyError, PolicyVersions
+from consent_ledger.core.policy import PolicyVersions
 from consent_ledger.core.roles import Permission as P
 from consent_ledger.core.timestamps import format_micros
 from consent_ledger.core.verdicts import Rule
 from consent_ledger.store.api_reads import LedgerView, Row
-from consent_ledger.store.policy_versions import versions_with
 
 router = APIRouter()
 
@@ -73,10 +73,7 @@ async def _versions_judging(
     names = {policy.version for policy in configured.versions}
     if all(row["policy_version"] is None or row["policy_version"] in names for row in page):
         return configured
-    try:
-        return versions_with(configured, await view.policy_versions())
-    except PolicyError:  # a clash publishing refuses; titles then come from the configured
-        return configured
+    return await versions_for_titles(view, configured)
 
 
 def _violation(row: Row, versions: PolicyVersions) -> models.ViolationItem:

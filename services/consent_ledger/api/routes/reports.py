@@ -11,13 +11,15 @@ from pydantic import BaseModel, Field
 
 from consent_ledger.api.auth import requires
 from consent_ledger.api.errors import invalid_parameter
-from consent_ledger.api.routes.common import ERRORS, Context, instant_parameter
-from consent_ledger.core.policy import PolicyError, PolicyVersions
+from consent_ledger.api.routes.common import (
+    ERRORS,
+    Context,
+    instant_parameter,
+    versions_for_titles,
+)
 from consent_ledger.core.reports import Bucket, DisclosureGroup, TimeRange, ViolationGroup
 from consent_ledger.core.roles import Permission as P
 from consent_ledger.core.timestamps import format_micros
-from consent_ledger.store.api_reads import LedgerView
-from consent_ledger.store.policy_versions import versions_with
 
 router = APIRouter()
 
@@ -139,7 +141,7 @@ async def violations_report(
     async with context.ledger().snapshot(heavy=True) as view:
         cells = await view.violation_report(bucket, group_by, span, MAX_REPORT_ITEMS + 1)
         _within_limit(len(cells), "bucket", "choose a wider bucket or a shorter range (from, to)")
-        titles = await _clause_titles(view, context.policy) if group_by == "clause" else None
+        titles = await versions_for_titles(view, context.policy) if group_by == "clause" else None
     items = [
         ViolationReportItem(
             bucket=format_micros(cell.bucket),
@@ -152,14 +154,6 @@ async def violations_report(
         for cell in cells
     ]
     return ViolationReport(bucket=bucket, group_by=group_by, items=items)
-
-
-async def _clause_titles(view: LedgerView, configured: PolicyVersions) -> PolicyVersions:
-    """Every policy version, configured and published, for the clauses' words."""
-    try:
-        return versions_with(configured, await view.policy_versions())
-    except PolicyError:  # a clash publishing refuses; titles then come from the configured
-        return configured
 
 
 @router.get(
