@@ -185,6 +185,31 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
+SERVICE_ROLE = "consent_ledger_service"
+
+
+@pytest.fixture
+async def service_pool(pg_server_dsn: str, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """As deploy/README.md sets it up: the owner (here the test's superuser) applies
+    the migrations; the service connects as consent_ledger_service."""
+    admin = await asyncpg.connect(pg_server_dsn)
+    if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE_ROLE):
+        await admin.execute(f"CREATE ROLE {SERVICE_ROLE} LOGIN")
+    await admin.close()
+    owner = await asyncpg.connect(database_url)
+    await migrate(owner)
+    await owner.close()
+    pool = await asyncpg.create_pool(database_url, user=SERVICE_ROLE, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        owner = await asyncpg.connect(database_url)
+        await owner.execute(f"DROP OWNED BY {SERVICE_ROLE}")  # its grants in this database
+        await owner.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def plain_tracebacks_in_logs() -> Iterator[None]:
     """structlog unconfigured (no entry point ran) renders a logged exception with

@@ -4,7 +4,6 @@ also for the service's own database role."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -12,12 +11,11 @@ import pytest
 
 from consent_ledger.core.roles import Role
 from consent_ledger.store.access_log import AccessLog
-from consent_ledger.store.migrate import migrate
 from consent_ledger.store.tokens import TokenError, TokenStore, token_digest
+from tests.conftest import SERVICE_ROLE
 
 pytestmark = pytest.mark.integration
 
-SERVICE = "consent_ledger_service"
 REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)
 
 
@@ -115,27 +113,6 @@ async def test_the_access_log_filters_and_pages(pool: asyncpg.Pool) -> None:
     assert len(await log.page(after_id=0, limit=10, until=later)) == 5
 
 
-@pytest.fixture
-async def service_pool(pg_server_dsn: str, database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """The owner migrates; the API connects as consent_ledger_service (deploy/README.md)."""
-    admin = await asyncpg.connect(pg_server_dsn)
-    if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE):
-        await admin.execute(f"CREATE ROLE {SERVICE} LOGIN")
-    await admin.close()
-    owner = await asyncpg.connect(database_url)
-    await migrate(owner)
-    await owner.close()
-    pool = await asyncpg.create_pool(database_url, user=SERVICE, min_size=1, max_size=2)
-    assert pool is not None
-    try:
-        yield pool
-    finally:
-        await pool.close()
-        owner = await asyncpg.connect(database_url)
-        await owner.execute(f"DROP OWNED BY {SERVICE}")
-        await owner.close()
-
-
 @pytest.mark.parametrize(
     "statement",
     [
@@ -160,7 +137,7 @@ async def test_the_service_role_appends_to_the_access_log_and_nothing_more(
     )
     token, _ = await TokenStore(service_pool).issue("po", ["privacy-officer"])  # the API issues
     async with service_pool.acquire() as connection:
-        assert await connection.fetchval("SELECT current_user") == SERVICE
+        assert await connection.fetchval("SELECT current_user") == SERVICE_ROLE
         with pytest.raises(REFUSED):
             await connection.execute(statement)
     assert [row.subjects for row in await log.page(after_id=0, limit=5)] == [("anna",)]

@@ -5,7 +5,6 @@ trigger off, not drop the table (the issue: "append-only in the database")."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -17,34 +16,12 @@ from consent_ledger.settings import Settings
 from consent_ledger.store.migrate import migrate
 from consent_ledger.store.rebuild import rebuild_read_models
 from consent_ledger.worker.pipeline import BatchPipeline
+from tests.conftest import SERVICE_ROLE
 from tests.e2e.conftest import SCENARIOS
 
 pytestmark = [pytest.mark.integration]
 
 REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)
-SERVICE = "consent_ledger_service"
-
-
-@pytest.fixture
-async def service_pool(pg_server_dsn: str, database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """As deploy/README.md sets it up: the owner (here the test's superuser) applies
-    the migrations; the worker connects as consent_ledger_service."""
-    admin = await asyncpg.connect(pg_server_dsn)
-    if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE):
-        await admin.execute(f"CREATE ROLE {SERVICE} LOGIN")
-    await admin.close()
-    owner = await asyncpg.connect(database_url)
-    await migrate(owner)
-    await owner.close()
-    pool = await asyncpg.create_pool(database_url, user=SERVICE, min_size=1, max_size=2)
-    assert pool is not None
-    try:
-        yield pool
-    finally:
-        await pool.close()
-        owner = await asyncpg.connect(database_url)
-        await owner.execute(f"DROP OWNED BY {SERVICE}")  # its grants in this database
-        await owner.close()
 
 
 async def test_the_service_role_runs_the_pipeline(service_pool: asyncpg.Pool) -> None:
@@ -55,7 +32,7 @@ async def test_the_service_role_runs_the_pipeline(service_pool: asyncpg.Pool) ->
     report = await pipeline.process([Record(0, offset, line) for offset, line in enumerate(lines)])
     assert sum(report.accepted_by_type.values()) == len(lines)
     async with service_pool.acquire() as connection:
-        assert await connection.fetchval("SELECT current_user") == SERVICE
+        assert await connection.fetchval("SELECT current_user") == SERVICE_ROLE
         assert await connection.fetchval("SELECT count(*) FROM ledger_entries") == len(lines)
         assert await migrate(connection) == []  # starting a worker again is fine
 
