@@ -37,13 +37,12 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer
-from machine import CpuMeter, describe
+from machine import CpuMeter, bench_servers, describe
 
 from consent_ledger.devtools.broker import EmbeddedBroker
 from consent_ledger.devtools.databases import create_database, drop_database
 from consent_ledger.devtools.demo import EventFactory
 from consent_ledger.devtools.kafka_admin import ensure_topics
-from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.kafka import make_producer
 from consent_ledger.settings import Settings
 
@@ -373,24 +372,14 @@ async def main() -> None:
     arguments = [argument for argument in sys.argv[1:] if argument != "--latency"]
     latency_only = "--latency" in sys.argv[1:]
     count = int(arguments[0]) if arguments else 100_000
-    broker = None if os.environ.get("LEDGER_BENCH_KAFKA") else EmbeddedBroker().start()
-    bootstrap = os.environ.get("LEDGER_BENCH_KAFKA") or (broker.bootstrap if broker else "")
-    folder = tempfile.TemporaryDirectory(prefix="bench-pg-")
-    postgres = None
-    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    if not server:
-        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
-        server = postgres.dsn
-    say(f"broker {bootstrap}, PostgreSQL {server.split('@')[-1]}")
-    say(describe())
-    try:
+    with bench_servers("bench_pg", broker=True) as servers:
+        server, bootstrap = servers.database, servers.bootstrap
+        say(f"broker {bootstrap}, PostgreSQL {server.split('@')[-1]}")
+        say(describe())
         results = {} if latency_only else await sustained_rates(server, bootstrap, count)
         async with ledger_database(server, bootstrap) as (env, dsn, topic):
-            started_here = (("broker", broker), ("PostgreSQL", postgres))
-            servers = {
-                name: [process.pid] for name, process in started_here if process and process.pid
-            }
-            latencies = await steady_latency(env, dsn, bootstrap, topic, LATENCY_WORKERS, servers)
+            pids = {name: [process.pid] for name, process in servers.started.items() if process.pid}
+            latencies = await steady_latency(env, dsn, bootstrap, topic, LATENCY_WORKERS, pids)
             say(
                 f"latency send -> committed (visible to the API), {LATENCY_WORKERS} worker(s), "
                 f"{STEADY_RATE:,}/s for {STEADY_SECONDS} s: p50 {statistics.median(latencies):.0f} ms, "
@@ -405,12 +394,6 @@ async def main() -> None:
         say(
             f"  the ledger's best ({best:,.0f}/s) is {best / baseline:.1f}x the naive baseline (target >= 4x)"
         )
-    finally:
-        if postgres is not None:
-            postgres.stop()
-        folder.cleanup()
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -47,12 +47,10 @@ import asyncpg
 import httpx
 import orjson
 from bench_service import CLI, counted, ledger_database, say
-from machine import CpuMeter, describe, runnable_wait_s, tree
+from machine import CpuMeter, bench_servers, describe, runnable_wait_s, tree
 
 from consent_ledger.api.broker import LogEndOffsets, consumer_lag
-from consent_ledger.devtools.broker import EmbeddedBroker
 from consent_ledger.devtools.demo import EventFactory
-from consent_ledger.devtools.postgres import EmbeddedPostgres
 from consent_ledger.devtools.processes import find_free_port, stop_process_groups
 from consent_ledger.devtools.tokens import DEMO_SOURCES
 from consent_ledger.kafka import make_producer
@@ -476,33 +474,19 @@ async def main() -> None:
         "--workers", type=int, default=1, help="worker processes in one consumer group"
     )
     options = parser.parse_args()
-    broker = None if os.environ.get("LEDGER_BENCH_KAFKA") else EmbeddedBroker().start()
-    bootstrap = os.environ.get("LEDGER_BENCH_KAFKA") or (broker.bootstrap if broker else "")
-    folder = tempfile.TemporaryDirectory(prefix="bench-pg-")
-    postgres = None
-    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    if not server:
-        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
-        server = postgres.dsn
-    say(f"broker {bootstrap}, PostgreSQL {server.split('@')[-1]}")
-    say(describe())
-    say(
-        f"soak: {options.minutes:g} minutes at {options.rate:,} records/s, "
-        f"{options.workers} worker(s)"
-    )
-    started_here = (("PostgreSQL", postgres), ("broker", broker))
-    servers = {name: [process.pid] for name, process in started_here if process and process.pid}
-    try:
-        async with ledger_database(server, bootstrap) as (env, dsn, topic):
+    with bench_servers("bench_pg", broker=True) as servers:
+        say(f"broker {servers.bootstrap}, PostgreSQL {servers.database.split('@')[-1]}")
+        say(describe())
+        say(
+            f"soak: {options.minutes:g} minutes at {options.rate:,} records/s, "
+            f"{options.workers} worker(s)"
+        )
+        pids = {name: [process.pid] for name, process in servers.started.items() if process.pid}
+        async with ledger_database(servers.database, servers.bootstrap) as (env, dsn, topic):
             await soak(
-                env, dsn, bootstrap, topic, options.minutes, options.rate, options.workers, servers
-            )
-    finally:
-        if postgres is not None:
-            postgres.stop()
-        folder.cleanup()
-        if broker is not None:
-            broker.stop()
+                env, dsn, servers.bootstrap, topic,
+                options.minutes, options.rate, options.workers, pids,
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

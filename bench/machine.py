@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from consent_ledger.devtools.databases import create_database, drop_database
 
@@ -36,34 +38,57 @@ def describe() -> str:
     )
 
 
-@asynccontextmanager
-async def fresh_database(prefix: str) -> AsyncIterator[str]:
-    """A new empty database for one benchmark run; yields its DSN.
+@dataclass(frozen=True)
+class Servers:
+    """Where a benchmark's PostgreSQL server and broker are, and the processes of
+    those it started itself (name -> process, for CpuMeter)."""
 
-    On LEDGER_BENCH_DATABASE_URL's server when that is set (to measure a real
-    server), else on an embedded PostgreSQL in a temporary folder. The database,
-    and the embedded server with its folder, are gone afterwards, whatever
-    happened, so runs neither see each other's rows nor leave files behind."""
+    database: str
+    bootstrap: str
+    started: dict[str, Any]
+
+
+@contextmanager
+def bench_servers(prefix: str, broker: bool = False) -> Iterator[Servers]:
+    """PostgreSQL at LEDGER_BENCH_DATABASE_URL (and with ``broker``, Kafka at
+    LEDGER_BENCH_KAFKA) when set, to measure real servers; else embedded ones, an
+    embedded PostgreSQL in a temporary folder. What it started is stopped, and
+    the folder removed, afterwards, whatever happened."""
+    from consent_ledger.devtools.broker import EmbeddedBroker
     from consent_ledger.devtools.postgres import EmbeddedPostgres
 
-    server = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    folder = postgres = None
-    if not server:
-        folder = tempfile.TemporaryDirectory(prefix=f"{prefix.replace('_', '-')}-")
-        postgres = EmbeddedPostgres(Path(folder.name) / "data").start()
-        server = postgres.dsn
-    name = f"{prefix}_{os.getpid()}"
+    started: dict[str, Any] = {}
+    folder = None
     try:
-        dsn = await create_database(server, name)
+        bootstrap = os.environ.get("LEDGER_BENCH_KAFKA", "") if broker else ""
+        if broker and not bootstrap:
+            started["broker"] = EmbeddedBroker().start()
+            bootstrap = started["broker"].bootstrap
+        database = os.environ.get("LEDGER_BENCH_DATABASE_URL")
+        if not database:
+            folder = tempfile.TemporaryDirectory(prefix=f"{prefix.replace('_', '-')}-")
+            started["PostgreSQL"] = EmbeddedPostgres(Path(folder.name) / "data").start()
+            database = started["PostgreSQL"].dsn
+        yield Servers(database, bootstrap, started)
+    finally:
+        for process in reversed(started.values()):
+            process.stop()
+        if folder is not None:
+            folder.cleanup()
+
+
+@asynccontextmanager
+async def fresh_database(prefix: str) -> AsyncIterator[str]:
+    """A new empty database for one benchmark run (:func:`bench_servers`); yields
+    its DSN. The database is dropped afterwards, whatever happened, so runs
+    neither see each other's rows nor leave files behind."""
+    with bench_servers(prefix) as servers:
+        name = f"{prefix}_{os.getpid()}"
+        dsn = await create_database(servers.database, name)
         try:
             yield dsn
         finally:
-            await drop_database(server, name)
-    finally:
-        if postgres is not None:
-            postgres.stop()
-        if folder is not None:
-            folder.cleanup()
+            await drop_database(servers.database, name)
 
 
 class CpuMeter:
